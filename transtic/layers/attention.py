@@ -1,0 +1,117 @@
+"""Window multi-head self-attention with relative position bias and prepended prompts."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+AttentionImpl = Literal["eager", "sdpa"]
+
+# Windows attended per step. Bounds the (windows, heads, T, S) logits tensor, which
+# for a 1 MP image at the first stage would otherwise be ~0.6 GB.
+WINDOW_CHUNK = 512
+
+
+def relative_position_index(window: int) -> Tensor:
+    """(T, T) index into the (2w-1)^2 bias table for every query/key pair of a window."""
+    coords = torch.stack(
+        torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")
+    ).flatten(1)
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window - 1)
+    return rel[..., 0] * (2 * window - 1) + rel[..., 1]
+
+
+class WindowAttention(nn.Module):
+    """W-MSA over ``window x window`` tokens, optionally preceded by ``P`` prompt tokens.
+
+    Prompt tokens act only as keys and values: queries come from image tokens, so the
+    output has one row per image token. Prompt columns get zero position bias.
+    """
+
+    def __init__(self, dim: int, window: int, num_heads: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.window = window
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.relative_position_bias_table = nn.Parameter(
+            torch.zeros((2 * window - 1) ** 2, num_heads)
+        )
+        self.register_buffer("relative_position_index", relative_position_index(window))
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+        self.impl: AttentionImpl = "eager"
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+
+    def position_bias(self, num_prompts: int) -> Tensor:
+        tokens = self.window * self.window
+        index = self.relative_position_index.reshape(-1)  # type: ignore[operator]
+        bias = self.relative_position_bias_table[index].view(tokens, tokens, -1)
+        bias = bias.permute(2, 0, 1)
+        if num_prompts:
+            bias = F.pad(bias, (num_prompts, 0))
+        return bias
+
+    def forward(
+        self, windows: Tensor, *, num_prompts: int = 0, mask: Tensor | None = None
+    ) -> Tensor:
+        """windows: (B*nW, P+T, C); mask: (nW, T, P+T) additive or None -> (B*nW, T, C)."""
+        bw, seq, c = windows.shape
+        heads = self.num_heads
+        qkv = self.qkv(windows).reshape(bw, seq, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0][:, :, num_prompts:], qkv[1], qkv[2]
+        bias = self.position_bias(num_prompts).to(q.dtype)
+        out = _chunked_attention(q, k, v, bias, mask, self.scale, self.impl)
+        return self.proj(out.transpose(1, 2).reshape(bw, seq - num_prompts, c))
+
+
+def _chunked_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    bias: Tensor,
+    mask: Tensor | None,
+    scale: float,
+    impl: AttentionImpl,
+) -> Tensor:
+    """softmax(q k^T * scale + bias + mask) v, chunked over windows.
+
+    q: (B*nW, h, T, d); k, v: (B*nW, h, S, d); bias: (h, T, S); mask: (nW, T, S).
+    """
+    if mask is None:
+        return _attend(q, k, v, bias.unsqueeze(0), scale, impl)
+    nw = mask.shape[0]
+    images = q.shape[0] // nw
+    mask = mask.to(q.dtype)
+    outs = []
+    for start in range(0, nw, max(1, WINDOW_CHUNK // max(images, 1))):
+        stop = min(nw, start + max(1, WINDOW_CHUNK // max(images, 1)))
+        sel = _window_rows(images, nw, start, stop, q.device)
+        full_bias = (mask[start:stop].unsqueeze(1) + bias.unsqueeze(0)).repeat(images, 1, 1, 1)
+        outs.append((sel, _attend(q[sel], k[sel], v[sel], full_bias, scale, impl)))
+    out = q.new_empty(q.shape)
+    for sel, part in outs:
+        out[sel] = part
+    return out
+
+
+def _window_rows(images: int, nw: int, start: int, stop: int, device: torch.device) -> Tensor:
+    """Row indices of windows ``start:stop`` of every image, image-major."""
+    base = torch.arange(start, stop, device=device)
+    return (torch.arange(images, device=device)[:, None] * nw + base[None]).reshape(-1)
+
+
+def _attend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, scale: float, impl: str) -> Tensor:
+    if impl == "sdpa":
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+    outs = []
+    step = WINDOW_CHUNK
+    for start in range(0, q.shape[0], step):
+        sl = slice(start, start + step)
+        b = bias if bias.shape[0] == 1 else bias[sl]
+        logits = (q[sl] * scale) @ k[sl].transpose(-2, -1) + b
+        outs.append(logits.softmax(dim=-1) @ v[sl])
+    return torch.cat(outs) if len(outs) > 1 else outs[0]

@@ -1,0 +1,218 @@
+"""Swin Transformer blocks and the residual stage (RSTB) used by TIC and TransTIC.
+
+Module and parameter names follow the paper's released checkpoints
+(``residual_group.blocks.{i}.attn.qkv`` ...), so state dicts load unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .attention import WindowAttention
+from .windows import (
+    cached_on,
+    instance_prompt_mask,
+    shifted_window_mask,
+    window_partition,
+    window_reverse,
+)
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+def block_geometry(reference_size: int, window: int, shift: int) -> tuple[int, int]:
+    """Window and shift a block uses, fixed at construction from the training resolution.
+
+    Stages whose training-time map is no larger than a window attend over the whole
+    map without shifting; the released models were built this way, so later inputs
+    of any size keep that choice.
+    """
+    if reference_size <= window:
+        return reference_size, 0
+    return window, shift
+
+
+class SwinBlock(nn.Module):
+    """One (shifted-)window attention block with optional prompts.
+
+    Two prompt kinds are supported, as in TransTIC:
+    - ``shared_prompts`` (B, P, C): learned task tokens prepended to every window;
+    - ``instance_prompts`` (B, H*W/d^2, C): a prompt map at 1/d resolution, windowed
+      alongside the image so each window sees its own (window/d)^2 prompt tokens.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window: int,
+        shift: int,
+        reference_resolution: tuple[int, int],
+        mlp_ratio: float = 2.0,
+        instance_prompt_downsample: int = 0,
+    ) -> None:
+        super().__init__()
+        self.window, self.shift = block_geometry(min(reference_resolution), window, shift)
+        self.downsample = instance_prompt_downsample
+        if self.shift > 0:
+            # Kept only so checkpoints keep their keys; masks are rebuilt per size.
+            mask = shifted_window_mask(*reference_resolution, self.window, self.shift)
+            self.register_buffer("attn_mask", mask.clone())
+        else:
+            self.attn_mask = None
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = WindowAttention(dim, self.window, num_heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def _mask(self, h: int, w: int, num_prompts: int, like: Tensor) -> Tensor | None:
+        if self.shift == 0:
+            return None
+        if self.downsample:
+            key: tuple[object, ...] = ("inst", h, w, self.window, self.shift, self.downsample)
+            mask = instance_prompt_mask(h, w, self.window, self.shift, self.downsample)
+        else:
+            key = ("pad", h, w, self.window, self.shift, num_prompts)
+            mask = F.pad(shifted_window_mask(h, w, self.window, self.shift), (num_prompts, 0))
+        return cached_on(key, mask, like)
+
+    def forward(
+        self,
+        x: Tensor,
+        size: tuple[int, int],
+        *,
+        shared_prompts: Tensor | None = None,
+        instance_prompts: Tensor | None = None,
+    ) -> Tensor:
+        h, w = size
+        b, _, c = x.shape
+        win, s = self.window, self.shift
+        shortcut = x
+        x = self.norm1(x).view(b, h, w, c)
+        if s:
+            x = torch.roll(x, shifts=(-s, -s), dims=(1, 2))
+        windows = window_partition(x, win)
+        prompts = 0
+        if instance_prompts is not None:
+            d = self.downsample
+            m = instance_prompts.reshape(b, h // d, w // d, c)
+            if s:
+                m = torch.roll(m, shifts=(-s // d, -s // d), dims=(1, 2))
+            m_windows = window_partition(m, win // d)
+            prompts = m_windows.shape[1]
+            windows = torch.cat([m_windows, windows], dim=1)
+        elif shared_prompts is not None:
+            prompts = shared_prompts.shape[1]
+            per_image = windows.shape[0] // b
+            tokens = shared_prompts.unsqueeze(1).expand(b, per_image, prompts, c)
+            windows = torch.cat([tokens.reshape(-1, prompts, c), windows], dim=1)
+        mask = self._mask(h, w, prompts, windows)
+        out = window_reverse(self.attn(windows, num_prompts=prompts, mask=mask), win, h, w)
+        if s:
+            out = torch.roll(out, shifts=(s, s), dims=(1, 2))
+        x = shortcut + out.reshape(b, h * w, c)
+        return x + self.mlp(self.norm2(x))
+
+
+class SwinStage(nn.Module):
+    """A sequence of alternating plain/shifted blocks ("BasicLayer" in the checkpoints)."""
+
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        window: int,
+        reference_resolution: tuple[int, int],
+        mlp_ratio: float = 2.0,
+        num_task_prompts: int = 0,
+        instance_prompt_downsample: int = 0,
+    ) -> None:
+        super().__init__()
+        if num_task_prompts:
+            # Deep prompting: each block gets its own learned tokens.
+            bound = (6.0 / (3 + dim)) ** 0.5
+            self.prompt_embeddings = nn.Parameter(
+                torch.empty(depth, num_task_prompts, dim).uniform_(-bound, bound)
+            )
+        else:
+            self.prompt_embeddings = None
+        self.blocks = nn.ModuleList(
+            SwinBlock(
+                dim,
+                num_heads,
+                window,
+                0 if i % 2 == 0 else window // 2,
+                reference_resolution,
+                mlp_ratio,
+                instance_prompt_downsample,
+            )
+            for i in range(depth)
+        )
+
+    def forward(
+        self,
+        x: Tensor,
+        size: tuple[int, int],
+        instance_prompts: Sequence[Tensor] | None = None,
+    ) -> Tensor:
+        for i, block in enumerate(self.blocks):
+            shared = None
+            if self.prompt_embeddings is not None:
+                shared = self.prompt_embeddings[i].expand(x.shape[0], -1, -1)
+            inst = instance_prompts[i] if instance_prompts is not None else None
+            x = block(x, size, shared_prompts=shared, instance_prompts=inst)
+        return x
+
+
+class RSTB(nn.Module):
+    """Residual Swin Transformer Block: a Swin stage on feature maps plus a skip."""
+
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        window: int,
+        reference_resolution: tuple[int, int],
+        mlp_ratio: float = 2.0,
+        num_task_prompts: int = 0,
+        instance_prompt_downsample: int = 0,
+    ) -> None:
+        super().__init__()
+        self.residual_group = SwinStage(
+            dim,
+            depth,
+            num_heads,
+            window,
+            reference_resolution,
+            mlp_ratio,
+            num_task_prompts,
+            instance_prompt_downsample,
+        )
+
+    @property
+    def depth(self) -> int:
+        return len(self.residual_group.blocks)
+
+    def forward(self, x: Tensor, instance_prompts: Sequence[Tensor] | None = None) -> Tensor:
+        b, c, h, w = x.shape
+        tokens = x.flatten(2).transpose(1, 2)
+        maps = None
+        if instance_prompts is not None:
+            maps = [m.flatten(2).transpose(1, 2) for m in instance_prompts]
+        out = self.residual_group(tokens, (h, w), maps)
+        return out.transpose(1, 2).reshape(b, c, h, w) + x

@@ -1,0 +1,92 @@
+"""Window partitioning and the size-only masks of shifted-window attention.
+
+Everything here depends only on feature-map sizes, so results are cached: the
+reference implementation rebuilt these masks on every call, which costs more
+than the attention itself on small feature maps.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+from torch import Tensor
+
+# The reference marks cross-region pairs with -100 rather than -inf; softmax of
+# -100 is not exactly zero, so the value is part of the function being matched.
+MASKED_LOGIT = -100.0
+
+
+def window_partition(x: Tensor, window: int) -> Tensor:
+    """(B, H, W, C) -> (B * H/w * W/w, w * w, C), windows in row-major order per image."""
+    b, h, w, c = x.shape
+    x = x.view(b, h // window, window, w // window, window, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window * window, c)
+
+
+def window_reverse(windows: Tensor, window: int, h: int, w: int) -> Tensor:
+    """Inverse of :func:`window_partition`: (B * nW, w * w, C) -> (B, H, W, C)."""
+    c = windows.shape[-1]
+    b = windows.shape[0] // ((h // window) * (w // window))
+    x = windows.view(b, h // window, w // window, window, window, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
+
+
+def _region_labels(h: int, w: int, window: int, shift: int) -> Tensor:
+    """Label each pixel of the cyclically shifted map with the region it came from.
+
+    Built with the reference's slice arithmetic, including its behaviour at
+    ``shift == 0`` (where the last slice covers everything and all labels agree).
+    """
+    labels = torch.zeros(1, h, w, 1)
+    bounds = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
+    count = 0
+    for hs in bounds:
+        for ws in bounds:
+            labels[:, hs, ws, :] = count
+            count += 1
+    return labels
+
+
+@lru_cache(maxsize=256)
+def shifted_window_mask(h: int, w: int, window: int, shift: int) -> Tensor:
+    """Additive mask (nW, w*w, w*w) keeping attention inside each original region."""
+    labels = window_partition(_region_labels(h, w, window, shift), window).squeeze(-1)
+    diff = labels.unsqueeze(1) - labels.unsqueeze(2)
+    return torch.where(diff != 0, MASKED_LOGIT, 0.0)
+
+
+@lru_cache(maxsize=256)
+def instance_prompt_mask(h: int, w: int, window: int, shift: int, downsample: int) -> Tensor:
+    """Mask for windows whose keys are ``(window/d)^2`` prompt tokens followed by the image tokens.
+
+    The reference builds it by concatenating the image mask with a nearest-neighbour
+    resample of its middle columns, *without* shifting the image columns past the
+    prompt columns. The columns are therefore offset from the keys they describe;
+    reproducing that offset exactly is what lets released checkpoints decode the same.
+    """
+    base = shifted_window_mask(h, w, window, shift)
+    tokens = window * window
+    prompts = (window // downsample) ** 2
+    if downsample == 1:
+        return torch.cat([base, base], dim=2)
+    middle = base[:, :, prompts : tokens - prompts]
+    # nearest-neighbour resize of `middle` to `prompts` columns picks every k-th column
+    step = middle.shape[-1] / prompts
+    picks = torch.tensor([int(j * step) for j in range(prompts)])
+    return torch.cat([base, middle[:, :, picks]], dim=2)
+
+
+_device_cache: dict[tuple[object, ...], Tensor] = {}
+
+
+def cached_on(fn_result_key: tuple[object, ...], tensor: Tensor, like: Tensor) -> Tensor:
+    """Keep one copy of a size-only mask per device and dtype."""
+    key = (*fn_result_key, like.device, like.dtype)
+    cached = _device_cache.get(key)
+    if cached is None:
+        if len(_device_cache) > 512:
+            _device_cache.clear()
+        cached = tensor.to(device=like.device, dtype=like.dtype)
+        _device_cache[key] = cached
+    return cached

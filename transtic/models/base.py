@@ -1,0 +1,250 @@
+"""The hyperprior codec contract shared by TIC and TransTIC (CompressAI style)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from compressai.models.utils import update_registered_buffers
+from torch import Tensor, nn
+
+from ..layers import RSTB, conv, deconv
+from .entropy import EntropyBottleneck, GaussianConditional, get_scale_table
+
+EntropyMode = Literal["float", "fixed"]
+
+
+@dataclass(frozen=True)
+class CodecConfig:
+    """Architecture of the TIC transforms. Defaults are the paper's (qualities 1-4)."""
+
+    N: int = 128
+    M: int = 192
+    depths: tuple[int, ...] = (2, 4, 6, 2, 2, 2)
+    num_heads: tuple[int, ...] = (8, 8, 8, 16, 16, 16)
+    window: int = 8
+    mlp_ratio: float = 2.0
+    # Training-time input size; decides which deep stages skip window shifting.
+    reference_resolution: tuple[int, int] = (256, 256)
+
+    @property
+    def alignment(self) -> int:
+        """H and W of coded images must be multiples of this.
+
+        Every stage needs whole windows; the effective window of each stage is fixed
+        by the training resolution (at 256 and window 8 this gives 256).
+        """
+        from ..layers.swin import block_geometry
+
+        ref = min(self.reference_resolution)
+        half = self.window // 2
+        stages = [(2, self.window), (4, self.window), (8, self.window), (16, self.window)]
+        stages += [(32, half), (64, half)]
+        sizes = [scale * block_geometry(ref // scale, win, 0)[0] for scale, win in stages]
+        return math.lcm(*sizes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "N": self.N,
+            "M": self.M,
+            "depths": list(self.depths),
+            "num_heads": list(self.num_heads),
+            "window": self.window,
+            "mlp_ratio": self.mlp_ratio,
+            "reference_resolution": list(self.reference_resolution),
+        }
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """TransTIC prompt settings of the official classification/detection configs."""
+
+    num_tokens: int = 16
+    mask_downsample: int = 2
+    decoder_blocks: tuple[int, ...] = (1, 2, 3, 4)
+    generator_channels: int = 32
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+class HyperpriorCodec(nn.Module):
+    """Analysis/synthesis transforms with a mean-scale Gaussian hyperprior.
+
+    Subclasses define ``g_a`` and ``g_s``; the hyper transforms, entropy models and
+    the CompressAI ``forward``/``compress``/``decompress``/``update`` contract live here.
+    """
+
+    config: CodecConfig
+
+    def _stage(self, dim: int, depth: int, heads: int, window: int, scale: int, **kw: Any) -> RSTB:
+        ref = self.config.reference_resolution
+        return RSTB(
+            dim, depth, heads, window, (ref[0] // scale, ref[1] // scale), self.config.mlp_ratio, **kw
+        )
+
+    def _build_hyper(self) -> None:
+        c = self.config
+        n, m, d, h, half = c.N, c.M, c.depths, c.num_heads, c.window // 2
+        rd, rh = d[::-1], h[::-1]
+        self.h_a0 = conv(m, n, kernel_size=3, stride=2)
+        self.h_a1 = self._stage(n, d[4], h[4], half, 32)
+        self.h_a2 = conv(n, n, kernel_size=3, stride=2)
+        self.h_a3 = self._stage(n, d[5], h[5], half, 64)
+        self.h_s0 = self._stage(n, rd[0], rh[0], half, 64)
+        self.h_s1 = deconv(n, n, kernel_size=3, stride=2)
+        self.h_s2 = self._stage(n, rd[1], rh[1], half, 32)
+        self.h_s3 = deconv(n, m * 2, kernel_size=3, stride=2)
+
+    def _build_entropy_models(self) -> None:
+        self.entropy_bottleneck = EntropyBottleneck(self.config.N)
+        self.gaussian_conditional = GaussianConditional(None)
+
+    def _build_synthesis(self, task_prompts: int = 0, prompted_blocks: tuple[int, ...] = ()) -> None:
+        c = self.config
+        n, m, w = c.N, c.M, c.window
+        rd, rh = c.depths[::-1], c.num_heads[::-1]
+
+        def tokens(block: int) -> int:
+            return task_prompts if block in prompted_blocks else 0
+
+        self.g_s0 = self._stage(m, rd[2], rh[2], w, 16, num_task_prompts=tokens(1))
+        self.g_s1 = deconv(m, n, kernel_size=3, stride=2)
+        self.g_s2 = self._stage(n, rd[3], rh[3], w, 8, num_task_prompts=tokens(2))
+        self.g_s3 = deconv(n, n, kernel_size=3, stride=2)
+        self.g_s4 = self._stage(n, rd[4], rh[4], w, 4, num_task_prompts=tokens(3))
+        self.g_s5 = deconv(n, n, kernel_size=3, stride=2)
+        self.g_s6 = self._stage(n, rd[5], rh[5], w, 2, num_task_prompts=tokens(4))
+        self.g_s7 = deconv(n, 3, kernel_size=5, stride=2)
+
+    def _init_weights(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    # -- transforms -------------------------------------------------------------------
+    def g_a(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def g_s(self, y_hat: Tensor) -> Tensor:
+        x = self.g_s1(self.g_s0(y_hat))
+        x = self.g_s3(self.g_s2(x))
+        x = self.g_s5(self.g_s4(x))
+        return self.g_s7(self.g_s6(x))
+
+    def h_a(self, y: Tensor) -> Tensor:
+        return self.h_a3(self.h_a2(self.h_a1(self.h_a0(y))))
+
+    def h_s(self, z_hat: Tensor) -> Tensor:
+        return self.h_s3(self.h_s2(self.h_s1(self.h_s0(z_hat))))
+
+    # -- entropy parameters -----------------------------------------------------------
+    entropy_mode: EntropyMode = "float"
+
+    def entropy_parameters(self, z_hat: Tensor, mode: EntropyMode | None = None) -> tuple[Tensor, Tensor]:
+        """Scales and means of the latent's Gaussians from the decoded hyper-latent.
+
+        ``float`` is the paper's computation; ``fixed`` gives bit-identical results on
+        any machine (see ``transtic.entropy``), which the decoder needs to parse streams.
+        """
+        if (mode or self.entropy_mode) == "fixed":
+            from ..entropy import FixedPointHyperSynthesis
+
+            fixed = getattr(self, "_fixed_hs", None)
+            if fixed is None:
+                fixed = FixedPointHyperSynthesis.from_model(self)
+                object.__setattr__(self, "_fixed_hs", fixed)
+            scales, means = fixed(z_hat)
+            return scales.to(z_hat.dtype), means.to(z_hat.dtype)
+        scales, means = self.h_s(z_hat).float().chunk(2, 1)
+        return scales, means
+
+    def _invalidate_fixed_point(self) -> None:
+        if "_fixed_hs" in self.__dict__:
+            del self.__dict__["_fixed_hs"]
+
+    # -- CompressAI contract -----------------------------------------------------------
+    def forward(self, x: Tensor) -> dict[str, Any]:
+        y = self.g_a(x)
+        z = self.h_a(y)
+        z_hat, z_likelihoods = self.entropy_bottleneck(z)
+        scales, means = self.h_s(z_hat).chunk(2, 1)
+        y_hat, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
+        x_hat = self.g_s(y_hat)
+        return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
+
+    @torch.no_grad()
+    def compress(self, x: Tensor, *, entropy_mode: EntropyMode | None = None) -> dict[str, Any]:
+        y = self.g_a(x).float()
+        z = self.h_a(y).float()
+        z_strings = self.entropy_bottleneck.compress(z)
+        z_hat = self.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
+        scales, means = self.entropy_parameters(z_hat, entropy_mode)
+        indexes = self.gaussian_conditional.build_indexes(scales)
+        y_strings = self.gaussian_conditional.compress(y, indexes, means=means)
+        y_hat = torch.round(y - means) + means
+        return {"strings": [y_strings, z_strings], "shape": tuple(z.shape[-2:]), "y_hat": y_hat}
+
+    @torch.no_grad()
+    def decompress(
+        self,
+        strings: list[list[bytes]],
+        shape: tuple[int, int] | torch.Size,
+        *,
+        entropy_mode: EntropyMode | None = None,
+    ) -> dict[str, Tensor]:
+        if not (isinstance(strings, list | tuple) and len(strings) == 2):
+            raise ValueError("expected strings = [y_strings, z_strings]")
+        z_hat = self.entropy_bottleneck.decompress(strings[1], tuple(shape))
+        scales, means = self.entropy_parameters(z_hat, entropy_mode)
+        indexes = self.gaussian_conditional.build_indexes(scales)
+        y_hat = self.gaussian_conditional.decompress(strings[0], indexes, means=means)
+        x_hat = self.g_s(y_hat.to(self.g_s0.residual_group.blocks[0].norm1.weight.dtype))
+        return {"x_hat": x_hat.float().clamp_(0, 1), "y_hat": y_hat}
+
+    def update(self, scale_table: Tensor | None = None, force: bool = False) -> bool:
+        """Tabulate CDFs for the range coder; call once after training or loading."""
+        if scale_table is None:
+            scale_table = get_scale_table()
+        updated = bool(self.gaussian_conditional.update_scale_table(scale_table, force=force))
+        updated |= bool(self.entropy_bottleneck.update(force=force))
+        self._invalidate_fixed_point()
+        return updated
+
+    def aux_loss(self) -> Tensor:
+        return sum(
+            (m.loss() for m in self.modules() if isinstance(m, EntropyBottleneck)),
+            torch.zeros(()),
+        )
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        # CDF tables change size with the weights; grow the buffers before copying.
+        update_registered_buffers(
+            self.entropy_bottleneck,
+            "entropy_bottleneck",
+            ["_quantized_cdf", "_offset", "_cdf_length"],
+            state_dict,
+        )
+        update_registered_buffers(
+            self.gaussian_conditional,
+            "gaussian_conditional",
+            ["_quantized_cdf", "_offset", "_cdf_length", "scale_table"],
+            state_dict,
+        )
+        self._invalidate_fixed_point()
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def set_attention_impl(self, impl: str) -> None:
+        """``"sdpa"`` (fused, default) or ``"eager"`` (the reference's explicit softmax)."""
+        from ..layers import WindowAttention
+
+        for name, module in self.named_modules():
+            # The float entropy-parameter path must compute exactly what the paper's
+            # code computes, or streams from it decode to garbage: h_s stays eager.
+            if isinstance(module, WindowAttention) and not name.startswith("h_s"):
+                module.impl = impl  # type: ignore[assignment]

