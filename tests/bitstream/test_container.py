@@ -384,3 +384,9 @@ def test_encoder_rejects_bad_strings_and_sizes() -> None:
         encode_container(HEADER, bytes(100), b"", max_bytes=100)
     with pytest.raises(BitstreamError, match="max_pixels"):
         encode_container(HEADER, b"", b"", max_pixels=1000)
+
+
+def test_released_memoryview() -> None:
+    view = memoryview(pack_stream())
+    view.release()
+    expect_error(view, "released")

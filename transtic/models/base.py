@@ -179,18 +179,47 @@ class HyperpriorCodec(nn.Module):
         return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
 
     @torch.no_grad()
-    def compress(self, x: Tensor, *, entropy_mode: EntropyMode | None = None) -> dict[str, Any]:
+    def analyze(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Encoder transforms only: image -> (latent y, hyper-latent z), in float32."""
         y = self.g_a(x).float()
-        z = self.h_a(y).float()
+        return y, self.h_a(y).float()
+
+    @torch.no_grad()
+    def entropy_encode(
+        self, y: Tensor, z: Tensor, entropy_mode: EntropyMode | None = None
+    ) -> tuple[list[bytes], list[bytes], Tensor]:
+        """Range-code z, then y given the entropy parameters -> (y_strings, z_strings, y_hat)."""
         z_strings = self.entropy_bottleneck.compress(z)
         z_hat = self.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
         scales, means = self.entropy_parameters(z_hat, entropy_mode)
         indexes = self.gaussian_conditional.build_indexes(scales)
         y_strings = self.gaussian_conditional.compress(y, indexes, means=means)
-        y_hat = torch.round(y - means) + means
-        return {"strings": [y_strings, z_strings], "shape": tuple(z.shape[-2:]), "y_hat": y_hat}
+        return y_strings, z_strings, torch.round(y - means) + means
 
     @torch.no_grad()
+    def entropy_decode(
+        self,
+        y_strings: list[bytes],
+        z_strings: list[bytes],
+        z_shape: tuple[int, int] | torch.Size,
+        entropy_mode: EntropyMode | None = None,
+    ) -> Tensor:
+        """Decode the quantized latent y_hat from its strings."""
+        z_hat = self.entropy_bottleneck.decompress(z_strings, tuple(z_shape))
+        scales, means = self.entropy_parameters(z_hat, entropy_mode)
+        indexes = self.gaussian_conditional.build_indexes(scales)
+        return self.gaussian_conditional.decompress(y_strings, indexes, means=means)
+
+    @torch.no_grad()
+    def synthesize(self, y_hat: Tensor) -> Tensor:
+        """Decoder transform: y_hat -> image in [0, 1] (float32)."""
+        return self.g_s(y_hat).float().clamp_(0, 1)
+
+    def compress(self, x: Tensor, *, entropy_mode: EntropyMode | None = None) -> dict[str, Any]:
+        y, z = self.analyze(x)
+        y_strings, z_strings, y_hat = self.entropy_encode(y, z, entropy_mode)
+        return {"strings": [y_strings, z_strings], "shape": tuple(z.shape[-2:]), "y_hat": y_hat}
+
     def decompress(
         self,
         strings: list[list[bytes]],
@@ -200,12 +229,8 @@ class HyperpriorCodec(nn.Module):
     ) -> dict[str, Tensor]:
         if not (isinstance(strings, list | tuple) and len(strings) == 2):
             raise ValueError("expected strings = [y_strings, z_strings]")
-        z_hat = self.entropy_bottleneck.decompress(strings[1], tuple(shape))
-        scales, means = self.entropy_parameters(z_hat, entropy_mode)
-        indexes = self.gaussian_conditional.build_indexes(scales)
-        y_hat = self.gaussian_conditional.decompress(strings[0], indexes, means=means)
-        x_hat = self.g_s(y_hat.to(self.g_s0.residual_group.blocks[0].norm1.weight.dtype))
-        return {"x_hat": x_hat.float().clamp_(0, 1), "y_hat": y_hat}
+        y_hat = self.entropy_decode(strings[0], strings[1], shape, entropy_mode)
+        return {"x_hat": self.synthesize(y_hat), "y_hat": y_hat}
 
     def update(self, scale_table: Tensor | None = None, force: bool = False) -> bool:
         """Tabulate CDFs for the range coder; call once after training or loading."""

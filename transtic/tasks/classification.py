@@ -63,6 +63,11 @@ def _label_lookup(num_classes: int, model: torch.nn.Module) -> list[str]:
     return [info.index_to_description(i) for i in range(num_classes)]
 
 
+def _triple(values: Any) -> tuple[float, float, float]:
+    a, b, c = (float(v) for v in values)
+    return (a, b, c)
+
+
 class ClassificationBackend(TaskBackend):
     """Top-k ImageNet classes from a timm model.
 
@@ -108,8 +113,8 @@ class ClassificationBackend(TaskBackend):
         meta = self._meta
         size = tuple(meta.get("input_size", (3, 224, 224)))[-2:]
         return Normalization(
-            mean=tuple(meta.get("mean", (0.485, 0.456, 0.406))),  # type: ignore[arg-type]
-            std=tuple(meta.get("std", (0.229, 0.224, 0.225))),  # type: ignore[arg-type]
+            mean=_triple(meta.get("mean", (0.485, 0.456, 0.406))),
+            std=_triple(meta.get("std", (0.229, 0.224, 0.225))),
             resize="shorter_side_center_crop",
             input_size=(int(size[0]), int(size[1])),
             crop_pct=float(meta.get("crop_pct", 0.875)),

@@ -112,7 +112,10 @@ class DetectionBackend(TaskBackend):
             ]
             self._add_extras(detections, out)
             results.append(
-                {"image_size": [int(image.shape[-2]), int(image.shape[-1])], "detections": detections}
+                {
+                    "image_size": [int(image.shape[-2]), int(image.shape[-1])],
+                    "detections": detections,
+                }
             )
         return results
 
@@ -153,9 +156,7 @@ class SegmentationBackend(DetectionBackend):
         try:
             import pycocotools.mask  # noqa: F401
         except ImportError as exc:
-            raise RuntimeError(
-                "segmentation needs pycocotools (pip install pycocotools)"
-            ) from exc
+            raise RuntimeError("segmentation needs pycocotools (pip install pycocotools)") from exc
         super()._load()
 
     def _add_extras(self, detections: list[dict[str, Any]], output: dict[str, Any]) -> None:

@@ -70,7 +70,9 @@ def weights_main(
         return 0
 
     try:
-        path = pull(args.name, cache_dir=directory, progress=not args.no_progress, registry=registry)
+        path = pull(
+            args.name, cache_dir=directory, progress=not args.no_progress, registry=registry
+        )
     except (WeightsError, OSError) as exc:
         err.write(f"error: {exc}\n")
         return 1

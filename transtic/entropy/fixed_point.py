@@ -1,0 +1,170 @@
+"""Machine-independent entropy parameters: the hyper-synthesis in exact arithmetic.
+
+The rANS decoder needs, for every latent element, the very same scale index the
+encoder used; one flipped index desynchronises the rest of the stream. Computing
+``h_s`` with :mod:`transtic.entropy.exact_ops` makes scales and means a pure
+function of the decoded hyper-latent and the weights, whatever the CPU, thread
+count or GPU.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..layers import RSTB, SwinBlock
+from ..layers.windows import shifted_window_mask, window_partition, window_reverse
+from . import exact_ops as ops
+
+ACT_LIMIT = 2.0**12  # activations are clamped here before every product
+QK_LIMIT = 2.0**10
+PROB_BITS = 20
+
+
+@dataclass
+class _Linear:
+    w_int: Tensor
+    w_scale: Tensor
+    bias: Tensor | None
+
+    @classmethod
+    def of(cls, weight: Tensor, bias: Tensor | None) -> _Linear:
+        w_int, w_scale = ops.quantize_weight(weight)
+        b = bias.detach().to(torch.float64) if bias is not None else None
+        return cls(w_int, w_scale, b)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return ops.exact_linear(x, self.w_int, self.w_scale, self.bias, ACT_LIMIT)
+
+
+class _Deconv:
+    """Transposed conv as zero-insertion + im2col + one exact integer product."""
+
+    def __init__(self, layer: nn.ConvTranspose2d) -> None:
+        weight = layer.weight.detach().flip(2, 3).transpose(0, 1)
+        self.kernel = weight.shape[-1]
+        self.stride = int(layer.stride[0])
+        self.padding = int(layer.padding[0])
+        self.output_padding = int(layer.output_padding[0])
+        self.linear = _Linear.of(weight, layer.bias)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        s, k = self.stride, self.kernel
+        up = x.new_zeros(b, c, (h - 1) * s + 1, (w - 1) * s + 1)
+        up[:, :, ::s, ::s] = x
+        lo = k - 1 - self.padding
+        up = F.pad(up, (lo, lo + self.output_padding, lo, lo + self.output_padding))
+        cols = F.unfold(up, k).transpose(1, 2)  # (B, L, C*k*k)
+        out = self.linear(cols)
+        return out.transpose(1, 2).reshape(b, -1, h * s, w * s)
+
+
+class _Block:
+    def __init__(self, block: SwinBlock) -> None:
+        attn = block.attn
+        self.window, self.shift, self.heads = block.window, block.shift, attn.num_heads
+        self.norm1 = (block.norm1.weight.detach().double(), block.norm1.bias.detach().double())
+        self.norm2 = (block.norm2.weight.detach().double(), block.norm2.bias.detach().double())
+        self.eps = block.norm1.eps
+        self.qkv = _Linear.of(attn.qkv.weight, attn.qkv.bias)
+        self.proj = _Linear.of(attn.proj.weight, attn.proj.bias)
+        self.fc1 = _Linear.of(block.mlp.fc1.weight, block.mlp.fc1.bias)
+        self.fc2 = _Linear.of(block.mlp.fc2.weight, block.mlp.fc2.bias)
+        self.position_bias = attn.position_bias(0).detach().double()
+        head_dim = attn.dim // attn.num_heads
+        # 1/sqrt is correctly rounded everywhere, unlike pow(d, -0.5)
+        self.scale = 1.0 / math.sqrt(head_dim)
+        self.qk_bits = (ops.EXACT_BITS - math.ceil(math.log2(head_dim))) // 2 - math.ceil(
+            math.log2(QK_LIMIT)
+        )
+        tokens = self.window * self.window
+        self.v_bits = ops.EXACT_BITS - PROB_BITS - math.ceil(math.log2(tokens)) - math.ceil(
+            math.log2(ACT_LIMIT)
+        )
+
+    def __call__(self, x: Tensor) -> Tensor:
+        b, h, w, c = x.shape
+        win, s, heads = self.window, self.shift, self.heads
+        y = ops.layer_norm(x, *self.norm1, self.eps)
+        if s:
+            y = torch.roll(y, shifts=(-s, -s), dims=(1, 2))
+        windows = window_partition(y, win)
+        bw, t, _ = windows.shape
+        qkv = self.qkv(windows).reshape(bw, t, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
+        q = ops.to_grid(qkv[0], self.qk_bits, QK_LIMIT)
+        k = ops.to_grid(qkv[1], self.qk_bits, QK_LIMIT)
+        logits = (q @ k.transpose(-2, -1)) * (2.0 ** (-2 * self.qk_bits)) * self.scale
+        logits = logits + self.position_bias.to(x.device)
+        if s:
+            mask = shifted_window_mask(h, w, win, s).to(device=x.device, dtype=torch.float64)
+            logits = (logits.view(b, -1, heads, t, t) + mask[None, :, None]).view(bw, heads, t, t)
+        probs = ops.to_grid(ops.softmax(logits), PROB_BITS, 1.0)
+        values = ops.to_grid(qkv[2], self.v_bits, ACT_LIMIT)
+        out = (probs @ values) * 2.0 ** -(PROB_BITS + self.v_bits)
+        out = self.proj(out.transpose(1, 2).reshape(bw, t, c))
+        out = window_reverse(out, win, h, w)
+        if s:
+            out = torch.roll(out, shifts=(s, s), dims=(1, 2))
+        x = x + out
+        return x + self.fc2(ops.gelu(self.fc1(ops.layer_norm(x, *self.norm2, self.eps))))
+
+
+class _Stage:
+    def __init__(self, stage: RSTB) -> None:
+        self.blocks = [_Block(b) for b in stage.residual_group.blocks]  # type: ignore[arg-type]
+
+    def __call__(self, x: Tensor) -> Tensor:
+        tokens = x.permute(0, 2, 3, 1)
+        out = tokens
+        for block in self.blocks:
+            out = block(out)
+        return (out + tokens).permute(0, 3, 1, 2)
+
+
+class FixedPointHyperSynthesis:
+    """``h_s`` of a hyperprior codec evaluated so that every machine gets the same bits."""
+
+    def __init__(self, stages: list[_Stage | _Deconv]) -> None:
+        self._stages = stages
+        self._device = torch.device("cpu")
+
+    @classmethod
+    def from_model(cls, model: nn.Module) -> FixedPointHyperSynthesis:
+        with torch.no_grad():
+            stages: list[_Stage | _Deconv] = [
+                _Stage(model.h_s0),  # type: ignore[arg-type]
+                _Deconv(model.h_s1),  # type: ignore[arg-type]
+                _Stage(model.h_s2),  # type: ignore[arg-type]
+                _Deconv(model.h_s3),  # type: ignore[arg-type]
+            ]
+        return cls(stages)
+
+    def _to(self, device: torch.device) -> None:
+        if device == self._device:
+            return
+        for stage in self._stages:
+            for obj in ([stage] if isinstance(stage, _Deconv) else stage.blocks):
+                for name, value in list(vars(obj).items()):
+                    if isinstance(value, Tensor):
+                        setattr(obj, name, value.to(device))
+                    elif isinstance(value, _Linear):
+                        setattr(obj, name, _Linear(*(t.to(device) if t is not None else None
+                                                     for t in vars(value).values())))
+                    elif isinstance(value, tuple):
+                        setattr(obj, name, tuple(t.to(device) for t in value))
+        self._device = device
+
+    @torch.no_grad()
+    def __call__(self, z_hat: Tensor) -> tuple[Tensor, Tensor]:
+        """Return (scales, means) in float64; equal bit for bit on every machine."""
+        self._to(z_hat.device)
+        x = z_hat.to(torch.float64)
+        for stage in self._stages:
+            x = stage(x)
+        scales, means = x.chunk(2, 1)
+        return scales, means

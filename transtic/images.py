@@ -1,0 +1,70 @@
+"""Turn uploads and arrays into image tensors, refusing what would hurt the process."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+
+DEFAULT_MAX_PIXELS = 64 * 2**20  # 64 MP: above any camera frame, below a memory blow-up
+
+
+class ImageError(ValueError):
+    """The input is not an image we can code (corrupt, unsupported, or too large)."""
+
+
+def decode_image_bytes(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tensor:
+    """Encoded image file (PNG, JPEG, WebP, ...) -> (3, H, W) float32 in [0, 1]."""
+    if not data:
+        raise ImageError("empty image upload")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                w, h = img.size
+                if w * h > max_pixels:
+                    raise ImageError(f"image is {w}x{h} = {w * h} pixels; the limit is {max_pixels}")
+                img.load()
+                return to_tensor(img)
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError("not a decodable image (or a decompression bomb)") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageError(f"corrupt image: {exc}") from None
+
+
+def to_tensor(image: Any) -> Tensor:
+    """PIL image, HxWx3 uint8 array, or (3,H,W) tensor -> (3, H, W) float32 in [0, 1]."""
+    if isinstance(image, Image.Image):
+        image = np.asarray(image.convert("RGB"))
+    if isinstance(image, np.ndarray):
+        if image.ndim == 2:
+            image = np.repeat(image[..., None], 3, axis=2)
+        if image.ndim != 3 or image.shape[2] not in (3, 4):
+            raise ImageError(f"expected an HxWx3 array, got shape {image.shape}")
+        arr = image[..., :3]
+        tensor = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
+    elif isinstance(image, Tensor):
+        tensor = image
+        if tensor.dim() == 4 and tensor.shape[0] == 1:
+            tensor = tensor[0]
+        if tensor.dim() != 3 or tensor.shape[0] != 3:
+            raise ImageError(f"expected a (3, H, W) tensor, got {tuple(tensor.shape)}")
+    else:
+        raise ImageError(f"unsupported image type {type(image).__name__}")
+    if tensor.shape[-1] < 1 or tensor.shape[-2] < 1:
+        raise ImageError("image has no pixels")
+    if tensor.dtype == torch.uint8:
+        return tensor.float().div_(255.0)
+    return tensor.float().clamp(0, 1)
+
+
+def to_uint8(image: Tensor) -> np.ndarray:
+    """(3, H, W) float in [0, 1] -> HxWx3 uint8 array."""
+    return image.clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
