@@ -1,0 +1,1 @@
+"""TransTIC services: the edge encoder and the cloud analytics service."""
