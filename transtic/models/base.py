@@ -248,19 +248,15 @@ class HyperpriorCodec(nn.Module):
         )
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
-        # CDF tables change size with the weights; grow the buffers before copying.
-        update_registered_buffers(
-            self.entropy_bottleneck,
-            "entropy_bottleneck",
-            ["_quantized_cdf", "_offset", "_cdf_length"],
-            state_dict,
-        )
-        update_registered_buffers(
-            self.gaussian_conditional,
-            "gaussian_conditional",
-            ["_quantized_cdf", "_offset", "_cdf_length", "scale_table"],
-            state_dict,
-        )
+        # CDF tables change size with the weights; resize the buffers before copying.
+        for module, names in (
+            ("entropy_bottleneck", ["_quantized_cdf", "_offset", "_cdf_length"]),
+            ("gaussian_conditional", ["_quantized_cdf", "_offset", "_cdf_length", "scale_table"]),
+        ):
+            present = [n for n in names if f"{module}.{n}" in state_dict]
+            update_registered_buffers(
+                getattr(self, module), module, present, state_dict, policy="resize"
+            )
         self._invalidate_fixed_point()
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 

@@ -144,8 +144,11 @@ def load_checkpoint(
     state = normalize_state_dict(raw)
     config, prompts = infer_architecture(state)
     model = build_model(config, prompts)
-    tables = state.get("gaussian_conditional._quantized_cdf")
-    has_tables = tables is not None and tables.numel() > 0
+    has_tables = all(
+        state.get(f"{module}.{name}") is not None and state[f"{module}.{name}"].numel() > 0
+        for module in ("entropy_bottleneck", "gaussian_conditional")
+        for name in ("_quantized_cdf", "_offset", "_cdf_length")
+    )
     if not has_tables:
         # Training snapshots may lack CDF tables; they are rebuilt by update() below.
         state = {k: v for k, v in state.items() if k.rsplit(".", 1)[-1] not in _CDF_BUFFERS}
