@@ -23,8 +23,14 @@ def generate(out: Path) -> list[Path]:
     from grpc_tools import protoc  # dev dependency, only needed to regenerate
 
     protos = sorted(PROTO_ROOT.rglob("*.proto"))
-    args = ["protoc", f"-I{PROTO_ROOT}", f"--python_out={out}", f"--pyi_out={out}",
-            f"--grpc_python_out={out}", *map(str, protos)]
+    args = [
+        "protoc",
+        f"-I{PROTO_ROOT}",
+        f"--python_out={out}",
+        f"--pyi_out={out}",
+        f"--grpc_python_out={out}",
+        *map(str, protos),
+    ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
     written = []
@@ -67,7 +73,9 @@ def main() -> int:
                 drift.append(str(committed.relative_to(ROOT)))
                 sys.stdout.writelines(
                     line + "\n"
-                    for line in difflib.unified_diff(old, path.read_text().splitlines(), lineterm="")
+                    for line in difflib.unified_diff(
+                        old, path.read_text().splitlines(), lineterm=""
+                    )
                 )
         if drift:
             print("generated code drifted from proto/: run python scripts/gen_protos.py")

@@ -153,8 +153,8 @@ class ImageCodec:
         header = container.header
         if header.weights_fingerprint != self.fingerprint:
             raise WeightsMismatchError(
-                "bitstream: coded with weights "
-                f"{header.weights_fingerprint.hex()} but this decoder holds {self.fingerprint.hex()}"
+                f"bitstream: coded with weights {header.weights_fingerprint.hex()} "
+                f"but this decoder holds {self.fingerprint.hex()}"
             )
         expected = aligned_size(header.coded_size, self.divisor)
         if expected != header.coded_size:
@@ -169,17 +169,23 @@ class ImageCodec:
     def decode(self, data: bytes, *, keep_latent: bool = False) -> DecodeResult:
         return self.decode_batch([data], keep_latent=keep_latent)[0]
 
-    def decode_batch(self, streams: Sequence[bytes], *, keep_latent: bool = False) -> list[DecodeResult]:
+    def decode_batch(
+        self, streams: Sequence[bytes], *, keep_latent: bool = False
+    ) -> list[DecodeResult]:
         """Decode several streams; those with equal coded size share one synthesis pass."""
         results: list[DecodeResult | None] = [None] * len(streams)
-        latents: dict[tuple[int, int], list[tuple[int, StreamHeader, Tensor, dict[str, float]]]] = {}
+        latents: dict[
+            tuple[int, int], list[tuple[int, StreamHeader, Tensor, dict[str, float]]]
+        ] = {}
         for i, data in enumerate(streams):
             timings: dict[str, float] = {}
             with _timed(timings, "parse"):
                 header, y_string, z_string = self.parse(data)
             with _timed(timings, "entropy_decode"):
                 y_hat = self.model.entropy_decode(
-                    [y_string], [z_string], header.z_shape[1:],
+                    [y_string],
+                    [z_string],
+                    header.z_shape[1:],
                     _ENTROPY_MODES[header.entropy_mode],  # type: ignore[arg-type]
                 )
             if tuple(y_hat.shape[1:]) != header.y_shape:

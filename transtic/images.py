@@ -28,7 +28,9 @@ def decode_image_bytes(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
             with Image.open(io.BytesIO(data)) as img:
                 w, h = img.size
                 if w * h > max_pixels:
-                    raise ImageError(f"image is {w}x{h} = {w * h} pixels; the limit is {max_pixels}")
+                    raise ImageError(
+                        f"image is {w}x{h} = {w * h} pixels; the limit is {max_pixels}"
+                    )
                 img.load()
                 return to_tensor(img)
     except ImageError:
@@ -49,7 +51,7 @@ def to_tensor(image: Any) -> Tensor:
         if image.ndim != 3 or image.shape[2] not in (3, 4):
             raise ImageError(f"expected an HxWx3 array, got shape {image.shape}")
         arr = image[..., :3]
-        tensor = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
+        tensor = torch.from_numpy(np.array(arr, dtype=np.uint8)).permute(2, 0, 1)
     elif isinstance(image, Tensor):
         tensor = image
         if tensor.dim() == 4 and tensor.shape[0] == 1:

@@ -21,7 +21,9 @@ def test_exact_linear_is_independent_of_summation_order():
     permuted = ops.exact_linear(x[:, perm], w_int[:, perm], w_scale, bias, 2.0**12)
     assert torch.equal(ref, permuted)
     # a different blocking (one row at a time) is also bit-identical
-    rows = torch.cat([ops.exact_linear(x[i : i + 1], w_int, w_scale, bias, 2.0**12) for i in range(64)])
+    rows = torch.cat(
+        [ops.exact_linear(x[i : i + 1], w_int, w_scale, bias, 2.0**12) for i in range(64)]
+    )
     assert torch.equal(ref, rows)
     assert torch.allclose(ref, x @ w.double().T + bias, rtol=1e-3, atol=1e-2)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+
 import pytest
 import torch
 
@@ -79,7 +80,9 @@ def test_encoding_reference_input(kind_model, reference_vectors, case):
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_fixed_point_entropy_parameters_cost_at_most_one_percent(kind_model, reference_vectors, case):
+def test_fixed_point_entropy_parameters_cost_at_most_one_percent(
+    kind_model, reference_vectors, case
+):
     kind, model = kind_model
     ref = reference_vectors[kind][case]
     x = reference_vectors["inputs"][case].float().div(255)[None]

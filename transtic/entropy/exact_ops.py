@@ -53,7 +53,9 @@ def quantize_weight(weight: Tensor) -> tuple[Tensor, Tensor]:
     return w_int, torch.pow(2.0, -shift)
 
 
-def exact_linear(x: Tensor, w_int: Tensor, w_scale: Tensor, bias: Tensor | None, limit: float) -> Tensor:
+def exact_linear(
+    x: Tensor, w_int: Tensor, w_scale: Tensor, bias: Tensor | None, limit: float
+) -> Tensor:
     """x @ W^T + b with an exact integer product. x: (..., K); w_int: (O, K)."""
     bits = activation_bits(w_int.shape[1], limit)
     acc = to_grid(x, bits, limit) @ w_int.T  # exact: integers below 2**53
@@ -91,7 +93,9 @@ def gelu(x: Tensor) -> Tensor:
     return x * 0.5 * (erf + 1.0)
 
 
-def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float, limit: float = 2.0**12) -> Tensor:
+def layer_norm(
+    x: Tensor, weight: Tensor, bias: Tensor, eps: float, limit: float = 2.0**12
+) -> Tensor:
     """LayerNorm over the last dim with exact int64 sums."""
     channels = x.shape[-1]
     # int64 sums of squares: C * (limit * 2**f)**2 must stay below 2**62.

@@ -83,8 +83,11 @@ class _Block:
             math.log2(QK_LIMIT)
         )
         tokens = self.window * self.window
-        self.v_bits = ops.EXACT_BITS - PROB_BITS - math.ceil(math.log2(tokens)) - math.ceil(
-            math.log2(ACT_LIMIT)
+        self.v_bits = (
+            ops.EXACT_BITS
+            - PROB_BITS
+            - math.ceil(math.log2(tokens))
+            - math.ceil(math.log2(ACT_LIMIT))
         )
 
     def __call__(self, x: Tensor) -> Tensor:
@@ -145,19 +148,9 @@ class FixedPointHyperSynthesis:
         return cls(stages)
 
     def _to(self, device: torch.device) -> None:
-        if device == self._device:
-            return
-        for stage in self._stages:
-            for obj in ([stage] if isinstance(stage, _Deconv) else stage.blocks):
-                for name, value in list(vars(obj).items()):
-                    if isinstance(value, Tensor):
-                        setattr(obj, name, value.to(device))
-                    elif isinstance(value, _Linear):
-                        setattr(obj, name, _Linear(*(t.to(device) if t is not None else None
-                                                     for t in vars(value).values())))
-                    elif isinstance(value, tuple):
-                        setattr(obj, name, tuple(t.to(device) for t in value))
-        self._device = device
+        if device != self._device:
+            _move(self._stages, device)
+            self._device = device
 
     @torch.no_grad()
     def __call__(self, z_hat: Tensor) -> tuple[Tensor, Tensor]:
@@ -168,3 +161,16 @@ class FixedPointHyperSynthesis:
             x = stage(x)
         scales, means = x.chunk(2, 1)
         return scales, means
+
+
+def _move(obj: object, device: torch.device) -> None:
+    """Move every tensor held (directly or in nested helpers) by ``obj`` to ``device``."""
+    items = obj if isinstance(obj, list) else [obj]
+    for item in items:
+        for name, value in list(vars(item).items()):
+            if isinstance(value, Tensor):
+                setattr(item, name, value.to(device))
+            elif isinstance(value, tuple):
+                setattr(item, name, tuple(t.to(device) for t in value))
+            elif isinstance(value, _Linear | _Block | _Stage | list):
+                _move(value, device)

@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 
 def _conv_bn_relu(channels: list[int]) -> nn.Sequential:
-    """3x3 conv -> BN -> ReLU for each consecutive channel pair (index layout of the checkpoints)."""
+    """3x3 conv -> BN -> ReLU per consecutive channel pair (the checkpoints' index layout)."""
     layers: list[nn.Module] = []
     for cin, cout in zip(channels[:-1], channels[1:], strict=True):
         layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
@@ -29,9 +29,13 @@ class InstancePromptGenerator(nn.Module):
         self.down2 = _conv_bn_relu([c, 2 * c, 2 * c])
         self.down2_pool = nn.Sequential(nn.MaxPool2d(2, 2))
         self.down3 = _conv_bn_relu([2 * c, 4 * c, 4 * c])
-        self.upsample2 = nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True))
+        self.upsample2 = nn.Sequential(
+            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True)
+        )
         self.up2 = _conv_bn_relu([6 * c, 2 * c, 2 * c, 2 * c])
-        self.upsample1 = nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True))
+        self.upsample1 = nn.Sequential(
+            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True)
+        )
         self.up1 = _conv_bn_relu([3 * c, c, c, c])
         self.classifier = nn.Sequential(nn.Conv2d(c, out_channels, 3, stride=2, padding=1))
 

@@ -142,14 +142,13 @@ class SwinStage(nn.Module):
         instance_prompt_downsample: int = 0,
     ) -> None:
         super().__init__()
+        self.prompt_embeddings: nn.Parameter | None = None
         if num_task_prompts:
             # Deep prompting: each block gets its own learned tokens.
             bound = (6.0 / (3 + dim)) ** 0.5
             self.prompt_embeddings = nn.Parameter(
                 torch.empty(depth, num_task_prompts, dim).uniform_(-bound, bound)
             )
-        else:
-            self.prompt_embeddings = None
         self.blocks = nn.ModuleList(
             SwinBlock(
                 dim,

@@ -80,7 +80,13 @@ class HyperpriorCodec(nn.Module):
     def _stage(self, dim: int, depth: int, heads: int, window: int, scale: int, **kw: Any) -> RSTB:
         ref = self.config.reference_resolution
         return RSTB(
-            dim, depth, heads, window, (ref[0] // scale, ref[1] // scale), self.config.mlp_ratio, **kw
+            dim,
+            depth,
+            heads,
+            window,
+            (ref[0] // scale, ref[1] // scale),
+            self.config.mlp_ratio,
+            **kw,
         )
 
     def _build_hyper(self) -> None:
@@ -100,7 +106,9 @@ class HyperpriorCodec(nn.Module):
         self.entropy_bottleneck = EntropyBottleneck(self.config.N)
         self.gaussian_conditional = GaussianConditional(None)
 
-    def _build_synthesis(self, task_prompts: int = 0, prompted_blocks: tuple[int, ...] = ()) -> None:
+    def _build_synthesis(
+        self, task_prompts: int = 0, prompted_blocks: tuple[int, ...] = ()
+    ) -> None:
         c = self.config
         n, m, w = c.N, c.M, c.window
         rd, rh = c.depths[::-1], c.num_heads[::-1]
@@ -146,7 +154,9 @@ class HyperpriorCodec(nn.Module):
     # -- entropy parameters -----------------------------------------------------------
     entropy_mode: EntropyMode = "float"
 
-    def entropy_parameters(self, z_hat: Tensor, mode: EntropyMode | None = None) -> tuple[Tensor, Tensor]:
+    def entropy_parameters(
+        self, z_hat: Tensor, mode: EntropyMode | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Scales and means of the latent's Gaussians from the decoded hyper-latent.
 
         ``float`` is the paper's computation; ``fixed`` gives bit-identical results on

@@ -20,7 +20,6 @@ from .base import CodecConfig, HyperpriorCodec, PromptConfig
 from .entropy import legacy_to_modern_key
 from .tic import TIC, TransTIC
 
-
 _CDF_BUFFERS = {"_quantized_cdf", "_offset", "_cdf_length", "scale_table"}
 
 
@@ -87,8 +86,11 @@ def infer_architecture(state: Mapping[str, Tensor]) -> tuple[CodecConfig, Prompt
         if f"{s}.residual_group.prompt_embeddings" in state
     )
     tokens = next(
-        (state[f"{s}.residual_group.prompt_embeddings"].shape[1] for s in ("g_s0", "g_s2", "g_s4", "g_s6")
-         if f"{s}.residual_group.prompt_embeddings" in state),
+        (
+            state[f"{s}.residual_group.prompt_embeddings"].shape[1]
+            for s in ("g_s0", "g_s2", "g_s4", "g_s6")
+            if f"{s}.residual_group.prompt_embeddings" in state
+        ),
         PromptConfig().num_tokens,
     )
     prompts = PromptConfig(
@@ -171,8 +173,13 @@ def load_checkpoint(
     return model.to(device)
 
 
-def save_checkpoint(model: HyperpriorCodec, path: str | os.PathLike[str], *, half: bool = False,
-                    metadata: Mapping[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    model: HyperpriorCodec,
+    path: str | os.PathLike[str],
+    *,
+    half: bool = False,
+    metadata: Mapping[str, Any] | None = None,
+) -> Path:
     """Write ``{"state_dict": ...}`` with the official key names (readable by the paper's code)."""
     state = {
         k: (v.half() if half and v.is_floating_point() else v).detach().cpu()

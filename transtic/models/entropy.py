@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections import OrderedDict
 from typing import Any
 
 import torch
-from compressai.entropy_models import EntropyBottleneck as _CompressAIBottleneck
-from compressai.entropy_models import GaussianConditional
 from torch import nn
+
+with warnings.catch_warnings():
+    # compressai scripts a helper with the deprecated torch.jit at import time
+    warnings.simplefilter("ignore", FutureWarning)
+    from compressai.entropy_models import EntropyBottleneck as _CompressAIBottleneck
+    from compressai.entropy_models import GaussianConditional
 
 # Scale table of Ballé et al. (log-uniform between these bounds), used by the paper.
 SCALES_MIN = 0.11

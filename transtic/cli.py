@@ -1,0 +1,217 @@
+"""``transtic`` command line: encode, decode, inspect streams, manage weights."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .bitstream import AlignMode, BitstreamError, EntropyParamMode, peek_header
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
+STREAM_SUFFIX = ".ttic"
+ENTROPY_MODES = {"fixed": EntropyParamMode.FIXED_POINT, "float": EntropyParamMode.FLOAT}
+
+
+def _inputs(paths: Sequence[Path], suffixes: set[str]) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise SystemExit(f"error: {path} does not exist")
+    if not files:
+        raise SystemExit("error: no input files")
+    return files
+
+
+def _output_for(src: Path, out: Path | None, suffix: str, many: bool) -> Path:
+    if out is None:
+        return src.with_suffix(suffix)
+    if many or out.is_dir():
+        out.mkdir(parents=True, exist_ok=True)
+        return out / (src.stem + suffix)
+    return out
+
+
+def _load_codec(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from .codec import ImageCodec
+    from .models import CheckpointError, load_checkpoint
+
+    source = Path(args.checkpoint)
+    if not source.is_file():
+        from .weights import WeightsError, default_cache_dir, resolve
+
+        try:
+            source = resolve(args.checkpoint, cache_dir=args.cache_dir or default_cache_dir())
+        except (WeightsError, KeyError) as exc:
+            raise SystemExit(f"error: {exc}") from None
+    try:
+        model = load_checkpoint(source, device=args.device)
+    except CheckpointError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    return ImageCodec(
+        model,
+        quality=getattr(args, "quality", 0),
+        task=getattr(args, "task", None),
+        align_mode=AlignMode[getattr(args, "align", "pad").upper()],
+        entropy_mode=ENTROPY_MODES[getattr(args, "entropy_mode", "fixed")],
+        precision=args.precision,
+        device=args.device,
+    )
+
+
+def _progress(items: list[Path], label: str):  # type: ignore[no-untyped-def]
+    from tqdm import tqdm
+
+    return tqdm(items, desc=label, unit="img", disable=len(items) < 2, file=sys.stderr)
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    codec = _load_codec(args)
+    files = _inputs(args.inputs, IMAGE_SUFFIXES)
+    total_bits = total_pixels = 0
+    for src in _progress(files, "encode"):
+        with Image.open(src) as img:
+            result = codec.encode(img)
+        dst = _output_for(src, args.output, STREAM_SUFFIX, len(files) > 1)
+        dst.write_bytes(result.data)
+        h, w = result.header.original_size
+        total_bits += len(result.data) * 8
+        total_pixels += h * w
+        print(f"{src} -> {dst}: {len(result.data)} bytes, {result.bpp:.4f} bpp")
+    if len(files) > 1:
+        print(f"{len(files)} images, {total_bits / total_pixels:.4f} bpp overall")
+    return 0
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from .images import to_uint8
+
+    codec = _load_codec(args)
+    files = _inputs(args.inputs, {STREAM_SUFFIX})
+    for src in _progress(files, "decode"):
+        try:
+            result = codec.decode(src.read_bytes())
+        except BitstreamError as exc:
+            print(f"{src}: {exc}", file=sys.stderr)
+            return 2
+        dst = _output_for(src, args.output, ".png", len(files) > 1)
+        Image.fromarray(to_uint8(result.image)).save(dst)
+        print(f"{src} -> {dst}")
+    return 0
+
+
+def psnr(a, b) -> float:  # type: ignore[no-untyped-def]
+    """PSNR in dB between two images in [0, 1] (after 8-bit rounding, as files store them)."""
+    mse = float(((a * 255).round() - (b * 255).round()).pow(2).mean()) / 255**2
+    return math.inf if mse == 0 else 10 * math.log10(1 / mse)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    data = args.stream.read_bytes()
+    try:
+        header = peek_header(data)
+    except BitstreamError as exc:
+        print(f"{args.stream}: {exc}", file=sys.stderr)
+        return 2
+    h, w = header.original_size
+    info = {
+        "file": str(args.stream),
+        "bytes": len(data),
+        "bits_per_pixel": len(data) * 8 / (h * w),
+        "codec": header.codec,
+        "task": header.task,
+        "quality": header.quality,
+        "weights_fingerprint": header.weights_fingerprint.hex(),
+        "original_size": list(header.original_size),
+        "coded_size": list(header.coded_size),
+        "align_mode": header.align_mode.name.lower(),
+        "entropy_mode": header.entropy_mode.name.lower(),
+        "y_shape": list(header.y_shape),
+        "z_shape": list(header.z_shape),
+    }
+    if args.original is not None:
+        if args.checkpoint is None:
+            raise SystemExit("error: --original needs --checkpoint to decode the stream")
+        from PIL import Image
+
+        from .images import to_tensor
+
+        decoded = _load_codec(args).decode(data)
+        with Image.open(args.original) as img:
+            original = to_tensor(img)
+        if tuple(original.shape[-2:]) != header.original_size:
+            raise SystemExit("error: --original has another size than the coded image")
+        info["psnr_db"] = psnr(decoded.image, original)
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        for key, value in info.items():
+            print(f"{key:>20}: {value:.4f}" if isinstance(value, float) else f"{key:>20}: {value}")
+    return 0
+
+
+def _codec_options(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument(
+        "--checkpoint", required=required, help="checkpoint file or a weights registry name"
+    )
+    parser.add_argument("--cache-dir", type=Path, default=None, help="weights cache directory")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="transtic", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    enc = sub.add_parser("encode", help="images (files or folders) -> .ttic streams")
+    enc.add_argument("inputs", nargs="+", type=Path)
+    enc.add_argument("-o", "--output", type=Path, default=None, help="file or directory")
+    enc.add_argument("--quality", type=int, default=0, help="quality index recorded in the stream")
+    enc.add_argument("--task", default=None, help="task recorded in the stream")
+    enc.add_argument("--align", choices=["pad", "resize"], default="pad")
+    enc.add_argument("--entropy-mode", choices=["fixed", "float"], default="fixed")
+    _codec_options(enc)
+    enc.set_defaults(func=cmd_encode)
+
+    dec = sub.add_parser("decode", help=".ttic streams -> PNG images")
+    dec.add_argument("inputs", nargs="+", type=Path)
+    dec.add_argument("-o", "--output", type=Path, default=None)
+    _codec_options(dec)
+    dec.set_defaults(func=cmd_decode)
+
+    info = sub.add_parser("info", help="header fields, bits per pixel, PSNR against an original")
+    info.add_argument("stream", type=Path)
+    info.add_argument("--original", type=Path, default=None)
+    info.add_argument("--json", action="store_true")
+    _codec_options(info, required=False)
+    info.set_defaults(func=cmd_info)
+
+    weights = sub.add_parser("weights", help="list or pull model weights", add_help=False)
+    weights.add_argument("rest", nargs=argparse.REMAINDER)
+    weights.set_defaults(func=None)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["weights"]:
+        from .weights import weights_main
+
+        return weights_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
