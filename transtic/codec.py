@@ -93,6 +93,8 @@ class ImageCodec:
         self.align_mode = AlignMode(align_mode)
         self.entropy_mode = EntropyParamMode(entropy_mode)
         self.precision: Precision = precision
+        # bf16: a private copy with natively-bf16 transforms (no per-op casts at run time)
+        self._transforms = model.fast_transforms() if precision == "bfloat16" else self.model
         self.max_pixels = max_pixels
         self.divisor = model.config.alignment
         fingerprint = getattr(model, "fingerprint", None)
@@ -110,11 +112,6 @@ class ImageCodec:
         sha256 = kwargs.pop("sha256", None)
         return cls(load_checkpoint(path, device=device, sha256=sha256), **kwargs)
 
-    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.precision == "bfloat16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     # -- encode ---------------------------------------------------------------------
     def encode(self, image: Any) -> EncodeResult:
         """Image (PIL, HxWx3 uint8 array, or (3,H,W) tensor) -> container bytes."""
@@ -126,8 +123,10 @@ class ImageCodec:
         x = align(x[None].to(self.device), self.divisor, self.align_mode)
         mode = _ENTROPY_MODES[self.entropy_mode]
         with torch.no_grad():
-            with _timed(timings, "analysis"), self._autocast():
-                y, z = self.model.analyze(x)
+            with _timed(timings, "analysis"):
+                if self.precision == "bfloat16":
+                    x = x.contiguous(memory_format=torch.channels_last)
+                y, z = self._transforms.analyze(x)
             with _timed(timings, "entropy_encode"):
                 y_strings, z_strings, _ = self.model.entropy_encode(y, z, mode)  # type: ignore[arg-type]
         header = StreamHeader(
@@ -194,8 +193,8 @@ class ImageCodec:
         for group in latents.values():
             start = time.perf_counter()
             batch = torch.cat([item[2] for item in group]).to(self.device)
-            with torch.no_grad(), self._autocast():
-                x_hat = self.model.synthesize(batch)
+            with torch.no_grad():
+                x_hat = self._transforms.synthesize(batch)
             share = (time.perf_counter() - start) * 1e3 / len(group)
             for k, (i, header, y_hat, timings) in enumerate(group):
                 timings["synthesis"] = share

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .windows import WindowMask
+
 AttentionImpl = Literal["eager", "sdpa"]
 
 # Windows attended per step. Bounds the (windows, heads, T, S) logits tensor, which
@@ -56,62 +58,55 @@ class WindowAttention(nn.Module):
         return bias
 
     def forward(
-        self, windows: Tensor, *, num_prompts: int = 0, mask: Tensor | None = None
+        self, windows: Tensor, *, num_prompts: int = 0, mask: WindowMask | None = None
     ) -> Tensor:
-        """windows: (B*nW, P+T, C); mask: (nW, T, P+T) additive or None -> (B*nW, T, C)."""
+        """windows: (B*nW, P+T, C); mask: additive (nW, T, P+T) or None -> (B*nW, T, C)."""
         bw, seq, c = windows.shape
         heads = self.num_heads
         qkv = self.qkv(windows).reshape(bw, seq, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0][:, :, num_prompts:], qkv[1], qkv[2]
         bias = self.position_bias(num_prompts).to(q.dtype)
-        out = _chunked_attention(q, k, v, bias, mask, self.scale, self.impl)
+        if self.impl == "eager":
+            values = mask.values if mask is not None else None
+            out = _eager_attention(q, k, v, bias, values, self.scale)
+        else:
+            out = _fused_attention(q, k, v, bias, mask, self.scale)
         return self.proj(out.transpose(1, 2).reshape(bw, seq - num_prompts, c))
 
 
-def _chunked_attention(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    bias: Tensor,
-    mask: Tensor | None,
-    scale: float,
-    impl: AttentionImpl,
+def _fused_attention(
+    q: Tensor, k: Tensor, v: Tensor, bias: Tensor, mask: WindowMask | None, scale: float
 ) -> Tensor:
-    """softmax(q k^T * scale + bias + mask) v, chunked over windows.
+    """SDPA with the position bias for all windows, then the masked border windows again."""
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.unsqueeze(0), scale=scale)
+    if mask is None or mask.border.numel() == 0:
+        return out
+    nw = mask.values.shape[0]
+    images = q.shape[0] // nw
+    rows = (torch.arange(images, device=q.device)[:, None] * nw + mask.border[None]).reshape(-1)
+    full = mask.values.index_select(0, mask.border).to(q.dtype).unsqueeze(1) + bias
+    full = full.repeat(images, 1, 1, 1)
+    fixed = F.scaled_dot_product_attention(q[rows], k[rows], v[rows], attn_mask=full, scale=scale)
+    return out.index_copy(0, rows, fixed)
+
+
+def _eager_attention(
+    q: Tensor, k: Tensor, v: Tensor, bias: Tensor, mask: Tensor | None, scale: float
+) -> Tensor:
+    """softmax((q * scale) k^T + bias + mask) v, as the reference computes it, chunked.
 
     q: (B*nW, h, T, d); k, v: (B*nW, h, S, d); bias: (h, T, S); mask: (nW, T, S).
     """
-    if mask is None:
-        return _attend(q, k, v, bias.unsqueeze(0), scale, impl)
-    nw = mask.shape[0]
+    nw = mask.shape[0] if mask is not None else 1
     images = q.shape[0] // nw
-    mask = mask.to(q.dtype)
-    outs = []
-    for start in range(0, nw, max(1, WINDOW_CHUNK // max(images, 1))):
-        stop = min(nw, start + max(1, WINDOW_CHUNK // max(images, 1)))
-        sel = _window_rows(images, nw, start, stop, q.device)
-        full_bias = (mask[start:stop].unsqueeze(1) + bias.unsqueeze(0)).repeat(images, 1, 1, 1)
-        outs.append((sel, _attend(q[sel], k[sel], v[sel], full_bias, scale, impl)))
-    out = q.new_empty(q.shape)
-    for sel, part in outs:
-        out[sel] = part
-    return out
-
-
-def _window_rows(images: int, nw: int, start: int, stop: int, device: torch.device) -> Tensor:
-    """Row indices of windows ``start:stop`` of every image, image-major."""
-    base = torch.arange(start, stop, device=device)
-    return (torch.arange(images, device=device)[:, None] * nw + base[None]).reshape(-1)
-
-
-def _attend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, scale: float, impl: str) -> Tensor:
-    if impl == "sdpa":
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
-    outs = []
     step = WINDOW_CHUNK
+    outs = []
     for start in range(0, q.shape[0], step):
         sl = slice(start, start + step)
-        b = bias if bias.shape[0] == 1 else bias[sl]
-        logits = (q[sl] * scale) @ k[sl].transpose(-2, -1) + b
+        logits = (q[sl] * scale) @ k[sl].transpose(-2, -1) + bias
+        if mask is not None:
+            # windows are image-major: row r belongs to window r % nW
+            index = torch.arange(start, min(start + step, images * nw), device=q.device) % nw
+            logits = logits + mask.to(q.dtype).index_select(0, index).unsqueeze(1)
         outs.append(logits.softmax(dim=-1) @ v[sl])
     return torch.cat(outs) if len(outs) > 1 else outs[0]

@@ -14,11 +14,11 @@ from torch import Tensor, nn
 
 from .attention import WindowAttention
 from .windows import (
-    cached_on,
+    WindowMask,
+    cached_mask,
+    cached_order,
     instance_prompt_mask,
     shifted_window_mask,
-    window_partition,
-    window_reverse,
 )
 
 
@@ -78,16 +78,19 @@ class SwinBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
-    def _mask(self, h: int, w: int, num_prompts: int, like: Tensor) -> Tensor | None:
+    def _mask(self, h: int, w: int, num_prompts: int, like: Tensor) -> WindowMask | None:
         if self.shift == 0:
             return None
-        if self.downsample:
-            key: tuple[object, ...] = ("inst", h, w, self.window, self.shift, self.downsample)
-            mask = instance_prompt_mask(h, w, self.window, self.shift, self.downsample)
-        else:
-            key = ("pad", h, w, self.window, self.shift, num_prompts)
-            mask = F.pad(shifted_window_mask(h, w, self.window, self.shift), (num_prompts, 0))
-        return cached_on(key, mask, like)
+        win, s, d = self.window, self.shift, self.downsample
+        if d:
+            return cached_mask(
+                ("inst", h, w, win, s, d), lambda: instance_prompt_mask(h, w, win, s, d), like
+            )
+        return cached_mask(
+            ("pad", h, w, win, s, num_prompts),
+            lambda: F.pad(shifted_window_mask(h, w, win, s), (num_prompts, 0)),
+            like,
+        )
 
     def forward(
         self,
@@ -97,33 +100,26 @@ class SwinBlock(nn.Module):
         shared_prompts: Tensor | None = None,
         instance_prompts: Tensor | None = None,
     ) -> Tensor:
+        """x: (B, H*W, C) tokens in raster order -> same shape."""
         h, w = size
         b, _, c = x.shape
         win, s = self.window, self.shift
-        shortcut = x
-        x = self.norm1(x).view(b, h, w, c)
-        if s:
-            x = torch.roll(x, shifts=(-s, -s), dims=(1, 2))
-        windows = window_partition(x, win)
+        order, inverse = cached_order(h, w, win, s, x.device)
+        windows = self.norm1(x).index_select(1, order).view(-1, win * win, c)
         prompts = 0
         if instance_prompts is not None:
             d = self.downsample
-            m = instance_prompts.reshape(b, h // d, w // d, c)
-            if s:
-                m = torch.roll(m, shifts=(-s // d, -s // d), dims=(1, 2))
-            m_windows = window_partition(m, win // d)
-            prompts = m_windows.shape[1]
-            windows = torch.cat([m_windows, windows], dim=1)
+            m_order, _ = cached_order(h // d, w // d, win // d, s // d, x.device)
+            prompts = (win // d) ** 2
+            m_windows = instance_prompts.index_select(1, m_order).view(-1, prompts, c)
+            windows = torch.cat([m_windows, windows.to(m_windows.dtype)], dim=1)
         elif shared_prompts is not None:
             prompts = shared_prompts.shape[1]
             per_image = windows.shape[0] // b
-            tokens = shared_prompts.unsqueeze(1).expand(b, per_image, prompts, c)
+            tokens = shared_prompts.to(windows.dtype).unsqueeze(1).expand(b, per_image, prompts, c)
             windows = torch.cat([tokens.reshape(-1, prompts, c), windows], dim=1)
-        mask = self._mask(h, w, prompts, windows)
-        out = window_reverse(self.attn(windows, num_prompts=prompts, mask=mask), win, h, w)
-        if s:
-            out = torch.roll(out, shifts=(s, s), dims=(1, 2))
-        x = shortcut + out.reshape(b, h * w, c)
+        out = self.attn(windows, num_prompts=prompts, mask=self._mask(h, w, prompts, windows))
+        x = x + out.view(b, h * w, c).index_select(1, inverse)
         return x + self.mlp(self.norm2(x))
 
 
@@ -209,9 +205,10 @@ class RSTB(nn.Module):
 
     def forward(self, x: Tensor, instance_prompts: Sequence[Tensor] | None = None) -> Tensor:
         b, c, h, w = x.shape
-        tokens = x.flatten(2).transpose(1, 2)
+        # NHWC token order: a free view when x is channels_last
+        tokens = x.permute(0, 2, 3, 1).reshape(b, h * w, c)
         maps = None
         if instance_prompts is not None:
-            maps = [m.flatten(2).transpose(1, 2) for m in instance_prompts]
+            maps = [m.permute(0, 2, 3, 1).reshape(b, -1, c) for m in instance_prompts]
         out = self.residual_group(tokens, (h, w), maps)
-        return out.transpose(1, 2).reshape(b, c, h, w) + x
+        return out.view(b, h, w, c).permute(0, 3, 1, 2) + x

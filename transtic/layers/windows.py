@@ -7,7 +7,10 @@ than the attention itself on small feature maps.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
+from typing import TypeVar
 
 import torch
 from torch import Tensor
@@ -15,6 +18,7 @@ from torch import Tensor
 # The reference marks cross-region pairs with -100 rather than -inf; softmax of
 # -100 is not exactly zero, so the value is part of the function being matched.
 MASKED_LOGIT = -100.0
+T = TypeVar("T")
 
 
 def window_partition(x: Tensor, window: int) -> Tensor:
@@ -77,16 +81,61 @@ def instance_prompt_mask(h: int, w: int, window: int, shift: int, downsample: in
     return torch.cat([base, middle[:, :, picks]], dim=2)
 
 
-_device_cache: dict[tuple[object, ...], Tensor] = {}
+@lru_cache(maxsize=256)
+def window_order(h: int, w: int, window: int, shift: int) -> tuple[Tensor, Tensor]:
+    """Token permutations for "cyclic shift, then partition into windows" and its inverse.
+
+    ``x[:, order]`` on (B, H*W, C) tokens equals ``window_partition(roll(x, -shift))``
+    flattened, in one gather instead of two full copies.
+    """
+    rows = (torch.arange(h) + shift) % h
+    cols = (torch.arange(w) + shift) % w
+    grid = (rows[:, None] * w + cols[None, :]).view(1, h, w, 1)
+    order = window_partition(grid, window).reshape(-1)
+    return order, torch.argsort(order)
 
 
-def cached_on(fn_result_key: tuple[object, ...], tensor: Tensor, like: Tensor) -> Tensor:
-    """Keep one copy of a size-only mask per device and dtype."""
-    key = (*fn_result_key, like.device, like.dtype)
+@dataclass(frozen=True)
+class WindowMask:
+    """An additive attention mask (nW, T, S) and the windows where it is not all zero.
+
+    For shifted windows only the last row and column of windows mix regions, so
+    fused attention can run every window with the position bias alone and redo just
+    those few with the mask.
+    """
+
+    values: Tensor
+    border: Tensor
+
+
+_device_cache: dict[tuple[object, ...], object] = {}
+
+
+def _cached(key: tuple[object, ...], build: Callable[[], T]) -> T:
     cached = _device_cache.get(key)
     if cached is None:
-        if len(_device_cache) > 512:
+        if len(_device_cache) > 1024:
             _device_cache.clear()
-        cached = tensor.to(device=like.device, dtype=like.dtype)
+        cached = build()
         _device_cache[key] = cached
-    return cached
+    return cached  # type: ignore[return-value]
+
+
+def cached_mask(key: tuple[object, ...], build: Callable[[], Tensor], like: Tensor) -> WindowMask:
+    """One :class:`WindowMask` per size, device and dtype."""
+
+    def make() -> WindowMask:
+        values = build()
+        border = values.flatten(1).ne(0).any(1).nonzero().flatten()
+        return WindowMask(values.to(like.device, like.dtype), border.to(like.device))
+
+    return _cached(("mask", *key, like.device, like.dtype), make)
+
+
+def cached_order(
+    h: int, w: int, window: int, shift: int, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    return _cached(
+        ("order", h, w, window, shift, device),
+        lambda: tuple(t.to(device) for t in window_order(h, w, window, shift)),  # type: ignore[arg-type,return-value]
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -191,8 +192,8 @@ class HyperpriorCodec(nn.Module):
     @torch.no_grad()
     def analyze(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Encoder transforms only: image -> (latent y, hyper-latent z), in float32."""
-        y = self.g_a(x).float()
-        return y, self.h_a(y).float()
+        y = self.g_a(x.to(self.g_a0.weight.dtype)).float()
+        return y, self.h_a(y.to(self.h_a0.weight.dtype)).float()
 
     @torch.no_grad()
     def entropy_encode(
@@ -223,7 +224,21 @@ class HyperpriorCodec(nn.Module):
     @torch.no_grad()
     def synthesize(self, y_hat: Tensor) -> Tensor:
         """Decoder transform: y_hat -> image in [0, 1] (float32)."""
-        return self.g_s(y_hat).float().clamp_(0, 1)
+        return self.g_s(y_hat.to(self.g_s7.weight.dtype)).float().clamp_(0, 1)
+
+    def fast_transforms(self, dtype: torch.dtype = torch.bfloat16) -> HyperpriorCodec:
+        """A copy whose analysis/synthesis transforms run natively in ``dtype``, channels-last.
+
+        Only ``analyze`` and ``synthesize`` of the copy are meant to be used: the
+        hyper-synthesis and entropy models, which decide the bitstream's meaning, keep
+        their float32 weights, so streams stay decodable by a float32 decoder.
+        """
+        fast = copy.deepcopy(self)
+        for name, module in fast.named_children():
+            if name.startswith(("g_a", "g_s", "h_a")):
+                module.to(dtype=dtype, memory_format=torch.channels_last)
+        fast.set_attention_impl("sdpa")
+        return fast.eval()
 
     def compress(self, x: Tensor, *, entropy_mode: EntropyMode | None = None) -> dict[str, Any]:
         y, z = self.analyze(x)
