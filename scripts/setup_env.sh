@@ -4,6 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+# Browser tests drive Debian's Chromium (a test tool's own browser download fails offline).
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null) \
+      || echo "note: could not install chromium; browser tests will be skipped" >&2
+  else
+    echo "note: chromium/chromedriver missing; browser tests will be skipped" >&2
+  fi
+fi
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi

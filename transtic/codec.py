@@ -20,6 +20,7 @@ from .bitstream import (
     decode_container,
     encode_container,
 )
+from .entropy.isolated import isolate_entropy_decoding
 from .images import DEFAULT_MAX_PIXELS, ImageError, to_tensor
 from .models import HyperpriorCodec, TransTIC, load_checkpoint
 
@@ -85,6 +86,7 @@ class ImageCodec:
         precision: Precision = "float32",
         device: str | torch.device = "cpu",
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        isolate_decoding: bool = True,
     ) -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
@@ -97,6 +99,9 @@ class ImageCodec:
         self._transforms = model.fast_transforms() if precision == "bfloat16" else self.model
         self.max_pixels = max_pixels
         self.divisor = model.config.alignment
+        if isolate_decoding:
+            # untrusted streams reach a C++ range decoder that trusts its input
+            isolate_entropy_decoding(self.model)
         fingerprint = getattr(model, "fingerprint", None)
         if fingerprint is None:
             from .models import weights_fingerprint

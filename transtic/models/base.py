@@ -192,8 +192,8 @@ class HyperpriorCodec(nn.Module):
     @torch.no_grad()
     def analyze(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Encoder transforms only: image -> (latent y, hyper-latent z), in float32."""
-        y = self.g_a(x.to(self.g_a0.weight.dtype)).float()
-        return y, self.h_a(y.to(self.h_a0.weight.dtype)).float()
+        y = self.g_a(x.to(self._dtype_of("g_a0"))).float()
+        return y, self.h_a(y.to(self._dtype_of("h_a0"))).float()
 
     @torch.no_grad()
     def entropy_encode(
@@ -224,7 +224,10 @@ class HyperpriorCodec(nn.Module):
     @torch.no_grad()
     def synthesize(self, y_hat: Tensor) -> Tensor:
         """Decoder transform: y_hat -> image in [0, 1] (float32)."""
-        return self.g_s(y_hat.to(self.g_s7.weight.dtype)).float().clamp_(0, 1)
+        return self.g_s(y_hat.to(self._dtype_of("g_s7"))).float().clamp_(0, 1)
+
+    def _dtype_of(self, module: str) -> torch.dtype:
+        return next(getattr(self, module).parameters()).dtype
 
     def fast_transforms(self, dtype: torch.dtype = torch.bfloat16) -> HyperpriorCodec:
         """A copy whose analysis/synthesis transforms run natively in ``dtype``, channels-last.
@@ -236,7 +239,8 @@ class HyperpriorCodec(nn.Module):
         fast = copy.deepcopy(self)
         for name, module in fast.named_children():
             if name.startswith(("g_a", "g_s", "h_a")):
-                module.to(dtype=dtype, memory_format=torch.channels_last)
+                module.to(dtype=dtype)
+                module.to(memory_format=torch.channels_last)
         fast.set_attention_impl("sdpa")
         return fast.eval()
 

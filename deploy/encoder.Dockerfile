@@ -1,0 +1,41 @@
+# syntax=docker/dockerfile:1
+# Edge encoder: gRPC Encoder service (`serve`) and the camera/folder/video client (`stream`).
+# Build from the repository root:  docker build -f deploy/encoder.Dockerfile -t transtic/encoder:0.1.0 .
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    HOME=/tmp
+
+WORKDIR /app
+
+# CPU-only torch: edge boxes have no GPU, and the CUDA wheels add gigabytes. Installed first so
+# the big layer is cached across code changes; pyproject's ==2.14.1 pin accepts the +cpu build.
+RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.14.1 torchvision==0.29.1
+
+COPY pyproject.toml ./
+COPY transtic ./transtic
+# OpenCV reads video files and V4L2 cameras; <4.12 keeps numpy 1.x (compressai needs it).
+RUN pip install ".[services]" "opencv-python-headless<4.12"
+
+COPY services ./services
+
+# Weights are mounted (read-only) at /weights; the process runs unprivileged.
+RUN useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin transtic \
+    && mkdir -p /weights && chown transtic /weights
+USER 10001
+
+ENV TRANSTIC_ENCODER_HOST=0.0.0.0 \
+    TRANSTIC_ENCODER_GRPC_PORT=50052 \
+    TRANSTIC_ENCODER_HTTP_PORT=9102 \
+    TRANSTIC_ENCODER_DEVICE=cpu \
+    TRANSTIC_ENCODER_WEIGHTS_CACHE_DIR=/weights
+
+EXPOSE 50052 9102
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s \
+    CMD ["python", "-m", "services.encoder", "probe", "--address", "127.0.0.1:50052"]
+
+ENTRYPOINT ["python", "-m", "services.encoder"]
+CMD ["serve"]

@@ -1,0 +1,1 @@
+"""Cloud analytics service: decodes TransTIC bitstreams and runs vision tasks on them."""

@@ -1,0 +1,150 @@
+"""The gRPC front end: transtic.v1.Analytics, plus health and reflection."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Iterator
+from concurrent import futures
+from typing import Any
+
+import grpc
+
+import transtic
+from services.analytics.results import to_proto
+from services.analytics.runtime import Runtime
+from services.analytics.streaming import FrameOutcome, FrameProcessor
+from services.common.errors import abort_grpc
+from services.common.grpc_utils import add_health_and_reflection, set_serving
+from services.generated.transtic_api.v1 import api_pb2, api_pb2_grpc
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = api_pb2.DESCRIPTOR.services_by_name["Analytics"].full_name
+_END = object()
+_POLL_S = 0.5
+
+
+def service_info(runtime: Runtime) -> api_pb2.ServiceInfo:
+    info = api_pb2.ServiceInfo(
+        service="analytics",
+        version=transtic.__version__,
+        device=runtime.hub.device,
+        tasks=runtime.hub.tasks(),
+    )
+    fields = set(api_pb2.ModelInfo.DESCRIPTOR.fields_by_name)
+    for model in runtime.hub.describe():
+        info.models.add(**{k: v for k, v in model.items() if k in fields})
+    return info
+
+
+class AnalyticsServicer(api_pb2_grpc.AnalyticsServicer):
+    def __init__(self, runtime: Runtime, frames: FrameProcessor) -> None:
+        self.runtime = runtime
+        self.frames = frames
+        # Bounds one stream's in-flight frames; beyond it the reader stops reading,
+        # so a fast client is slowed by HTTP/2 flow control instead of erroring.
+        self.stream_window = max(2, 2 * runtime.settings.max_batch_size)
+
+    def Analyze(self, request: Any, context: grpc.ServicerContext) -> api_pb2.AnalyzeResult:
+        metrics = self.runtime.metrics
+        with metrics.request_seconds.labels("grpc").time():
+            try:
+                future = self.runtime.submit_bitstream(
+                    request.bitstream, request.task or None, source="grpc"
+                )
+                outcome = self.runtime.wait(future, context.time_remaining())
+            except Exception as exc:
+                abort_grpc(context, self.runtime.record_error(exc))
+                raise  # unreachable: abort raises
+        return to_proto(outcome.result)
+
+    def AnalyzeStream(
+        self, request_iterator: Iterator[Any], context: grpc.ServicerContext
+    ) -> Iterator[api_pb2.FrameAck]:
+        acks: queue.Queue[Any] = queue.Queue()
+        window = threading.BoundedSemaphore(self.stream_window)
+        total: list[int] = []
+
+        def on_done(f: futures.Future[FrameOutcome]) -> None:
+            window.release()
+            acks.put(f.result())
+
+        def read() -> None:
+            count = 0
+            try:
+                for frame in request_iterator:
+                    while not window.acquire(timeout=_POLL_S):
+                        if not context.is_active():
+                            return
+                    future = self.frames.submit(
+                        frame.stream_id,
+                        frame.sequence,
+                        frame.bitstream,
+                        frame.task or None,
+                        frame.capture_time_unix_ms or None,
+                    )
+                    count += 1
+                    future.add_done_callback(on_done)
+            except Exception as exc:  # the client went away mid-stream
+                log.debug("stream reader ended: %s", exc)
+            finally:
+                total.append(count)
+                acks.put(_END)
+
+        threading.Thread(target=read, name="stream-reader", daemon=True).start()
+        sent = 0
+        while context.is_active():
+            try:
+                item = acks.get(timeout=_POLL_S)
+            except queue.Empty:
+                continue
+            if item is not _END:
+                sent += 1
+                yield _ack(item)
+            if total and sent >= total[0]:
+                return
+
+    def GetInfo(self, request: Any, context: grpc.ServicerContext) -> api_pb2.ServiceInfo:
+        return service_info(self.runtime)
+
+
+def _ack(outcome: FrameOutcome) -> api_pb2.FrameAck:
+    ack = api_pb2.FrameAck(
+        stream_id=outcome.stream_id, sequence=outcome.sequence, duplicate=outcome.duplicate
+    )
+    if outcome.error is not None:
+        ack.error_code = outcome.error.grpc_code_value
+        ack.error_message = outcome.error.message
+    elif outcome.result is not None:
+        ack.result.CopyFrom(to_proto(outcome.result))
+    return ack
+
+
+class GrpcFrontEnd:
+    """A bound (not yet started) gRPC server and its health status."""
+
+    def __init__(self, runtime: Runtime, frames: FrameProcessor, address: str) -> None:
+        limit = runtime.settings.max_upload_bytes
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(
+                max_workers=runtime.settings.grpc_max_workers, thread_name_prefix="grpc"
+            ),
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+            ],
+        )
+        api_pb2_grpc.add_AnalyticsServicer_to_server(
+            AnalyticsServicer(runtime, frames), self.server
+        )
+        self.health = add_health_and_reflection(self.server, [SERVICE_NAME])
+        try:
+            self.port = self.server.add_insecure_port(address)
+        except RuntimeError as exc:  # grpc reports a taken port this way
+            raise OSError(f"cannot listen for gRPC on {address}: {exc}") from None
+        if self.port == 0:
+            raise OSError(f"cannot listen for gRPC on {address}")
+
+    def set_serving(self, serving: bool) -> None:
+        set_serving(self.health, [SERVICE_NAME], serving)

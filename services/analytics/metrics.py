@@ -1,0 +1,60 @@
+"""Prometheus metrics of one service instance (own registry, so tests can build many)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_NS = "transtic_analytics"
+_STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BPP_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0, 8.0)
+_BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.frames = Counter(
+            f"{_NS}_frames", "Frames analysed successfully", ["task", "source"], registry=r
+        )
+        self.bytes = Counter(
+            f"{_NS}_bitstream_bytes", "Bitstream bytes analysed", ["task"], registry=r
+        )
+        self.bpp = Histogram(
+            f"{_NS}_bits_per_pixel",
+            "Bits per pixel of analysed frames",
+            ["task"],
+            buckets=_BPP_BUCKETS,
+            registry=r,
+        )
+        self.stage_seconds = Histogram(
+            f"{_NS}_stage_seconds",
+            "Time per processing stage (queue, encode, parse, entropy_decode, synthesis, task)",
+            ["stage"],
+            buckets=_STAGE_BUCKETS,
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            f"{_NS}_request_seconds",
+            "End-to-end time per analysed frame",
+            ["api"],
+            buckets=_STAGE_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge(f"{_NS}_queue_depth", "Frames waiting for a batch", registry=r)
+        self.batch_size = Histogram(
+            f"{_NS}_batch_size", "Frames per processed batch", buckets=_BATCH_BUCKETS, registry=r
+        )
+        self.errors = Counter(f"{_NS}_errors", "Failed requests and frames", ["code"], registry=r)
+        self.duplicates = Counter(
+            f"{_NS}_duplicate_frames", "Stream frames answered from the store", registry=r
+        )
+
+    def observe_stages(self, timings_ms: Mapping[str, float]) -> None:
+        for stage, ms in timings_ms.items():
+            self.stage_seconds.labels(stage).observe(ms / 1e3)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

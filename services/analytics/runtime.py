@@ -1,0 +1,115 @@
+"""Everything one service process holds, shared by the REST and gRPC front ends."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from concurrent.futures import Future
+
+from torch import Tensor
+
+from services.analytics.batcher import Batcher
+from services.analytics.hub import ModelHub
+from services.analytics.metrics import Metrics
+from services.analytics.pipeline import Job, Outcome, Pipeline
+from services.analytics.settings import Settings
+from services.analytics.store import FrameStore
+from services.common.errors import ServiceError, to_service_error
+from transtic.bitstream import peek_header
+from transtic.tasks import TaskBackend
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    def __init__(
+        self, settings: Settings, *, backends: Sequence[TaskBackend] | None = None
+    ) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.hub = ModelHub(settings, backends=backends)
+        self.pipeline = Pipeline(self.metrics)
+        self.batcher: Batcher[Job, Outcome] = Batcher(
+            self.pipeline.process,
+            max_batch_size=settings.max_batch_size,
+            max_delay_s=settings.max_batch_delay_ms / 1e3,
+            max_queue=settings.max_queue,
+            on_batch=self.metrics.batch_size.observe,
+            on_depth=self.metrics.queue_depth.set,
+        )
+        self.store = FrameStore(
+            settings.db_path,
+            max_frames_per_stream=settings.retention_max_frames,
+            max_age_s=settings.retention_max_age_s,
+            synchronous=settings.db_synchronous,
+        )
+        self.draining = False
+        self._started = False
+
+    def start(self) -> None:
+        if self._started:
+            return
+        self.hub.load()
+        self.batcher.start()
+        self._started = True
+
+    def drain(self) -> None:
+        """Refuse new work and finish everything queued (call after the servers stopped)."""
+        self.draining = True
+        self.batcher.close(timeout=self.settings.request_timeout_s)
+
+    def close(self) -> None:
+        self.drain()
+        self.store.close()
+
+    @property
+    def ready(self) -> bool:
+        return self._started and self.hub.ready and not self.draining
+
+    def record_error(self, exc: BaseException) -> ServiceError:
+        """Classify ``exc`` for a client and count it; unexpected ones are logged in full."""
+        error = to_service_error(exc)
+        if error is not exc and error.code.value == "INTERNAL":
+            log.error("unexpected error", exc_info=exc)
+        self.metrics.errors.labels(error.code.value).inc()
+        return error
+
+    # -- submission (raises ServiceError for what can be refused up front) -------------
+    def submit_bitstream(
+        self, data: bytes, task: str | None, *, source: str, keep_image: bool = False
+    ) -> Future[Outcome]:
+        try:
+            header = peek_header(data, max_pixels=self.settings.max_pixels)
+        except Exception as exc:
+            raise to_service_error(exc) from None
+        codec = self.hub.codec_for_stream(header)
+        task = self.hub.resolve_task(task, header.task)
+        backend = self.hub.backend(task)
+        job = Job(task, codec, backend, source, bitstream=data, keep_image=keep_image)
+        return self.batcher.submit(job)
+
+    def submit_image(
+        self,
+        image: Tensor,
+        task: str | None,
+        quality: int | None,
+        *,
+        source: str,
+        keep_image: bool = False,
+    ) -> Future[Outcome]:
+        task = self.hub.resolve_task(task)
+        codec = self.hub.codec_for_image(task, quality)
+        backend = self.hub.backend(task)
+        job = Job(task, codec, backend, source, image=image, keep_image=keep_image)
+        return self.batcher.submit(job)
+
+    def wait(self, future: Future[Outcome], deadline_s: float | None = None) -> Outcome:
+        """Block for a result (gRPC threads), at most the request timeout or ``deadline_s``."""
+        timeout = self.settings.request_timeout_s
+        if deadline_s is not None:
+            timeout = min(timeout, max(0.0, deadline_s))
+        try:
+            return future.result(timeout=timeout)
+        except TimeoutError:
+            future.cancel()
+            raise

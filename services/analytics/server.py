@@ -1,0 +1,70 @@
+"""Run the analytics service: gRPC and HTTP in one process, sharing one runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+import uvicorn
+
+from services.analytics.grpc_service import GrpcFrontEnd
+from services.analytics.rest import create_app
+from services.analytics.runtime import Runtime
+from services.analytics.settings import Settings
+from services.analytics.streaming import FrameProcessor
+from services.common.logs import configure_logging
+from services.common.serving import bind_http_socket, serve_until_signalled
+from transtic.tasks import TaskBackend
+
+log = logging.getLogger(__name__)
+
+
+def grpc_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def run(settings: Settings, *, backends: Sequence[TaskBackend] | None = None) -> None:
+    configure_logging(settings.log_level)
+    runtime = Runtime(settings, backends=backends)
+    runtime.start()
+    frames = FrameProcessor(runtime)
+    try:
+        front = GrpcFrontEnd(runtime, frames, grpc_address(settings.host, settings.grpc_port))
+        http_socket = bind_http_socket(settings.host, settings.http_port)
+        http_port = http_socket.getsockname()[1]
+        config = uvicorn.Config(
+            create_app(settings, runtime),
+            host=settings.host,
+            port=http_port,
+            log_config=None,
+            timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)),
+        )
+        front.set_serving(runtime.ready)
+        log.info(
+            "analytics: gRPC on %s, HTTP on http://%s, device %s, ready=%s",
+            grpc_address(settings.host, front.port),
+            grpc_address(settings.host, http_port),
+            runtime.hub.device,
+            runtime.ready,
+        )
+
+        def draining() -> None:
+            runtime.draining = True
+            front.set_serving(False)
+
+        asyncio.run(
+            serve_until_signalled(
+                front.server,
+                config,
+                grace_s=settings.shutdown_grace_s,
+                on_draining=draining,
+                http_socket=http_socket,
+            )
+        )
+    finally:
+        # Queued frames finish first, so their results still reach the store writer.
+        runtime.drain()
+        frames.close()
+        runtime.close()
+        log.info("analytics service stopped")

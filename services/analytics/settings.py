@@ -1,0 +1,95 @@
+"""The analytics service's one settings class (env prefix ``TRANSTIC_ANALYTICS_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from services.common.settings import ServiceSettings
+
+ENV_PREFIX = "TRANSTIC_ANALYTICS_"
+TASKS = ("classification", "detection", "segmentation")
+
+
+class Settings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
+
+    grpc_port: int = Field(default=50051, ge=0, le=65535, description="gRPC port (0 = ephemeral)")
+    http_port: int = Field(default=8080, ge=0, le=65535, description="HTTP port (0 = ephemeral)")
+
+    codec_checkpoint: str | None = Field(
+        default=None,
+        description="default codec: a checkpoint path or a weights-registry name "
+        "(e.g. transtic_cls_q1, looked up in weights_cache_dir)",
+    )
+    codec_checkpoints: dict[str, str] = Field(
+        default_factory=dict,
+        description="codecs per task: {'classification': path, 'detection:2': name, ...}; "
+        "a 'task:quality' key selects by quality too",
+    )
+    default_task: str = Field(
+        default="classification", description="task when neither request nor stream names one"
+    )
+    task_backends: list[str] = Field(
+        default_factory=lambda: list(TASKS),
+        description="task backends to offer (names in transtic.tasks); first one per task wins",
+    )
+    classification_top_k: int = Field(
+        default=5, ge=1, le=1000, description="labels per classified image"
+    )
+
+    db_path: Path = Field(
+        default=Path("var/analytics/frames.db"),
+        description="SQLite file for streamed frame results",
+    )
+    db_synchronous: str = Field(
+        default="FULL",
+        pattern="^(NORMAL|FULL)$",
+        description="SQLite synchronous mode (FULL survives power loss)",
+    )
+    retention_max_frames: int = Field(
+        default=10_000, ge=1, description="frames kept per stream (oldest dropped first)"
+    )
+    retention_max_age_s: float = Field(
+        default=7 * 24 * 3600.0, gt=0, description="frames older than this are dropped"
+    )
+
+    max_batch_size: int = Field(
+        default=8, ge=1, le=1024, description="frames decoded and analysed together"
+    )
+    max_batch_delay_ms: float = Field(
+        default=5.0, ge=0, description="how long the first frame of a batch waits for more"
+    )
+    max_queue: int = Field(
+        default=64, ge=1, description="queued frames before requests are refused (429)"
+    )
+    request_timeout_s: float = Field(default=60.0, gt=0, description="longest wait for one result")
+    max_upload_bytes: int = Field(
+        default=32 * 2**20, ge=1024, description="largest accepted request body (413 above)"
+    )
+    max_pixels: int = Field(
+        default=2**25, ge=64, description="largest image or coded stream, in pixels (32 MP)"
+    )
+    grpc_max_workers: int = Field(
+        default=16, ge=2, description="gRPC handler threads (streams hold one each)"
+    )
+
+    @field_validator("default_task")
+    @classmethod
+    def _known_task(cls, value: str) -> str:
+        if value not in TASKS:
+            raise ValueError(f"unknown task {value!r}; expected one of {', '.join(TASKS)}")
+        return value
+
+    @field_validator("codec_checkpoints")
+    @classmethod
+    def _codec_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            task, _, quality = key.partition(":")
+            if task not in TASKS:
+                raise ValueError(f"codec_checkpoints key {key!r}: unknown task {task!r}")
+            if quality and not quality.isdigit():
+                raise ValueError(f"codec_checkpoints key {key!r}: quality must be an integer")
+        return value

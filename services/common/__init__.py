@@ -1,0 +1,1 @@
+"""Helpers shared by the TransTIC services: settings, errors, logging, gRPC and serving."""

@@ -1,0 +1,117 @@
+"""One error type for every service API, mapped to HTTP and gRPC status codes.
+
+Library exceptions are translated in one place so that REST and gRPC report the
+same case the same way, and so that no traceback ever reaches a client.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import grpc
+
+
+class ErrorCode(enum.StrEnum):
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
+    PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
+    NOT_FOUND = "NOT_FOUND"
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    UNAVAILABLE = "UNAVAILABLE"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+    INTERNAL = "INTERNAL"
+
+
+HTTP_STATUS: dict[ErrorCode, int] = {
+    ErrorCode.INVALID_ARGUMENT: 400,
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
+    ErrorCode.PAYLOAD_TOO_LARGE: 413,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.FAILED_PRECONDITION: 409,
+    ErrorCode.RESOURCE_EXHAUSTED: 429,
+    ErrorCode.UNAVAILABLE: 503,
+    ErrorCode.DEADLINE_EXCEEDED: 504,
+    ErrorCode.INTERNAL: 500,
+}
+
+# HTTP-only distinctions (media type, body size) are argument errors to a gRPC client.
+GRPC_STATUS: dict[ErrorCode, grpc.StatusCode] = {
+    ErrorCode.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorCode.PAYLOAD_TOO_LARGE: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorCode.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    ErrorCode.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
+    ErrorCode.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ErrorCode.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    ErrorCode.DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
+    ErrorCode.INTERNAL: grpc.StatusCode.INTERNAL,
+}
+
+
+class ServiceError(Exception):
+    """An error a client caused or can act on; its message is safe to show."""
+
+    def __init__(self, code: ErrorCode, message: str, *, retry_after_s: float | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retry_after_s = retry_after_s
+
+    @property
+    def http_status(self) -> int:
+        return HTTP_STATUS[self.code]
+
+    @property
+    def grpc_status(self) -> grpc.StatusCode:
+        return GRPC_STATUS[self.code]
+
+    @property
+    def grpc_code_value(self) -> int:
+        """The numeric google.rpc code, as carried in-band (e.g. FrameAck.error_code)."""
+        value: int = self.grpc_status.value[0]
+        return value
+
+    def to_json(self) -> dict[str, Any]:
+        return {"error": {"code": self.code.value, "message": self.message}}
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def to_service_error(exc: BaseException) -> ServiceError:
+    """Classify any exception; unknown ones become INTERNAL with a neutral message.
+
+    Imports stay local so that services/common does not pull torch in for callers
+    that only want the error type.
+    """
+    if isinstance(exc, ServiceError):
+        return exc
+    from transtic.bitstream import BitstreamError
+    from transtic.codec import WeightsMismatchError
+    from transtic.images import ImageError
+    from transtic.weights import UnknownWeightsError, WeightsNotFoundError
+
+    if isinstance(exc, WeightsMismatchError):
+        return ServiceError(ErrorCode.FAILED_PRECONDITION, str(exc))
+    if isinstance(exc, BitstreamError):
+        return ServiceError(ErrorCode.INVALID_ARGUMENT, str(exc))
+    if isinstance(exc, ImageError):
+        return ServiceError(ErrorCode.INVALID_ARGUMENT, str(exc))
+    if isinstance(exc, WeightsNotFoundError):
+        return ServiceError(ErrorCode.UNAVAILABLE, str(exc))
+    if isinstance(exc, UnknownWeightsError):
+        return ServiceError(ErrorCode.FAILED_PRECONDITION, str(exc))
+    if isinstance(exc, TimeoutError):
+        return ServiceError(ErrorCode.DEADLINE_EXCEEDED, "timed out waiting for the result")
+    return ServiceError(
+        ErrorCode.INTERNAL, f"internal error ({type(exc).__name__}); see server log"
+    )
+
+
+def abort_grpc(context: grpc.ServicerContext, error: ServiceError) -> None:
+    """End an RPC with the error's status; never returns (grpc raises)."""
+    if error.retry_after_s is not None:
+        context.set_trailing_metadata((("retry-after", str(int(error.retry_after_s + 0.999))),))
+    context.abort(error.grpc_status, error.message)

@@ -1,0 +1,3 @@
+from services.encoder.cli import main
+
+raise SystemExit(main())

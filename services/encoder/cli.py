@@ -1,0 +1,222 @@
+"""``python -m services.encoder serve|stream|probe|info``: flags override TRANSTIC_ENCODER_* env."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import types
+import typing
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+from pydantic import ValidationError
+
+from services.common.logs import configure_logging
+
+from .settings import ENV_PREFIX, EncoderSettings
+
+log = logging.getLogger("services.encoder")
+
+_CODEC_FLAGS = (
+    "weights_cache_dir",
+    "tasks",
+    "task",
+    "quality",
+    "device",
+    "precision",
+    "align_mode",
+    "torch_threads",
+    "max_pixels",
+    "max_image_bytes",
+    "log_level",
+)
+_SERVE_FLAGS = (
+    "host",
+    "grpc_port",
+    "http_port",
+    "max_workers",
+    "max_concurrent_rpcs",
+    "shutdown_grace_s",
+)
+_STREAM_FLAGS = (
+    "source",
+    "target",
+    "stream_id",
+    "target_bpp",
+    "target_kbps",
+    "fps",
+    "pace",
+    "max_frames",
+    "buffer_size",
+    "reconnect_initial_s",
+    "reconnect_max_s",
+    "reconnect_max_attempts",
+    "ack_timeout_s",
+    "drain_timeout_s",
+    "frame_max_retries",
+    "stream_metrics_port",
+    "summary_json",
+)
+
+
+def _flag_type(annotation: Any) -> tuple[Any, dict[str, Any]]:
+    """argparse type/action for a settings field annotation."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        annotation = args[0]
+    origin = typing.get_origin(annotation)
+    if annotation is bool:
+        return None, {"action": argparse.BooleanOptionalAction}
+    if origin is typing.Literal:
+        return str, {"choices": list(typing.get_args(annotation))}
+    if origin is list:
+        return str, {"nargs": "+"}
+    if annotation in (int, float):
+        return annotation, {}
+    return str, {}
+
+
+def _add_fields(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
+    for name in names:
+        field = EncoderSettings.model_fields[name]
+        kind, extra = _flag_type(field.annotation)
+        help_text = f"{field.description or name} (env {ENV_PREFIX}{name.upper()})"
+        kwargs: dict[str, Any] = {"dest": name, "default": None, "help": help_text, **extra}
+        if kind is not None:
+            kwargs["type"] = kind
+        parser.add_argument(f"--{name.replace('_', '-')}", **kwargs)
+
+
+def _add_checkpoint_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        metavar="[TASK:]Q=PATH",
+        help="codec checkpoint for a quality (task defaults to --task); repeatable",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m services.encoder", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the gRPC Encoder service")
+    _add_fields(serve, _CODEC_FLAGS + _SERVE_FLAGS)
+    _add_checkpoint_flag(serve)
+    stream = sub.add_parser("stream", help="stream frames from a folder/video/camera to Analytics")
+    _add_fields(stream, _CODEC_FLAGS + _STREAM_FLAGS + ("host",))
+    _add_checkpoint_flag(stream)
+    for name, what in (
+        ("probe", "gRPC health check (exit 0 when SERVING)"),
+        ("info", "print the encoder's GetInfo as JSON"),
+    ):
+        cmd = sub.add_parser(name, help=what)
+        cmd.add_argument("--address", default=None, help="host:port (default localhost:grpc_port)")
+        cmd.add_argument("--timeout", type=float, default=3.0)
+    return parser
+
+
+def parse_checkpoints(specs: Sequence[str], default_task: str) -> dict[str, dict[int, str]]:
+    table: dict[str, dict[int, str]] = {}
+    for spec in specs:
+        key, sep, path = spec.partition("=")
+        task, _, quality = key.rpartition(":")
+        if not sep or not path or not quality.isdigit():
+            raise ValueError(f"--checkpoint {spec!r}: expected [TASK:]QUALITY=PATH")
+        table.setdefault(task or default_task, {})[int(quality)] = path
+    return table
+
+
+def settings_from_args(args: argparse.Namespace) -> EncoderSettings:
+    names = set(EncoderSettings.model_fields)
+    overrides = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    settings = EncoderSettings(**overrides)
+    extra = parse_checkpoints(getattr(args, "checkpoint", []), settings.task)
+    if extra:
+        merged: dict[str, dict[int, Any]] = {t: dict(q) for t, q in settings.checkpoints.items()}
+        for task, qualities in extra.items():
+            merged.setdefault(task, {}).update(qualities)
+        settings = EncoderSettings(**overrides, checkpoints=merged)
+    return settings
+
+
+def _configure(settings: EncoderSettings) -> None:
+    configure_logging(settings.log_level.upper())
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
+
+
+def _run_stream(settings: EncoderSettings) -> int:
+    from .streamer import StreamRun, start_metrics
+
+    run = StreamRun(settings)
+    http = start_metrics(settings, run.metrics)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        # Only sets events: safe whatever the main thread was doing when the signal came.
+        run.stop()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    try:
+        summary = run.run()
+    finally:
+        if http is not None:
+            http.stop()
+    return run.exit_code(summary)
+
+
+def _probe(args: argparse.Namespace, settings: EncoderSettings, info: bool) -> int:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from services.generated.transtic_api.v1 import api_pb2, api_pb2_grpc
+
+    address = args.address or f"localhost:{settings.grpc_port}"
+    with grpc.insecure_channel(address) as channel:
+        try:
+            if info:
+                from google.protobuf import json_format
+
+                reply = api_pb2_grpc.EncoderStub(channel).GetInfo(
+                    api_pb2.GetInfoRequest(), timeout=args.timeout
+                )
+                print(json.dumps(json_format.MessageToDict(reply), indent=2))
+                return 0
+            status = (
+                health_pb2_grpc.HealthStub(channel)
+                .Check(health_pb2.HealthCheckRequest(service=""), timeout=args.timeout)
+                .status
+            )
+        except grpc.RpcError as exc:
+            print(f"{address}: {exc.code().name}", file=sys.stderr)
+            return 1
+    print(f"{address}: {health_pb2.HealthCheckResponse.ServingStatus.Name(status)}")
+    return 0 if status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+    except (ValidationError, ValueError) as exc:
+        print(f"invalid settings: {exc}", file=sys.stderr)
+        return 2
+    if args.command in ("probe", "info"):
+        return _probe(args, settings, info=args.command == "info")
+    _configure(settings)
+    try:
+        if args.command == "serve":
+            from .server import serve
+
+            return serve(settings)
+        return _run_stream(settings)
+    except (ValueError, OSError) as exc:
+        log.error("%s", exc)
+        return 2

@@ -1,0 +1,199 @@
+"""The encoder's loaded codecs: one TransTIC model per (task, quality), thread-safe encoding."""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from services.common.errors import ErrorCode, ServiceError
+from transtic.bitstream import AlignMode
+from transtic.codec import EncodeResult, ImageCodec
+from transtic.images import ImageError, decode_image_bytes, to_tensor
+from transtic.models import HyperpriorCodec, load_checkpoint
+from transtic.weights import default_registry
+
+from .settings import EncoderSettings
+
+log = logging.getLogger(__name__)
+
+ALIGN_MODES = {"pad": AlignMode.PAD, "resize": AlignMode.RESIZE}
+# Base (non-prompted) codecs in the catalog have no task; their streams say "human".
+HUMAN_TASK = "human"
+
+
+def _invalid(message: str) -> ServiceError:
+    return ServiceError(ErrorCode.INVALID_ARGUMENT, message)
+
+
+def _too_large(message: str) -> ServiceError:
+    return ServiceError(ErrorCode.RESOURCE_EXHAUSTED, message)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    task: str
+    quality: int
+    path: Path
+    model: HyperpriorCodec
+    lock: threading.Lock
+
+
+def discover_checkpoints(settings: EncoderSettings) -> dict[str, dict[int, Path]]:
+    """task -> quality -> file, from the catalog names in weights_cache_dir, then explicit paths."""
+    found: dict[str, dict[int, Path]] = {}
+    if settings.weights_cache_dir is not None:
+        for entry in default_registry():
+            if entry.kind != "codec" or entry.quality is None:
+                continue
+            path = settings.weights_cache_dir / entry.filename
+            if path.is_file():
+                found.setdefault(entry.task or HUMAN_TASK, {})[entry.quality] = path
+    for task, qualities in settings.checkpoints.items():
+        found.setdefault(task, {}).update(qualities)
+    if settings.tasks:
+        found = {t: q for t, q in found.items() if t in settings.tasks}
+    return {t: dict(sorted(q.items())) for t, q in sorted(found.items()) if q}
+
+
+class CodecBank:
+    """Every configured codec, loaded once; ``encode`` picks one per request."""
+
+    def __init__(self, models: Mapping[tuple[str, int], LoadedModel], settings: EncoderSettings):
+        if not models:
+            raise ValueError(
+                "no codec checkpoints configured: set weights_cache_dir (catalog file names) or "
+                "checkpoints (task -> quality -> path)"
+            )
+        self._models = dict(models)
+        self._settings = settings
+        self.device = settings.resolved_device()
+        self._codecs: dict[tuple[str, int, AlignMode], ImageCodec] = {}
+        self._codecs_lock = threading.Lock()
+
+    @classmethod
+    def load(cls, settings: EncoderSettings, *, only_task: str | None = None) -> CodecBank:
+        table = discover_checkpoints(settings)
+        if only_task is not None:
+            table = {t: q for t, q in table.items() if t == only_task}
+        models: dict[tuple[str, int], LoadedModel] = {}
+        for task, qualities in table.items():
+            for quality, path in qualities.items():
+                start = time.perf_counter()
+                model = load_checkpoint(path, device=settings.resolved_device())
+                models[(task, quality)] = LoadedModel(
+                    task, quality, Path(path), model, threading.Lock()
+                )
+                log.info(
+                    "loaded codec task=%s quality=%d from %s in %.2fs",
+                    task,
+                    quality,
+                    path,
+                    time.perf_counter() - start,
+                )
+        return cls(models, settings)
+
+    # -- what is available -----------------------------------------------------------
+    def tasks(self) -> list[str]:
+        return sorted({task for task, _ in self._models})
+
+    def qualities(self, task: str) -> list[int]:
+        return sorted(q for t, q in self._models if t == task)
+
+    def models(self) -> list[LoadedModel]:
+        return [self._models[key] for key in sorted(self._models)]
+
+    def codec_id(self, task: str, quality: int) -> str:
+        return f"transtic-{task}-q{quality}"
+
+    def resolve(self, task: str | None, quality: int | None) -> tuple[str, int]:
+        """Apply the defaults and check the pair exists (INVALID_ARGUMENT if not)."""
+        task = task or self._settings.task
+        if task not in self.tasks():
+            raise _invalid(f"unknown task {task!r}; available: {', '.join(self.tasks())}")
+        available = self.qualities(task)
+        if not quality:
+            quality = self._settings.quality or available[0]
+        if quality not in available:
+            raise _invalid(
+                f"quality {quality} is not available for task {task!r}; available: "
+                f"{', '.join(map(str, available))}",
+            )
+        return task, quality
+
+    # -- encoding --------------------------------------------------------------------
+    def _codec(self, task: str, quality: int, align: AlignMode) -> ImageCodec:
+        key = (task, quality, align)
+        with self._codecs_lock:
+            codec = self._codecs.get(key)
+            if codec is None:
+                # Codecs per align mode share one model: the wrapper holds no weights.
+                codec = ImageCodec(
+                    self._models[(task, quality)].model,
+                    quality=quality,
+                    task=task,
+                    align_mode=align,
+                    precision=self._settings.precision,
+                    device=self.device,
+                    max_pixels=self._settings.max_pixels,
+                )
+                self._codecs[key] = codec
+            return codec
+
+    def encode(self, image: Any, task: str, quality: int, align_mode: str = "") -> EncodeResult:
+        """Encode an image (tensor / array / PIL) with a resolved (task, quality)."""
+        mode = align_mode or self._settings.align_mode
+        if mode not in ALIGN_MODES:
+            raise _invalid(f"align_mode must be 'pad' or 'resize', not {mode!r}")
+        x = to_tensor(image)
+        pixels = int(x.shape[-1] * x.shape[-2])
+        if pixels > self._settings.max_pixels:
+            raise _too_large(f"image has {pixels} pixels; the limit is {self._settings.max_pixels}")
+        codec = self._codec(task, quality, ALIGN_MODES[mode])
+        # One model is not safe to run from two threads at once (entropy coder state);
+        # different models still run in parallel.
+        with self._models[(task, quality)].lock:
+            return codec.encode(x)
+
+    def decode_upload(self, data: bytes) -> Any:
+        """Image file bytes -> (3, H, W) tensor, refusing oversize uploads before decoding."""
+        limit = self._settings.max_image_bytes
+        if len(data) > limit:
+            raise _too_large(f"image upload is {len(data)} bytes; the limit is {limit}")
+        if not data:
+            raise _invalid("empty image")
+        size = _peek_size(data)
+        if size is not None and size[0] * size[1] > self._settings.max_pixels:
+            raise _too_large(
+                f"image is {size[0]}x{size[1]} pixels; the limit is "
+                f"{self._settings.max_pixels} pixels",
+            )
+        try:
+            return decode_image_bytes(data, max_pixels=self._settings.max_pixels)
+        except ImageError as exc:
+            raise _invalid(str(exc)) from None
+
+
+def _peek_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the image header alone, or None when the header is unreadable.
+
+    decode_image_bytes reports both corrupt and oversized images as ImageError; reading the
+    header first is what lets oversized ones get RESOURCE_EXHAUSTED instead.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as img:
+                return img.size
+    except Image.DecompressionBombError as exc:
+        raise _too_large(str(exc)) from None
+    except Exception:  # any parse failure is reported by the real decode that follows
+        return None

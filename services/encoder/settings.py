@@ -1,0 +1,122 @@
+"""The one settings object of the edge encoder: environment (TRANSTIC_ENCODER_*) < CLI flags.
+
+The same object configures both commands: ``serve`` (the gRPC Encoder service) and ``stream``
+(the camera/folder/video client that streams to Analytics). Fields only one command reads are
+grouped below; keeping them in one object means one env namespace and one place to document.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from services.common.settings import ServiceSettings
+
+ENV_PREFIX = "TRANSTIC_ENCODER_"
+DEFAULT_GRPC_PORT = 50052
+DEFAULT_HTTP_PORT = 9102
+DEFAULT_ANALYTICS_TARGET = "localhost:50051"
+
+
+class EncoderSettings(ServiceSettings):
+    """Inherits host, device, log_level, weights_cache_dir (catalog codec files such as
+    cls_1.pth.tar are found there) and shutdown_grace_s from the shared service base."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
+
+    # ---------------------------------------------------------------- codec (both commands)
+    checkpoints: dict[str, dict[int, Path]] = Field(
+        default_factory=dict,
+        description='task -> quality -> path; env JSON {"classification": {"1": "/w/a.pth"}}',
+    )
+    tasks: list[str] = Field(
+        default_factory=list, description="restrict the loaded tasks (empty: all found)"
+    )
+    task: str = Field(
+        default="classification", description="default task (serve) / the task (stream)"
+    )
+    quality: int = Field(
+        default=0, ge=0, description="default quality (serve) / fixed quality (stream); 0 = lowest"
+    )
+    precision: Literal["float32", "bfloat16"] = "float32"
+    align_mode: Literal["pad", "resize"] = "pad"
+    torch_threads: int = Field(
+        default=0, ge=0, description="torch intra-op threads; 0 = torch default"
+    )
+    max_pixels: int = Field(
+        default=16 * 2**20, gt=0, description="larger images are RESOURCE_EXHAUSTED"
+    )
+    max_image_bytes: int = Field(
+        default=32 * 2**20, gt=0, description="larger uploads are RESOURCE_EXHAUSTED"
+    )
+
+    # ---------------------------------------------------------------- serve
+    grpc_port: int = Field(default=DEFAULT_GRPC_PORT, ge=0, le=65535, description="0 = ephemeral")
+    http_port: int = Field(
+        default=DEFAULT_HTTP_PORT,
+        ge=0,
+        le=65535,
+        description="/metrics, /healthz, /readyz; 0 = off",
+    )
+    max_workers: int = Field(default=4, ge=1)
+    max_concurrent_rpcs: int = Field(
+        default=32, ge=1, description="beyond this, RESOURCE_EXHAUSTED"
+    )
+
+    # ---------------------------------------------------------------- stream
+    source: str | None = Field(
+        default=None, description="image folder, video file, /dev/videoN or camera:N"
+    )
+    target: str = Field(
+        default=DEFAULT_ANALYTICS_TARGET, description="Analytics gRPC address host:port"
+    )
+    stream_id: str | None = Field(
+        default=None, description="stable id of this run; default host-random"
+    )
+    target_bpp: float | None = Field(default=None, gt=0, description="rate control: bits per pixel")
+    target_kbps: float | None = Field(default=None, gt=0, description="rate control: kbit/s at fps")
+    fps: float = Field(default=10.0, gt=0, description="nominal frame rate (kbps targets, pacing)")
+    pace: bool = Field(default=False, description="read folders/videos at fps instead of flat out")
+    max_frames: int = Field(default=0, ge=0, description="stop after this many frames; 0 = all")
+    buffer_size: int = Field(
+        default=32, ge=1, description="unacknowledged frames kept; full = backpressure"
+    )
+    reconnect_initial_s: float = Field(default=0.2, gt=0)
+    reconnect_max_s: float = Field(default=10.0, gt=0)
+    reconnect_max_attempts: int = Field(
+        default=0, ge=0, description="consecutive failures; 0 = forever"
+    )
+    ack_timeout_s: float = Field(
+        default=30.0, gt=0, description="no ack this long with frames out: reconnect"
+    )
+    drain_timeout_s: float = Field(
+        default=15.0, ge=0, description="on stop: wait this long for acks"
+    )
+    frame_max_retries: int = Field(
+        default=3, ge=0, description="resends of a frame after transient errors"
+    )
+    stream_metrics_port: int = Field(
+        default=0, ge=0, le=65535, description="stream: metrics port; 0 = off"
+    )
+    summary_json: Path | None = Field(
+        default=None, description="write the run summary here ('-' = stdout)"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> EncoderSettings:
+        if self.target_bpp is not None and self.target_kbps is not None:
+            raise ValueError("set target_bpp or target_kbps, not both")
+        if self.reconnect_max_s < self.reconnect_initial_s:
+            raise ValueError("reconnect_max_s must be >= reconnect_initial_s")
+        for task, qualities in self.checkpoints.items():
+            if any(q < 1 for q in qualities):
+                raise ValueError(f"checkpoints[{task!r}]: qualities start at 1")
+        return self
+
+
+def env_names() -> dict[str, str]:
+    """Field name -> environment variable; the deploy files are checked against this."""
+    return {name: f"{ENV_PREFIX}{name.upper()}" for name in EncoderSettings.model_fields}

@@ -1,0 +1,289 @@
+"""The stream command: read frames, rate-control and encode them, stream them, report.
+
+Reading and encoding run on the calling thread; a :class:`StreamSender` thread owns the
+connection. The two meet in the :class:`ResendBuffer`, whose bound is the backpressure.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from services.generated.transtic_api.v1 import api_pb2
+
+from .codecs import CodecBank
+from .metrics import EncoderMetrics, HealthHTTPServer
+from .rate_control import RateController, RateTarget
+from .report import StreamStats, build_summary, report
+from .resend import PendingFrame, ResendBuffer
+from .sender import AckEvent, Backoff, StreamSender
+from .settings import EncoderSettings
+from .sources import SourceFrame, open_source
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_ERROR, EXIT_UNACKED = 0, 1, 3
+
+
+@dataclass
+class EncodedFrame:
+    data: bytes
+    encode_ms: float
+
+
+EncodeFn = Callable[[Any, int], EncodedFrame]  # (image, quality) -> coded frame
+
+
+@dataclass
+class FrameInfo:
+    quality: int
+    bpp: float
+    nbytes: int
+
+
+def default_stream_id() -> str:
+    # Random part: a restarted run must not collide with the previous run's sequences.
+    return f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+
+
+def codec_encoder(settings: EncoderSettings) -> tuple[EncodeFn, list[int]]:
+    bank = CodecBank.load(settings, only_task=settings.task)
+    qualities = bank.qualities(settings.task)
+    if not qualities:
+        raise ValueError(f"no codec checkpoints for task {settings.task!r}")
+
+    def encode(image: Any, quality: int) -> EncodedFrame:
+        start = time.perf_counter()
+        result = bank.encode(image, settings.task, quality)
+        return EncodedFrame(result.data, (time.perf_counter() - start) * 1e3)
+
+    return encode, qualities
+
+
+def rate_target(settings: EncoderSettings) -> RateTarget | None:
+    if settings.target_bpp is not None:
+        return RateTarget(bpp=settings.target_bpp, fps=settings.fps)
+    if settings.target_kbps is not None:
+        return RateTarget(kbps=settings.target_kbps, fps=settings.fps)
+    return None
+
+
+class StreamRun:
+    """One run of the stream command; ``stop`` (e.g. from a signal) starts a graceful drain."""
+
+    def __init__(
+        self,
+        settings: EncoderSettings,
+        *,
+        encode: EncodeFn | None = None,
+        qualities: list[int] | None = None,
+        frames: Iterable[SourceFrame] | None = None,
+        metrics: EncoderMetrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.stream_id = settings.stream_id or default_stream_id()
+        if encode is None:
+            encode, qualities = codec_encoder(settings)
+        assert qualities, "a custom encode function needs its list of qualities"
+        self.encode = encode
+        self.controller = RateController(
+            qualities, rate_target(settings), fixed_quality=settings.quality or None
+        )
+        if frames is None:
+            if not settings.source:
+                raise ValueError("no source: pass --source DIR|VIDEO|/dev/videoN")
+            frames = open_source(settings.source, max_pixels=settings.max_pixels)
+        self.frames = frames
+        self.metrics = metrics or EncoderMetrics()
+        self.stats = StreamStats()
+        self.buffer = ResendBuffer(settings.buffer_size)
+        self.stop_requested = threading.Event()
+        self.abort_requested = threading.Event()
+        self.stopped_by = "end_of_source"
+        self.sender = StreamSender(
+            settings.target,
+            self.buffer,
+            self.stream_id,
+            backoff=Backoff(settings.reconnect_initial_s, settings.reconnect_max_s),
+            max_attempts=settings.reconnect_max_attempts,
+            ack_timeout_s=settings.ack_timeout_s,
+            frame_max_retries=settings.frame_max_retries,
+            on_ack=self._on_ack,
+            on_send=self._on_send,
+            on_connect=lambda n: self.metrics.stream_reconnects.inc(),
+        )
+
+    def stop(self) -> None:
+        """First call: stop reading and drain; second call: stop waiting for acks too."""
+        if self.stop_requested.is_set():
+            self.abort_requested.set()
+        self.stop_requested.set()
+
+    # -- callbacks from the sender thread ---------------------------------------------
+    def _on_send(self, pending: PendingFrame) -> None:
+        self.stats.on_send(pending)
+        self.metrics.stream_sent.inc()
+
+    def _on_ack(self, event: AckEvent) -> None:
+        self.stats.on_ack(event)
+        self.metrics.stream_acked.labels(event.outcome).inc()
+        self.metrics.stream_unacked.set(len(self.buffer))
+        result = event.ack.result
+        top = result.labels[0].name if result.labels else f"{len(result.detections)} detections"
+        log.info(
+            "ack seq=%d outcome=%s%s",
+            event.sequence,
+            event.outcome,
+            f" error={event.ack.error_message!r}" if event.ack.error_code else f" top={top}",
+        )
+
+    # -- the run ----------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        start = time.monotonic()
+        s = self.settings
+        if self.controller.target is not None:
+            log.info(
+                "stream %s -> %s, task %s, rate target %s",
+                self.stream_id,
+                s.target,
+                s.task,
+                self.controller.target.describe(),
+            )
+        self.sender.start()
+        try:
+            self._read_loop(start)
+        finally:
+            self.buffer.close()
+            drained = self._drain()
+            self.sender.stop()
+            self.sender.join(timeout=5.0)
+        summary = self.summary(time.monotonic() - start, drained)
+        report(summary, self.settings.summary_json)
+        return summary
+
+    def _read_loop(self, start: float) -> None:
+        s = self.settings
+        sequence = 0
+        for frame in self.frames:
+            if self.stop_requested.is_set():
+                self.stopped_by = "signal"
+                return
+            if self.sender.error is not None:
+                self.stopped_by = "error"
+                return
+            self.stats.add("read")
+            if frame.image is None:
+                self.stats.add("read_errors")
+                log.warning("skipping %s: %s", frame.name, frame.error)
+                continue
+            if s.pace:
+                delay = start + sequence / s.fps - time.monotonic()
+                if delay > 0 and self.stop_requested.wait(delay):
+                    self.stopped_by = "signal"
+                    return
+            if not self._encode_and_queue(frame, sequence):
+                return
+            sequence += 1
+            if s.max_frames and sequence >= s.max_frames:
+                self.stopped_by = "max_frames"
+                return
+
+    def _encode_and_queue(self, frame: SourceFrame, sequence: int) -> bool:
+        pixels = frame.pixels
+        quality = self.controller.choose(pixels)
+        goal = self.controller.effective_bpp(pixels)
+        try:
+            coded = self.encode(frame.image, quality)
+        except Exception as exc:  # one bad frame must not end a camera stream
+            self.stats.add("encode_errors")
+            log.warning("cannot encode %s: %s", frame.name, exc)
+            return True
+        bits = len(coded.data) * 8
+        self.controller.update(quality, bits, pixels)
+        bpp = bits / pixels
+        self.stats.add_encoded(len(coded.data), coded.encode_ms)
+        self._observe(quality, len(coded.data), bpp, coded.encode_ms)
+        msg = api_pb2.Frame(
+            stream_id=self.stream_id,
+            sequence=sequence,
+            bitstream=coded.data,
+            task=self.settings.task,
+            capture_time_unix_ms=frame.capture_time_ms,
+        )
+        log.info(
+            "frame seq=%d src=%s q=%d bytes=%d bpp=%.4f goal=%s avg_bpp=%.4f encode_ms=%.1f "
+            "unacked=%d",
+            sequence,
+            frame.name,
+            quality,
+            len(coded.data),
+            bpp,
+            f"{goal:.4f}" if goal is not None else "-",
+            self.controller.stats.bpp,
+            coded.encode_ms,
+            len(self.buffer),
+        )
+        while not self.buffer.put(msg, FrameInfo(quality, bpp, len(coded.data)), timeout=0.25):
+            # Full buffer: this wait is the backpressure. Leave only on stop or a dead sender.
+            if self.stop_requested.is_set() or self.sender.error is not None or self.buffer.closed:
+                self.stopped_by = "error" if self.sender.error else "signal"
+                self.stats.add("dropped_unqueued")
+                return False
+        self.stats.add("queued")
+        self.metrics.stream_unacked.set(len(self.buffer))
+        return True
+
+    def _observe(self, quality: int, nbytes: int, bpp: float, encode_ms: float) -> None:
+        m, task = self.metrics, self.settings.task
+        m.frames.labels(task, str(quality)).inc()
+        m.bytes.labels(task, str(quality)).inc(nbytes)
+        m.encode_seconds.labels(task).observe(encode_ms / 1e3)
+        m.bpp.labels(task).observe(bpp)
+        m.stream_achieved_bpp.set(self.controller.stats.bpp)
+        if self.controller.stats.pixels:
+            m.stream_target_bpp.set(self.controller.stats.target_bpp)
+
+    def _drain(self) -> bool:
+        """Wait for outstanding acks: while they keep coming, or up to drain_timeout on stop."""
+        timeout = self.settings.drain_timeout_s
+        stop_deadline: float | None = None
+        while not self.buffer.done:
+            if (
+                self.sender.error is not None
+                or not self.sender.alive
+                or self.abort_requested.is_set()
+            ):
+                break
+            now = time.monotonic()
+            if self.stop_requested.is_set() and stop_deadline is None:
+                stop_deadline = now + timeout
+            if stop_deadline is not None and now >= stop_deadline:
+                break
+            # Without a stop, keep waiting as long as the cloud makes progress.
+            quiet = now - self.buffer.last_ack_at
+            if stop_deadline is None and quiet > max(timeout, self.settings.ack_timeout_s):
+                break
+            self.buffer.wait_empty(0.1)
+        return not len(self.buffer)
+
+    def summary(self, duration: float, drained: bool) -> dict[str, Any]:
+        return build_summary(self, duration, drained)
+
+    def exit_code(self, summary: dict[str, Any]) -> int:
+        if summary["error"]:
+            return EXIT_ERROR
+        return EXIT_UNACKED if summary["frames"]["unacked"] else EXIT_OK
+
+
+def start_metrics(settings: EncoderSettings, metrics: EncoderMetrics) -> HealthHTTPServer | None:
+    if not settings.stream_metrics_port:
+        return None
+    return HealthHTTPServer(
+        settings.host, settings.stream_metrics_port, metrics.registry, lambda: True
+    ).start()

@@ -1,0 +1,83 @@
+"""Fixtures shared by the service tests: tiny codecs, sample images, streams."""
+
+from __future__ import annotations
+
+import io
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from transtic.codec import ImageCodec
+from transtic.models import HyperpriorCodec, create_model, save_checkpoint
+
+REPO = Path(__file__).resolve().parents[2]
+# The services are top-level packages of the repository, not installed ones.
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+def png_bytes(height: int = 64, width: int = 64, seed: int = 0) -> bytes:
+    """A smooth synthetic picture (gradients and a disc), PNG-encoded."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    r = (x * 255 // max(1, width - 1)).astype(np.uint8)
+    g = (y * 255 // max(1, height - 1)).astype(np.uint8)
+    disc = (x - width / 2) ** 2 + (y - height / 2) ** 2 < (min(height, width) / 4) ** 2
+    b = np.where(disc, 220, 40).astype(np.uint8)
+    pixels = np.stack([r, g, b], axis=-1)
+    pixels = np.clip(pixels + rng.integers(-8, 9, pixels.shape), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def make_png() -> Callable[..., bytes]:
+    """``make_png(height, width, seed)``: a small synthetic PNG."""
+    return png_bytes
+
+
+@pytest.fixture(scope="session")
+def codec_checkpoint(
+    tiny_transtic: HyperpriorCodec, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The service's codec: the session's tiny random-weight TransTIC."""
+    return save_checkpoint(tiny_transtic, tmp_path_factory.mktemp("codec") / "tiny.pth")
+
+
+@pytest.fixture(scope="session")
+def other_codec_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A codec with other random weights, hence another weights fingerprint."""
+    import torch
+
+    torch.manual_seed(12345)
+    model = create_model("transtic-tiny")
+    model.update(force=True)
+    return save_checkpoint(model, tmp_path_factory.mktemp("codec") / "other.pth")
+
+
+@pytest.fixture(scope="session")
+def sample_png() -> bytes:
+    return png_bytes(64, 64)
+
+
+@pytest.fixture(scope="session")
+def bitstream(codec_checkpoint: Path, sample_png: bytes) -> bytes:
+    """``sample_png`` coded by the service's codec."""
+    from transtic.images import decode_image_bytes
+
+    codec = ImageCodec.from_checkpoint(str(codec_checkpoint))
+    return codec.encode(decode_image_bytes(sample_png)).data
+
+
+@pytest.fixture(scope="session")
+def foreign_bitstream(other_codec_checkpoint: Path, sample_png: bytes) -> bytes:
+    """``sample_png`` coded with weights the service does not hold."""
+    from transtic.images import decode_image_bytes
+
+    codec = ImageCodec.from_checkpoint(str(other_codec_checkpoint))
+    return codec.encode(decode_image_bytes(sample_png)).data
