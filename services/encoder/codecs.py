@@ -19,7 +19,7 @@ from transtic.bitstream import AlignMode
 from transtic.codec import EncodeResult, ImageCodec
 from transtic.images import ImageError, decode_image_bytes, to_tensor
 from transtic.models import HyperpriorCodec, load_checkpoint
-from transtic.weights import default_registry
+from transtic.weights import WeightsError, default_registry, resolve
 
 from .settings import EncoderSettings
 
@@ -48,15 +48,17 @@ class LoadedModel:
 
 
 def discover_checkpoints(settings: EncoderSettings) -> dict[str, dict[int, Path]]:
-    """task -> quality -> file, from the catalog names in weights_cache_dir, then explicit paths."""
+    """task -> quality -> file: catalog files (cache dir or shipped), then explicit paths."""
     found: dict[str, dict[int, Path]] = {}
-    if settings.weights_cache_dir is not None:
-        for entry in default_registry():
-            if entry.kind != "codec" or entry.quality is None:
-                continue
-            path = settings.weights_cache_dir / entry.filename
-            if path.is_file():
-                found.setdefault(entry.task or HUMAN_TASK, {})[entry.quality] = path
+    for entry in default_registry():
+        if entry.kind != "codec" or entry.quality is None:
+            continue
+        try:
+            # the cache dir first, then weights shipped inside the package
+            path = resolve(entry.name, cache_dir=settings.weights_cache_dir)
+        except WeightsError:
+            continue
+        found.setdefault(entry.task or HUMAN_TASK, {})[entry.quality] = path
     for task, qualities in settings.checkpoints.items():
         found.setdefault(task, {}).update(qualities)
     if settings.tasks:
