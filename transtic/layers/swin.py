@@ -7,6 +7,7 @@ Module and parameter names follow the paper's released checkpoints
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -174,30 +175,14 @@ class SwinStage(nn.Module):
 
 
 class RSTB(nn.Module):
-    """Residual Swin Transformer Block: a Swin stage on feature maps plus a skip."""
+    """Residual Swin Transformer Block: a Swin stage on feature maps plus a skip.
 
-    def __init__(
-        self,
-        dim: int,
-        depth: int,
-        num_heads: int,
-        window: int,
-        reference_resolution: tuple[int, int],
-        mlp_ratio: float = 2.0,
-        num_task_prompts: int = 0,
-        instance_prompt_downsample: int = 0,
-    ) -> None:
+    Takes the arguments of :class:`SwinStage`.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__()
-        self.residual_group = SwinStage(
-            dim,
-            depth,
-            num_heads,
-            window,
-            reference_resolution,
-            mlp_ratio,
-            num_task_prompts,
-            instance_prompt_downsample,
-        )
+        self.residual_group = SwinStage(*args, **kwargs)
 
     @property
     def depth(self) -> int:
