@@ -30,10 +30,14 @@ RUN pip install ".[services]"
 
 COPY services ./services
 
-RUN useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin transtic \
+# A fixed non-root uid/gid (the k8s manifests' runAsUser/fsGroup). The code stays
+# root-owned, so the service cannot modify itself. No keys or certificates are baked
+# in: TLS material and API keys are mounted at run time (docs/security.md).
+RUN groupadd --gid 10001 transtic \
+    && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin transtic \
     && mkdir -p /weights /var/lib/transtic \
-    && chown transtic /weights /var/lib/transtic
-USER 10001
+    && chown 10001:10001 /weights /var/lib/transtic
+USER 10001:10001
 
 ENV TRANSTIC_ANALYTICS_HOST=0.0.0.0 \
     TRANSTIC_ANALYTICS_GRPC_PORT=50051 \

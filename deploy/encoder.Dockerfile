@@ -22,10 +22,13 @@ RUN pip install ".[services]" "opencv-python-headless<4.12"
 
 COPY services ./services
 
-# Weights are mounted (read-only) at /weights; the process runs unprivileged.
-RUN useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin transtic \
-    && mkdir -p /weights && chown transtic /weights
-USER 10001
+# Weights are mounted (read-only) at /weights; the process runs unprivileged, as a fixed
+# uid/gid (the k8s manifests' runAsUser/fsGroup), and the code stays root-owned. No keys
+# or certificates are baked in: they are mounted at run time (docs/security.md).
+RUN groupadd --gid 10001 transtic \
+    && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin transtic \
+    && mkdir -p /weights && chown 10001:10001 /weights
+USER 10001:10001
 
 ENV TRANSTIC_ENCODER_HOST=0.0.0.0 \
     TRANSTIC_ENCODER_GRPC_PORT=50052 \

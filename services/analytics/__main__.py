@@ -28,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(f"invalid settings:\n{problems}")
     try:
         run(settings)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         sys.exit(f"analytics service cannot start: {exc}")
 
 

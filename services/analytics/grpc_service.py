@@ -15,8 +15,12 @@ import transtic
 from services.analytics.results import to_proto
 from services.analytics.runtime import Runtime
 from services.analytics.streaming import FrameOutcome, FrameProcessor
-from services.common.errors import abort_grpc
+from services.common.auth import ApiKeys
+from services.common.errors import ErrorCode, abort_grpc
+from services.common.grpc_guard import GrpcGuard
 from services.common.grpc_utils import add_health_and_reflection, set_serving
+from services.common.ratelimit import RateLimiter
+from services.common.tls import add_port, server_credentials
 from services.generated.transtic_api.v1 import api_pb2, api_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -125,12 +129,23 @@ class GrpcFrontEnd:
     """A bound (not yet started) gRPC server and its health status."""
 
     def __init__(self, runtime: Runtime, frames: FrameProcessor, address: str) -> None:
-        limit = runtime.settings.max_upload_bytes
+        settings = runtime.settings
+        limit = settings.max_upload_bytes
+
+        def refused(code: ErrorCode) -> None:
+            runtime.metrics.errors.labels(code.value).inc()
+
+        guard = GrpcGuard(
+            ApiKeys.from_settings(settings), RateLimiter.from_settings(settings), on_refused=refused
+        )
         self.server = grpc.server(
             futures.ThreadPoolExecutor(
-                max_workers=runtime.settings.grpc_max_workers, thread_name_prefix="grpc"
+                max_workers=settings.grpc_max_workers, thread_name_prefix="grpc"
             ),
+            interceptors=[guard] if guard.active else None,
             options=[
+                # Oversized messages are refused by grpc itself (RESOURCE_EXHAUSTED) before
+                # they are buffered whole.
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
             ],
@@ -139,10 +154,7 @@ class GrpcFrontEnd:
             AnalyticsServicer(runtime, frames), self.server
         )
         self.health = add_health_and_reflection(self.server, [SERVICE_NAME])
-        try:
-            self.port = self.server.add_insecure_port(address)
-        except RuntimeError as exc:  # grpc reports a taken port this way
-            raise OSError(f"cannot listen for gRPC on {address}: {exc}") from None
+        self.port = add_port(self.server, address, server_credentials(settings))
         if self.port == 0:
             raise OSError(f"cannot listen for gRPC on {address}")
 

@@ -106,18 +106,22 @@ class ModelHub:
         task, quality = _parse_key(key)
         registry = default_registry()
         codec_id = Path(spec).stem
+        sha256 = None
         if Path(spec).is_file():
             path = Path(spec)
         elif spec in registry:
             entry = registry.get(spec)
-            path = resolve(spec, cache_dir=self.settings.weights_cache_dir)
+            path = resolve(spec, cache_dir=self.settings.weights_cache_dir, registry=registry)
             codec_id = spec
             task = task or entry.task
             quality = quality if quality is not None else entry.quality
+            # A registry file is checked against its published digest before it is parsed.
+            sha256 = entry.sha256
         else:
             raise FileNotFoundError("neither a checkpoint file nor a known weights name")
         codec = ImageCodec.from_checkpoint(
             str(path),
+            sha256=sha256,
             device=self.device,
             quality=quality or 0,
             task=task,

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import transtic
 from services.analytics.results import png_base64
 from services.analytics.runtime import Runtime
+from services.analytics.security import install as install_security
 from services.analytics.settings import Settings
 from services.common.errors import ErrorCode, ServiceError
 from transtic.bitstream import MAGIC
@@ -33,6 +34,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 BITSTREAM_TYPE = "application/x-transtic"
 _HTTP_CODES = {
     400: ErrorCode.INVALID_ARGUMENT,
+    401: ErrorCode.UNAUTHENTICATED,
     404: ErrorCode.NOT_FOUND,
     413: ErrorCode.PAYLOAD_TOO_LARGE,
 }
@@ -130,6 +132,7 @@ def create_app(
     app.state.settings = settings
     app.state.runtime = rt
     _install_error_handlers(app)
+    install_security(app, settings)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _routes(app)
     return app

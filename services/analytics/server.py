@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import uvicorn
 
@@ -13,8 +14,10 @@ from services.analytics.rest import create_app
 from services.analytics.runtime import Runtime
 from services.analytics.settings import Settings
 from services.analytics.streaming import FrameProcessor
+from services.common.auth import ApiKeys
 from services.common.logs import configure_logging
 from services.common.serving import bind_http_socket, serve_until_signalled
+from services.common.tls import describe_server, server_credentials
 from transtic.tasks import TaskBackend
 
 log = logging.getLogger(__name__)
@@ -24,8 +27,18 @@ def grpc_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def http_tls_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's TLS arguments: HTTPS with the gRPC server certificate when http_tls is on."""
+    if not settings.http_tls or settings.tls_cert_file is None:
+        return {}
+    return {"ssl_certfile": str(settings.tls_cert_file), "ssl_keyfile": str(settings.tls_key_file)}
+
+
 def run(settings: Settings, *, backends: Sequence[TaskBackend] | None = None) -> None:
     configure_logging(settings.log_level)
+    # Unreadable certificates or key files stop the start here, before minutes of loading.
+    server_credentials(settings)
+    ApiKeys.from_settings(settings)
     runtime = Runtime(settings, backends=backends)
     runtime.start()
     frames = FrameProcessor(runtime)
@@ -39,11 +52,14 @@ def run(settings: Settings, *, backends: Sequence[TaskBackend] | None = None) ->
             port=http_port,
             log_config=None,
             timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)),
+            **http_tls_options(settings),
         )
         front.set_serving(runtime.ready)
         log.info(
-            "analytics: gRPC on %s, HTTP on http://%s, device %s, ready=%s",
+            "analytics: gRPC (%s) on %s, HTTP on %s://%s, device %s, ready=%s",
+            describe_server(settings),
             grpc_address(settings.host, front.port),
+            "https" if settings.http_tls else "http",
             grpc_address(settings.host, http_port),
             runtime.hub.device,
             runtime.ready,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.common.settings import ServiceSettings
@@ -75,6 +75,19 @@ class Settings(ServiceSettings):
     grpc_max_workers: int = Field(
         default=16, ge=2, description="gRPC handler threads (streams hold one each)"
     )
+    http_tls: bool = Field(
+        default=False,
+        description="serve REST over HTTPS with tls_cert_file/tls_key_file (no client "
+        "certificates: browsers); off when an ingress or proxy terminates TLS",
+    )
+    metrics_require_auth: bool = Field(
+        default=False, description="GET /metrics needs an API key too (when keys are set)"
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="origins allowed to call the REST API from browsers "
+        "(e.g. https://ops.example.com); empty = no CORS headers at all",
+    )
 
     @field_validator("default_task")
     @classmethod
@@ -82,6 +95,21 @@ class Settings(ServiceSettings):
         if value not in TASKS:
             raise ValueError(f"unknown task {value!r}; expected one of {', '.join(TASKS)}")
         return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            # A wildcard would let any web page use a browser's network position.
+            if origin == "*" or not origin.startswith(("https://", "http://")):
+                raise ValueError(f"cors_origins: {origin!r} must be an http(s):// origin, not *")
+        return [origin.rstrip("/") for origin in value]
+
+    @model_validator(mode="after")
+    def _https_needs_a_certificate(self) -> Settings:
+        if self.http_tls and self.tls_cert_file is None:
+            raise ValueError("http_tls needs tls_cert_file and tls_key_file")
+        return self
 
     @field_validator("codec_checkpoints")
     @classmethod

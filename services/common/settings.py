@@ -15,10 +15,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 S = TypeVar("S", bound="ServiceSettings")
+# Shorter keys are guessable; the generated ones (secrets.token_urlsafe(32)) have 43 chars.
+MIN_API_KEY_LENGTH = 16
 
 
 class ServiceSettings(BaseSettings):
@@ -38,12 +40,66 @@ class ServiceSettings(BaseSettings):
         default=10.0, ge=0, description="how long in-flight requests may finish after SIGTERM"
     )
 
+    # -- security of the servers (docs/security.md); all off unless set, except rate limits
+    tls_cert_file: Path | None = Field(
+        default=None,
+        description="PEM server certificate (chain) for gRPC; with tls_key_file turns TLS on",
+    )
+    tls_key_file: Path | None = Field(default=None, description="PEM private key of tls_cert_file")
+    tls_client_ca_file: Path | None = Field(
+        default=None,
+        description="PEM CA bundle: when set, gRPC clients must present a certificate it signed "
+        "(mutual TLS)",
+    )
+    api_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="accepted API keys (Authorization: Bearer KEY or X-API-Key; gRPC metadata "
+        "authorization); empty together with api_keys_file = no authentication",
+    )
+    api_keys_file: Path | None = Field(
+        default=None, description="file with more API keys, one per line ('#' comments)"
+    )
+    rate_limit_per_s: float = Field(
+        default=200.0,
+        ge=0,
+        description="requests (and streamed frames) per second per client (API key, client "
+        "certificate or IP); 0 = no limit",
+    )
+    rate_limit_burst: int = Field(
+        default=400, ge=1, description="requests a client may send at once above the rate"
+    )
+
+    @field_validator("api_keys")
+    @classmethod
+    def _strong_keys(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for key in value:
+            check_api_key(key.get_secret_value())
+        return value
+
+    @model_validator(mode="after")
+    def _tls_pairs(self) -> ServiceSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("set tls_cert_file and tls_key_file together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file (mutual TLS) needs tls_cert_file and tls_key_file")
+        return self
+
     def resolved_device(self) -> str:
         if self.device != "auto":
             return self.device
         import torch
 
         return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check_api_key(key: str) -> str:
+    """Refuse keys that are short or would not survive an HTTP header (the message never
+    contains the key itself: settings errors end up in logs)."""
+    if len(key) < MIN_API_KEY_LENGTH:
+        raise ValueError(f"API keys need at least {MIN_API_KEY_LENGTH} characters")
+    if not key.isascii() or not key.isprintable() or any(c.isspace() for c in key):
+        raise ValueError("API keys must be printable ASCII without spaces")
+    return key
 
 
 def _is_structured(annotation: Any) -> bool:
@@ -62,10 +118,23 @@ def _structured(text: str) -> Any:
         return [item.strip() for item in text.split(",") if item.strip()]
 
 
+def is_secret(annotation: Any) -> bool:
+    """True for SecretStr fields (possibly optional or in a list)."""
+    if annotation is SecretStr:
+        return True
+    return any(is_secret(a) for a in typing.get_args(annotation))
+
+
 def add_settings_arguments(parser: argparse.ArgumentParser, cls: type[ServiceSettings]) -> None:
-    """One ``--field-name`` flag per settings field (unset flags keep env/defaults)."""
+    """One ``--field-name`` flag per settings field (unset flags keep env/defaults).
+
+    Secrets get no flag: command lines are visible to every user of the machine (ps,
+    /proc); they come from the environment or their ``*_file`` setting only.
+    """
     prefix = str(cls.model_config.get("env_prefix", ""))
     for name, field in cls.model_fields.items():
+        if is_secret(field.annotation):
+            continue
         flag = "--" + name.replace("_", "-")
         env = f"{prefix}{name}".upper()
         default = field.get_default(call_default_factory=True)
@@ -84,7 +153,8 @@ def add_settings_arguments(parser: argparse.ArgumentParser, cls: type[ServiceSet
 
 
 def settings_from_args(cls: type[S], argv: Sequence[str] | None = None, **kwargs: Any) -> S:
-    parser = argparse.ArgumentParser(**kwargs)
+    # No abbreviations: "--api-keys KEY" must not be taken for "--api-keys-file KEY".
+    parser = argparse.ArgumentParser(**{"allow_abbrev": False, **kwargs})
     add_settings_arguments(parser, cls)
     ns = parser.parse_args(argv)
     given = {k: v for k, v in vars(ns).items() if v is not None}

@@ -41,6 +41,22 @@ _SERVE_FLAGS = (
     "max_workers",
     "max_concurrent_rpcs",
     "shutdown_grace_s",
+    "tls_cert_file",
+    "tls_key_file",
+    "tls_client_ca_file",
+    "api_keys_file",
+    "rate_limit_per_s",
+    "rate_limit_burst",
+)
+# Outgoing calls (stream, probe, info). The keys themselves have no flags (ps shows
+# command lines): TRANSTIC_ENCODER_CLIENT_API_KEY or client_api_key_file.
+_CLIENT_FLAGS = (
+    "client_tls",
+    "client_ca_file",
+    "client_cert_file",
+    "client_key_file",
+    "client_server_name",
+    "client_api_key_file",
 )
 _STREAM_FLAGS = (
     "source",
@@ -102,21 +118,27 @@ def _add_checkpoint_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m services.encoder", description=__doc__)
+    # No abbreviations: "--client-api-key KEY" must not be taken for "--client-api-key-file".
+    parser = argparse.ArgumentParser(
+        prog="python -m services.encoder", description=__doc__, allow_abbrev=False
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the gRPC Encoder service")
+    serve = sub.add_parser("serve", help="run the gRPC Encoder service", allow_abbrev=False)
     _add_fields(serve, _CODEC_FLAGS + _SERVE_FLAGS)
     _add_checkpoint_flag(serve)
-    stream = sub.add_parser("stream", help="stream frames from a folder/video/camera to Analytics")
-    _add_fields(stream, _CODEC_FLAGS + _STREAM_FLAGS + ("host",))
+    stream = sub.add_parser(
+        "stream", help="stream frames from a folder/video/camera to Analytics", allow_abbrev=False
+    )
+    _add_fields(stream, _CODEC_FLAGS + _STREAM_FLAGS + _CLIENT_FLAGS + ("host",))
     _add_checkpoint_flag(stream)
     for name, what in (
         ("probe", "gRPC health check (exit 0 when SERVING)"),
         ("info", "print the encoder's GetInfo as JSON"),
     ):
-        cmd = sub.add_parser(name, help=what)
+        cmd = sub.add_parser(name, help=what, allow_abbrev=False)
         cmd.add_argument("--address", default=None, help="host:port (default localhost:grpc_port)")
         cmd.add_argument("--timeout", type=float, default=3.0)
+        _add_fields(cmd, _CLIENT_FLAGS)
     return parser
 
 
@@ -176,16 +198,24 @@ def _probe(args: argparse.Namespace, settings: EncoderSettings, info: bool) -> i
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+    from services.common.auth import auth_metadata
+    from services.common.tls import open_channel
     from services.generated.transtic_api.v1 import api_pb2, api_pb2_grpc
 
     address = args.address or f"localhost:{settings.grpc_port}"
-    with grpc.insecure_channel(address) as channel:
+    try:
+        channel = open_channel(address, settings.client_tls_config())
+        metadata = auth_metadata(settings.client_key())
+    except (OSError, ValueError) as exc:
+        print(f"{address}: {exc}", file=sys.stderr)
+        return 2
+    with channel:
         try:
             if info:
                 from google.protobuf import json_format
 
                 reply = api_pb2_grpc.EncoderStub(channel).GetInfo(
-                    api_pb2.GetInfoRequest(), timeout=args.timeout
+                    api_pb2.GetInfoRequest(), timeout=args.timeout, metadata=metadata
                 )
                 print(json.dumps(json_format.MessageToDict(reply), indent=2))
                 return 0
@@ -205,7 +235,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = settings_from_args(args)
-    except (ValidationError, ValueError) as exc:
+    except ValidationError as exc:
+        # Messages only: pydantic's full text repeats the input, which may be a secret.
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
+        print(f"invalid settings: {problems}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
         print(f"invalid settings: {exc}", file=sys.stderr)
         return 2
     if args.command in ("probe", "info"):

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from transtic.bitstream import AlignMode
 from transtic.codec import EncodeResult, ImageCodec
 from transtic.images import ImageError, decode_image_bytes, to_tensor
 from transtic.models import HyperpriorCodec, load_checkpoint
-from transtic.weights import WeightsError, default_registry, resolve
+from transtic.weights import WeightsEntry, WeightsError, default_registry, resolve
 
 from .settings import EncoderSettings
 
@@ -47,18 +47,30 @@ class LoadedModel:
     lock: threading.Lock
 
 
-def discover_checkpoints(settings: EncoderSettings) -> dict[str, dict[int, Path]]:
-    """task -> quality -> file: catalog files (cache dir or shipped), then explicit paths."""
-    found: dict[str, dict[int, Path]] = {}
-    for entry in default_registry():
+def _catalog_files(settings: EncoderSettings) -> Iterator[tuple[WeightsEntry, Path]]:
+    """Codec entries of the weights catalog that have a local file."""
+    registry = default_registry()
+    for entry in registry:
         if entry.kind != "codec" or entry.quality is None:
             continue
         try:
             # the cache dir first, then weights shipped inside the package
-            path = resolve(entry.name, cache_dir=settings.weights_cache_dir)
+            path = resolve(entry.name, cache_dir=settings.weights_cache_dir, registry=registry)
         except WeightsError:
             continue
-        found.setdefault(entry.task or HUMAN_TASK, {})[entry.quality] = path
+        yield entry, path
+
+
+def known_sha256(settings: EncoderSettings) -> dict[Path, str]:
+    """file -> published sha256, for the catalog files found (explicit paths have none)."""
+    return {path: entry.sha256 for entry, path in _catalog_files(settings) if entry.sha256}
+
+
+def discover_checkpoints(settings: EncoderSettings) -> dict[str, dict[int, Path]]:
+    """task -> quality -> file: catalog files (cache dir or shipped), then explicit paths."""
+    found: dict[str, dict[int, Path]] = {}
+    for entry, path in _catalog_files(settings):
+        found.setdefault(entry.task or HUMAN_TASK, {})[entry.quality or 0] = path
     for task, qualities in settings.checkpoints.items():
         found.setdefault(task, {}).update(qualities)
     if settings.tasks:
@@ -86,11 +98,15 @@ class CodecBank:
         table = discover_checkpoints(settings)
         if only_task is not None:
             table = {t: q for t, q in table.items() if t == only_task}
+        checksums = known_sha256(settings)
         models: dict[tuple[str, int], LoadedModel] = {}
         for task, qualities in table.items():
             for quality, path in qualities.items():
                 start = time.perf_counter()
-                model = load_checkpoint(path, device=settings.resolved_device())
+                # Catalog files are checked against their published digest before parsing.
+                model = load_checkpoint(
+                    path, device=settings.resolved_device(), sha256=checksums.get(Path(path))
+                )
                 models[(task, quality)] = LoadedModel(
                     task, quality, Path(path), model, threading.Lock()
                 )

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import grpc
 
+from services.common.auth import auth_metadata
+from services.common.tls import ClientTLS, open_channel
 from services.generated.transtic_api.v1 import api_pb2, api_pb2_grpc
 
 from .resend import Cursor, PendingFrame, ResendBuffer
@@ -86,8 +88,14 @@ class StreamSender:
         on_ack: Callable[[AckEvent], None] | None = None,
         on_send: Callable[[PendingFrame], None] | None = None,
         on_connect: Callable[[int], None] | None = None,
+        tls: ClientTLS | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.target = target
+        self.tls = tls
+        self.metadata = (("x-stream-id", stream_id), *auth_metadata(api_key))
+        if api_key and tls is None:
+            log.warning("sending an API key to %s without TLS: anyone on the path sees it", target)
         self.buffer = buffer
         self.stream_id = stream_id
         self.backoff = backoff or Backoff()
@@ -154,7 +162,13 @@ class StreamSender:
         if self.on_connect is not None:
             self.on_connect(self.connections)
         progressed = False
-        channel = grpc.insecure_channel(self.target, options=_CHANNEL_OPTIONS)
+        try:
+            # Certificates are read per connection: rotated files apply at the next reconnect.
+            channel = open_channel(self.target, self.tls, _CHANNEL_OPTIONS)
+        except (OSError, ValueError) as exc:
+            self.error = f"cannot set up TLS for {self.target}: {exc}"
+            log.error("%s", self.error)
+            return False
         cursor = self.buffer.connection()
         cursor.on_send = self.on_send
         stalled = threading.Event()
@@ -163,7 +177,7 @@ class StreamSender:
         )
         try:
             stub = api_pb2_grpc.AnalyticsStub(channel)
-            call = stub.AnalyzeStream(iter(cursor), metadata=(("x-stream-id", self.stream_id),))
+            call = stub.AnalyzeStream(iter(cursor), metadata=self.metadata)
             with self._lock:
                 self._call = call
             if self._stop.is_set():

@@ -13,8 +13,12 @@ from typing import Any
 import grpc
 
 import transtic
-from services.common.errors import ServiceError, abort_grpc, to_service_error
+from services.common.auth import ApiKeys
+from services.common.errors import ErrorCode, ServiceError, abort_grpc, to_service_error
+from services.common.grpc_guard import GrpcGuard
 from services.common.grpc_utils import add_health_and_reflection, set_serving
+from services.common.ratelimit import RateLimiter
+from services.common.tls import add_port, describe_server, server_credentials
 from services.generated.transtic_api.v1 import api_pb2, api_pb2_grpc
 
 from .codecs import CodecBank
@@ -105,11 +109,20 @@ class EncoderServer:
         self.settings = settings
         self.metrics = metrics or EncoderMetrics()
         limit = settings.max_image_bytes + _MESSAGE_OVERHEAD
+        metrics = self.metrics
+
+        def refused(code: ErrorCode) -> None:
+            metrics.errors.labels(code.value).inc()
+
+        guard = GrpcGuard(
+            ApiKeys.from_settings(settings), RateLimiter.from_settings(settings), on_refused=refused
+        )
         self._server = grpc.server(
             futures.ThreadPoolExecutor(
                 max_workers=settings.max_workers, thread_name_prefix="encode"
             ),
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+            interceptors=[guard] if guard.active else None,
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
@@ -119,7 +132,9 @@ class EncoderServer:
             EncoderServicer(bank, settings, self.metrics), self._server
         )
         self.health = add_health_and_reflection(self._server, [SERVICE_NAME])
-        self.port = self._server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+        self.port = add_port(
+            self._server, f"{settings.host}:{settings.grpc_port}", server_credentials(settings)
+        )
         if self.port == 0:
             raise OSError(f"cannot bind gRPC port {settings.host}:{settings.grpc_port}")
         self._http: HealthHTTPServer | None = None
@@ -132,7 +147,12 @@ class EncoderServer:
             self._http = HealthHTTPServer(
                 self.settings.host, self.settings.http_port, self.metrics.registry, self.serving
             ).start()
-        log.info("encoder gRPC listening on %s:%d", self.settings.host, self.port)
+        log.info(
+            "encoder gRPC (%s) listening on %s:%d",
+            describe_server(self.settings),
+            self.settings.host,
+            self.port,
+        )
         return self
 
     def serving(self) -> bool:
@@ -157,6 +177,9 @@ class EncoderServer:
 
 def serve(settings: EncoderSettings) -> int:
     """Run until SIGTERM/SIGINT, then drain; the exit status is 0 on a clean stop."""
+    # Unreadable certificates or key files stop the start here, before loading codecs.
+    server_credentials(settings)
+    ApiKeys.from_settings(settings)
     bank = CodecBank.load(settings)
     server = EncoderServer(settings, bank).start()
     stop_requested = threading.Event()

@@ -10,10 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from services.common.settings import ServiceSettings
+from services.common.auth import client_key
+from services.common.settings import ServiceSettings, check_api_key
+from services.common.tls import ClientTLS
 
 ENV_PREFIX = "TRANSTIC_ENCODER_"
 DEFAULT_GRPC_PORT = 50052
@@ -105,6 +107,35 @@ class EncoderSettings(ServiceSettings):
         default=None, description="write the run summary here ('-' = stdout)"
     )
 
+    # ---------------------------------------------------------------- outgoing gRPC calls
+    # (stream -> Analytics, probe/info -> this Encoder); docs/security.md
+    client_tls: bool = Field(
+        default=False, description="use TLS (implied by client_ca_file / client_cert_file)"
+    )
+    client_ca_file: Path | None = Field(
+        default=None, description="PEM CA bundle to verify the server; default: system roots"
+    )
+    client_cert_file: Path | None = Field(
+        default=None, description="PEM client certificate for mutual TLS (with client_key_file)"
+    )
+    client_key_file: Path | None = Field(default=None, description="PEM key of client_cert_file")
+    client_server_name: str | None = Field(
+        default=None, description="name expected in the server certificate, if not the host"
+    )
+    client_api_key: SecretStr | None = Field(
+        default=None, description="API key sent as 'authorization: Bearer <key>'"
+    )
+    client_api_key_file: Path | None = Field(
+        default=None, description="file holding the API key to send (first line)"
+    )
+
+    @field_validator("client_api_key")
+    @classmethod
+    def _client_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            check_api_key(value.get_secret_value())
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> EncoderSettings:
         if self.target_bpp is not None and self.target_kbps is not None:
@@ -114,7 +145,23 @@ class EncoderSettings(ServiceSettings):
         for task, qualities in self.checkpoints.items():
             if any(q < 1 for q in qualities):
                 raise ValueError(f"checkpoints[{task!r}]: qualities start at 1")
+        if (self.client_cert_file is None) != (self.client_key_file is None):
+            raise ValueError("set client_cert_file and client_key_file together")
         return self
+
+    def client_tls_config(self) -> ClientTLS | None:
+        """How outgoing gRPC calls use TLS; None = plaintext."""
+        if not (self.client_tls or self.client_ca_file or self.client_cert_file):
+            return None
+        return ClientTLS(
+            ca_file=self.client_ca_file,
+            cert_file=self.client_cert_file,
+            key_file=self.client_key_file,
+            server_name=self.client_server_name,
+        )
+
+    def client_key(self) -> str | None:
+        return client_key(self.client_api_key, self.client_api_key_file)
 
 
 def env_names() -> dict[str, str]:

@@ -88,6 +88,11 @@ class StreamRun:
     ) -> None:
         self.settings = settings
         self.stream_id = settings.stream_id or default_stream_id()
+        # Unreadable certificate or key files stop the run here, before loading codecs.
+        tls = settings.client_tls_config()
+        if tls is not None:
+            tls.credentials()
+        api_key = settings.client_key()
         if encode is None:
             encode, qualities = codec_encoder(settings)
         assert qualities, "a custom encode function needs its list of qualities"
@@ -117,6 +122,8 @@ class StreamRun:
             on_ack=self._on_ack,
             on_send=self._on_send,
             on_connect=lambda n: self.metrics.stream_reconnects.inc(),
+            tls=tls,
+            api_key=api_key,
         )
 
     def stop(self) -> None:

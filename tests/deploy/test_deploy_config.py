@@ -326,9 +326,14 @@ def test_k8s_probes_hit_existing_endpoints() -> None:
         get = analytics[probe]["httpGet"]
         assert get["path"] in routes
         assert named_port(analytics, get["port"]) == 8080
+    # The encoder's gRPC port needs mutual TLS, which the kubelet's gRPC probe cannot do:
+    # its probes use the HTTP health server (services/encoder/metrics.py).
     (encoder,) = k8s("Deployment", "encoder")["spec"]["template"]["spec"]["containers"]
+    assert encoder["readinessProbe"]["httpGet"]["path"] == "/readyz"
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert encoder[probe]["grpc"]["port"] == named_port(encoder, "grpc")
+        get = encoder[probe]["httpGet"]
+        assert get["path"] in ("/healthz", "/readyz")
+        assert named_port(encoder, get["port"]) == 9102
 
 
 def test_k8s_services_select_their_deployments() -> None:

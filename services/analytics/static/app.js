@@ -16,10 +16,36 @@ function hexToRgb(hex) {
   return [(n >> 16) & 255, (n >> 8) & 255, n & 255];
 }
 
+// The API key (when the service requires one) lives in this browser's localStorage and
+// goes out as X-API-Key on every API call; the page itself and the probes need none.
+const KEY_STORAGE = "transtic-api-key";
+
+function apiFetch(url, options = {}) {
+  const key = localStorage.getItem(KEY_STORAGE);
+  const headers = { ...(options.headers || {}), ...(key ? { "X-API-Key": key } : {}) };
+  return fetch(url, { cache: "no-store", ...options, headers });
+}
+
+function setupApiKey() {
+  const input = $("api-key");
+  input.value = localStorage.getItem(KEY_STORAGE) || "";
+  input.addEventListener("change", () => {
+    const key = input.value.trim();
+    if (key) localStorage.setItem(KEY_STORAGE, key);
+    else localStorage.removeItem(KEY_STORAGE);
+    loadModels();
+    refreshStreams();
+  });
+}
+
 async function getJson(url) {
-  const response = await fetch(url, { cache: "no-store" });
+  const response = await apiFetch(url);
   const body = await response.json();
-  if (!response.ok) throw new Error(body.error ? body.error.message : response.statusText);
+  if (!response.ok) {
+    const error = new Error(body.error ? body.error.message : response.statusText);
+    error.status = response.status;
+    throw error;
+  }
   return body;
 }
 
@@ -43,7 +69,8 @@ async function loadModels() {
     status.textContent = ready.ok ? `ready on ${info.device}` : "not ready: no codec loaded";
     status.className = ready.ok ? "status ok" : "status bad";
   } catch (err) {
-    $("service-status").textContent = `unreachable: ${err.message}`;
+    $("service-status").textContent = err.status === 401
+      ? "API key required: enter it on the right" : `unreachable: ${err.message}`;
     $("service-status").className = "status bad";
   }
 }
@@ -202,7 +229,7 @@ async function analyze(event) {
   const body = new FormData();
   body.append("file", file);
   try {
-    const response = await fetch(`/v1/analyze?${params}`, { method: "POST", body });
+    const response = await apiFetch(`/v1/analyze?${params}`, { method: "POST", body });
     const result = await response.json();
     if (!response.ok) throw new Error(result.error ? result.error.message : response.statusText);
     showResult(result);
@@ -258,6 +285,7 @@ async function refreshStreams() {
 }
 
 $("analyze-form").addEventListener("submit", analyze);
+setupApiKey();
 loadModels();
 refreshStreams();
 setInterval(refreshStreams, 2000);
