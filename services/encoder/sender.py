@@ -18,6 +18,7 @@ from services.generated.transtic_api.v1 import api_pb2, api_pb2_grpc
 
 from .resend import Cursor, PendingFrame, ResendBuffer
 
+CONNECT_TIMEOUT_S = 5.0
 log = logging.getLogger(__name__)
 
 # Per-frame errors worth another try (the cloud was busy); others are final for that frame.
@@ -156,11 +157,25 @@ class StreamSender:
             )
             self._stop.wait(delay)
 
+    def _wait_ready(self, channel: grpc.Channel) -> bool:
+        """Wait until the channel is connected (or stop / timeout).
+
+        Starting the call first would make gRPC pull frames from the buffer while the
+        server is still down, counting them as sent and each attempt as a connection.
+        """
+        ready = grpc.channel_ready_future(channel)
+        deadline = time.monotonic() + CONNECT_TIMEOUT_S
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                ready.result(timeout=0.25)
+                return True
+            except grpc.FutureTimeoutError:
+                continue
+        ready.cancel()
+        return False
+
     def _connect_once(self) -> bool:
         """One AnalyzeStream call; True if it acknowledged anything."""
-        self.connections += 1
-        if self.on_connect is not None:
-            self.on_connect(self.connections)
         progressed = False
         try:
             # Certificates are read per connection: rotated files apply at the next reconnect.
@@ -169,6 +184,12 @@ class StreamSender:
             self.error = f"cannot set up TLS for {self.target}: {exc}"
             log.error("%s", self.error)
             return False
+        if not self._wait_ready(channel):
+            channel.close()
+            return False
+        self.connections += 1
+        if self.on_connect is not None:
+            self.on_connect(self.connections)
         cursor = self.buffer.connection()
         cursor.on_send = self.on_send
         stalled = threading.Event()
