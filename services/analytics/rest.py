@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.datastructures import UploadFile
@@ -128,14 +128,34 @@ def create_app(
         description="Decodes TransTIC bitstreams (or codes uploaded images first) and runs "
         "vision tasks on the decoded images.",
         lifespan=lifespan,
+        docs_url=None,  # served below from local files: the default page loads a CDN
     )
     app.state.settings = settings
     app.state.runtime = rt
     _install_error_handlers(app)
     install_security(app, settings)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    _install_docs(app)
     _routes(app)
     return app
+
+
+def _install_docs(app: FastAPI) -> None:
+    """Swagger UI from the swagger-ui-bundle package, so /docs works without internet."""
+    import swagger_ui_bundle
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} - API docs",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

@@ -195,7 +195,10 @@ def test_models_health_and_docs(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json() == {"status": "ready"}
     assert "/v1/analyze" in client.get("/openapi.json").json()["paths"]
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "cdn" not in docs.text.lower()
+    assert "/docs-assets/swagger-ui-bundle.js" in docs.text
+    assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
     page = client.get("/")
     assert page.status_code == 200 and "result-canvas" in page.text
     assert client.get("/static/app.js").status_code == 200
