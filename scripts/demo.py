@@ -22,6 +22,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
+# The default models: CPU-trained TransTIC codecs shipped inside the package
+# (transtic/weights/data/MODEL_CARD.md) and the offline EfficientNet-Lite0 classifier.
+DEFAULT_CODEC = "transtic_small_cls_q3"
+CODECS = {
+    "classification:1": "transtic_small_cls_q1",
+    "classification:3": "transtic_small_cls_q3",
+}
 
 
 def sample_frames(folder: Path) -> list[Path]:
@@ -79,6 +86,7 @@ def main() -> int:
     parser.add_argument("--encoder-port", type=int, default=50052)
     parser.add_argument("--encoder-metrics-port", type=int, default=9102)
     parser.add_argument("--state-dir", type=Path, default=ROOT / "var" / "demo")
+    parser.add_argument("--quality", type=int, default=3, help="codec quality of the stream")
     parser.add_argument("--exit", action="store_true", help="stop the services after the demo")
     args = parser.parse_args()
 
@@ -92,6 +100,10 @@ def main() -> int:
             PY,
             "-m",
             "services.analytics",
+            "--codec-checkpoint",
+            DEFAULT_CODEC,
+            "--codec-checkpoints",
+            json.dumps(CODECS),
             "--http-port",
             str(args.http_port),
             "--grpc-port",
@@ -137,6 +149,8 @@ def main() -> int:
                 stream_id,
                 "--task",
                 "classification",
+                "--quality",
+                str(args.quality),
                 "--summary-json",
                 str(state / "summary.json"),
             ],

@@ -182,7 +182,7 @@ class ModelHub:
         if task not in self.backends:
             raise ServiceError(
                 ErrorCode.INVALID_ARGUMENT,
-                f"unknown task {task!r}; this service offers: {', '.join(self.tasks())}",
+                f"unknown task {task[:64]!r}; this service offers: {', '.join(self.tasks())}",
             )
         return task
 

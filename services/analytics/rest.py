@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.datastructures import UploadFile
@@ -185,7 +185,12 @@ async def _multipart_file(request: Request, body: bytes) -> tuple[bytes, str]:
         sent = True
         return {"type": "http.request", "body": body, "more_body": False}
 
-    form = await Request(request.scope, replay).form(max_files=1, max_fields=8)
+    try:
+        form = await Request(request.scope, replay).form(max_files=1, max_fields=8)
+    except StarletteHTTPException as exc:  # malformed multipart, too many files or fields
+        raise ServiceError(
+            ErrorCode.INVALID_ARGUMENT, f"bad multipart body: {exc.detail}"
+        ) from None
     part = form.get("file")
     if not isinstance(part, UploadFile):
         raise ServiceError(ErrorCode.INVALID_ARGUMENT, "multipart body needs a file field 'file'")
@@ -281,7 +286,7 @@ def _routes(app: FastAPI) -> None:
         )
         return _error_response(ServiceError(ErrorCode.UNAVAILABLE, f"not ready: {reason}"))
 
-    @app.get("/metrics", tags=["service"])
+    @app.get("/metrics", tags=["service"], response_class=PlainTextResponse)
     def metrics(runtime: RuntimeDep) -> Response:
         """Prometheus text format."""
         return Response(runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)

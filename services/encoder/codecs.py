@@ -53,6 +53,8 @@ def _catalog_files(settings: EncoderSettings) -> Iterator[tuple[WeightsEntry, Pa
     for entry in registry:
         if entry.kind != "codec" or entry.quality is None:
             continue
+        if entry.package_resource is not None and not settings.use_shipped_weights:
+            continue
         try:
             # the cache dir first, then weights shipped inside the package
             path = resolve(entry.name, cache_dir=settings.weights_cache_dir, registry=registry)

@@ -37,6 +37,10 @@ class EncoderSettings(ServiceSettings):
     tasks: list[str] = Field(
         default_factory=list, description="restrict the loaded tasks (empty: all found)"
     )
+    use_shipped_weights: bool = Field(
+        default=True,
+        description="also offer the codecs shipped inside the transtic package (offline defaults)",
+    )
     task: str = Field(
         default="classification", description="default task (serve) / the task (stream)"
     )

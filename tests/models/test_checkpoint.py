@@ -129,3 +129,12 @@ def test_compressai_contract(tiny_transtic):
     assert tiny_transtic.aux_loss().item() >= 0
     names = [n for n, _ in tiny_transtic.named_parameters() if "prompt" in n]
     assert len(tiny_transtic.prompt_parameters()) == len(names) > 0
+
+
+def test_half_precision_saving_keeps_float_buffers(tiny_tic, tmp_path):
+    path = save_checkpoint(tiny_tic, tmp_path / "half.pth.tar", half=True)
+    state = torch.load(path, weights_only=True)["state_dict"]
+    assert state["g_a0.weight"].dtype == torch.float16
+    assert state["entropy_bottleneck._matrix0"].dtype == torch.float16
+    bound = state["gaussian_conditional.likelihood_lower_bound.bound"]
+    assert bound.dtype == torch.float32 and bound.item() > 0

@@ -181,8 +181,13 @@ def save_checkpoint(
     metadata: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``{"state_dict": ...}`` with the official key names (readable by the paper's code)."""
+    # Only parameters are halved: float buffers such as the 1e-9 likelihood bound
+    # would round to 0 in float16 and make likelihood-based rates infinite.
+    params = {name for name, _ in model.named_parameters()}
     state = {
-        k: (v.half() if half and v.is_floating_point() else v).detach().cpu()
+        k: (v.half() if half and legacy_to_modern_key(k) in params and v.is_floating_point() else v)
+        .detach()
+        .cpu()
         for k, v in model.state_dict().items()
     }
     payload: dict[str, Any] = {"state_dict": state}

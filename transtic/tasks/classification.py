@@ -136,6 +136,14 @@ class ClassificationBackend(TaskBackend):
         self.model = model.eval().to(self.device)
         self.labels = _label_lookup(num_classes, model)
 
+    def timm_model(self) -> torch.nn.Module:
+        """The underlying timm network (loaded on first use), e.g. to read stage features
+        with ``forward_intermediates`` when training prompts against it."""
+        if not self.loaded:
+            self.load(self.device)
+        assert self.model is not None
+        return self.model
+
     def _predict(self, images: list[torch.Tensor]) -> list[dict[str, Any]]:
         assert self.model is not None
         batch = normalize_batch(images, self.normalization)

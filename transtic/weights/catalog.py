@@ -193,7 +193,18 @@ def detectron2_entries(coco91: tuple[str, ...]) -> list[WeightsEntry]:
 def builtin_entries() -> list[WeightsEntry]:
     tv = torchvision_entries()
     coco91 = tuple(tv[0].metadata["categories"])
-    return [*transtic_entries(), *tv, *detectron2_entries(coco91), EFFICIENTNET_LITE0]
+    from transtic.weights.shipped import shipped_entries
+
+    # Shipped small codecs first: consumers that scan the catalog in order and let
+    # later entries win (the encoder service's discovery) then prefer the paper's
+    # release files whenever those are present in the cache.
+    return [
+        *shipped_entries(),
+        *transtic_entries(),
+        *tv,
+        *detectron2_entries(coco91),
+        EFFICIENTNET_LITE0,
+    ]
 
 
 @functools.cache

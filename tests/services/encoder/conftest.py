@@ -49,6 +49,7 @@ def make_settings(checkpoints: dict[int, Path]) -> Callable[..., EncoderSettings
             "grpc_port": 0,
             "http_port": 0,
             "device": "cpu",
+            "use_shipped_weights": False,
         }
         values.update(overrides)
         return EncoderSettings(**values)

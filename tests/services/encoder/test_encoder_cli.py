@@ -82,7 +82,9 @@ def test_discover_catalog_files_in_weights_dir(tmp_path: Path) -> None:
     for name in ("cls_1.pth.tar", "cls_2.pth.tar", "det_4.pth.tar", "base_codec_1.pth.tar"):
         (tmp_path / name).write_bytes(b"")
     settings = EncoderSettings(
-        weights_cache_dir=tmp_path, checkpoints={"classification": {2: Path("/elsewhere.pth")}}
+        weights_cache_dir=tmp_path,
+        checkpoints={"classification": {2: Path("/elsewhere.pth")}},
+        use_shipped_weights=False,
     )
     table = discover_checkpoints(settings)
     assert table == {
@@ -92,6 +94,12 @@ def test_discover_catalog_files_in_weights_dir(tmp_path: Path) -> None:
     }
     only = EncoderSettings(weights_cache_dir=tmp_path, tasks=["detection"])
     assert list(discover_checkpoints(only)) == ["detection"]
+
+
+def test_shipped_weights_are_the_offline_default(tmp_path: Path) -> None:
+    table = discover_checkpoints(EncoderSettings(weights_cache_dir=tmp_path))
+    assert set(table["classification"]) >= {1, 3}
+    assert all(p.is_file() for qualities in table.values() for p in qualities.values())
 
 
 def test_folder_source_is_sorted_and_reports_unreadable_files(tmp_path: Path) -> None:

@@ -1,0 +1,132 @@
+"""``transtic eval``: rate versus task quality for codecs, prompts and JPEG/WebP anchors.
+
+Example (the shipped weights on the held-out photos)::
+
+    transtic eval --task classification --heldout-photos \\
+        --codec transtic=transtic_small_cls_q1 \\
+        --codec tic=transtic_small_base_q1,transtic_small_base_q3 --out docs/eval
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..models import HyperpriorCodec
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="transtic eval",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--task", required=True, choices=["classification", "detection", "segmentation"])
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", type=Path, help="image folder, ImageNet class folders or COCO dir")
+    src.add_argument(
+        "--heldout-photos", action="store_true", help="the photos held out from training"
+    )
+    p.add_argument("--data-kind", choices=["folder", "imagenet", "coco"], default="folder")
+    p.add_argument("--annotations", type=Path, default=None, help="COCO instances json")
+    p.add_argument(
+        "--codec",
+        action="append",
+        default=[],
+        metavar="METHOD=SRC[,SRC...]",
+        help="a method's rate points: checkpoint files or weights registry names",
+    )
+    p.add_argument("--anchors", nargs="*", default=["jpeg", "webp"], choices=["jpeg", "webp"])
+    p.add_argument("--anchor-qualities", type=int, nargs="*", default=[])
+    p.add_argument("--task-weights", default=None, help="task network: registry name or file")
+    p.add_argument("--cache-dir", type=Path, default=None)
+    p.add_argument("--max-images", type=int, default=None)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", type=Path, required=True, help="directory for table, CSV, JSON, plot")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def parse_methods(specs: Sequence[str]) -> dict[str, list[str]]:
+    methods: dict[str, list[str]] = {}
+    for spec in specs:
+        name, sep, sources = spec.partition("=")
+        if not sep or not name or not sources:
+            raise SystemExit(f"error: --codec expects METHOD=SRC[,SRC...], got {spec!r}")
+        methods.setdefault(name, []).extend(s for s in sources.split(",") if s)
+    return methods
+
+
+def codec_loader(cache_dir: Path | None, device: str) -> Any:
+    from ..models import load_checkpoint
+    from ..weights import default_cache_dir, resolve
+
+    def load(source: str) -> HyperpriorCodec:
+        path = Path(source)
+        if not path.is_file():
+            path = resolve(source, cache_dir=cache_dir or default_cache_dir())
+        return load_checkpoint(path, device=device)
+
+    return load
+
+
+def task_backend(task: str, weights: str | None, cache_dir: Path | None, device: str) -> Any:
+    from ..tasks import create_backend
+    from ..weights import default_cache_dir
+
+    kwargs: dict[str, Any] = {"cache_dir": cache_dir or default_cache_dir()}
+    if weights:
+        kwargs["weights_path" if Path(weights).is_file() else "weights"] = weights
+    backend = create_backend(task, **kwargs)
+    backend.load(device)
+    return backend
+
+
+def eval_main(argv: Sequence[str] | None = None) -> int:
+    import torch
+
+    from .report import markdown, write_all
+    from .runner import evaluate, load_eval_set
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    methods = parse_methods(args.codec)
+    if not methods and not args.anchors:
+        raise SystemExit("error: nothing to evaluate (give --codec and/or --anchors)")
+    if args.heldout_photos:
+        import tempfile
+
+        from ..training.photos import export
+
+        # Images are read into memory, so the PNG copies need not outlive loading.
+        with tempfile.TemporaryDirectory() as folder:
+            export("heldout", folder)
+            data = load_eval_set("folder", folder, max_images=args.max_images)
+    else:
+        data = load_eval_set(
+            args.data_kind, args.data, annotations=args.annotations, max_images=args.max_images
+        )
+    backend = task_backend(args.task, args.task_weights, args.cache_dir, args.device)
+    result = evaluate(
+        args.task,
+        data,
+        backend,
+        methods,
+        load=codec_loader(args.cache_dir, args.device),
+        anchors=args.anchors,
+        anchor_qualities=args.anchor_qualities,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    command = "transtic eval " + shlex.join(argv)
+    paths = write_all(result, args.out, command)
+    print(markdown(result))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0

@@ -1,0 +1,140 @@
+"""Task quality of decoded images: top-1 (labels or agreement) and COCO mAP."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+
+def psnr(decoded: torch.Tensor, original: torch.Tensor) -> float:
+    """PSNR in dB after 8-bit rounding of both images (what files store)."""
+    a = (decoded.clamp(0, 1) * 255).round()
+    b = (original.clamp(0, 1) * 255).round()
+    mse = float((a - b).pow(2).mean())
+    return 100.0 if mse == 0 else 10 * math.log10(255**2 / mse)
+
+
+def top1(predictions: Sequence[dict[str, Any]]) -> list[int]:
+    return [int(p["predictions"][0]["index"]) for p in predictions]
+
+
+def top1_score(predicted: Sequence[int], reference: Sequence[int]) -> float:
+    """Fraction of images whose top-1 class equals the reference (label or original's)."""
+    if not predicted:
+        return math.nan
+    hits = sum(int(p == r) for p, r in zip(predicted, reference, strict=True))
+    return hits / len(predicted)
+
+
+def _quiet() -> contextlib.AbstractContextManager[Any]:
+    # pycocotools prints its progress and summary tables to stdout.
+    return contextlib.redirect_stdout(io.StringIO())
+
+
+def _xywh(box: Sequence[float]) -> list[float]:
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return [x1, y1, x2 - x1, y2 - y1]
+
+
+def coco_results(
+    image_ids: Sequence[int], predictions: Sequence[dict[str, Any]], segm: bool = False
+) -> list[dict[str, Any]]:
+    """Backend detections -> COCO result entries (bbox xywh; RLE masks for segm)."""
+    results = []
+    for image_id, pred in zip(image_ids, predictions, strict=True):
+        for det in pred["detections"]:
+            entry: dict[str, Any] = {
+                "image_id": int(image_id),
+                "category_id": int(det["category_id"]),
+                "bbox": _xywh(det["box"]),
+                "score": float(det["score"]),
+            }
+            if segm:
+                if "mask" not in det:
+                    continue
+                entry["segmentation"] = det["mask"]
+            results.append(entry)
+    return results
+
+
+def coco_map(coco_gt: Any, results: list[dict[str, Any]], iou_type: str = "bbox") -> float:
+    """AP@[.5:.95] in percent from pycocotools (0 when nothing was detected)."""
+    from pycocotools.cocoeval import COCOeval
+
+    if not results:
+        return 0.0
+    with _quiet():
+        dt = coco_gt.loadRes(results)
+        ev = COCOeval(coco_gt, dt, iou_type)
+        ev.params.imgIds = sorted({r["image_id"] for r in results} | set(coco_gt.getImgIds()))
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return float(ev.stats[0]) * 100.0
+
+
+def pseudo_ground_truth(
+    image_sizes: Sequence[tuple[int, int]],
+    predictions: Sequence[dict[str, Any]],
+    min_score: float = 0.5,
+    segm: bool = False,
+) -> Any:
+    """A COCO ground truth made of the detections on the uncompressed images.
+
+    Without annotations, mAP against it measures how well decoded images keep the
+    detector's own answer (the detection analogue of top-1 agreement).
+    """
+    from pycocotools import mask as mask_utils
+    from pycocotools.coco import COCO
+
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    categories: set[int] = set()
+    for image_id, ((h, w), pred) in enumerate(zip(image_sizes, predictions, strict=True)):
+        images.append({"id": image_id, "height": int(h), "width": int(w)})
+        for det in pred["detections"]:
+            if det["score"] < min_score:
+                continue
+            box = _xywh(det["box"])
+            ann: dict[str, Any] = {
+                "id": len(annotations) + 1,
+                "image_id": image_id,
+                "category_id": int(det["category_id"]),
+                "bbox": box,
+                "area": box[2] * box[3],
+                "iscrowd": 0,
+            }
+            if segm and "mask" in det:
+                rle = {"size": det["mask"]["size"], "counts": det["mask"]["counts"].encode()}
+                ann["segmentation"] = det["mask"]
+                ann["area"] = float(mask_utils.area(rle))
+            annotations.append(ann)
+            categories.add(int(det["category_id"]))
+    coco = COCO()
+    coco.dataset = {
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": c, "name": str(c)} for c in sorted(categories)],
+    }
+    with _quiet():
+        coco.createIndex()
+    return coco
+
+
+def detections_agreement(
+    image_sizes: Sequence[tuple[int, int]],
+    reference: Sequence[dict[str, Any]],
+    decoded: Sequence[dict[str, Any]],
+    segm: bool = False,
+) -> float:
+    gt = pseudo_ground_truth(image_sizes, reference, segm=segm)
+    if not gt.dataset["annotations"]:
+        return math.nan
+    return coco_map(
+        gt, coco_results(range(len(decoded)), decoded, segm), "segm" if segm else "bbox"
+    )

@@ -1,0 +1,189 @@
+"""Tables (markdown, CSV, JSON), BD-rate matrices and the rate/quality plot of an evaluation."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .bdrate import bd_rate_or_none
+
+
+def curves(result: dict[str, Any], metric: str) -> dict[str, tuple[list[float], list[float]]]:
+    """method -> (bpps, metric values), points sorted by rate."""
+    out: dict[str, tuple[list[float], list[float]]] = {}
+    for p in sorted(result["points"], key=lambda p: p["bpp"]):
+        value = p["psnr"] if metric == "psnr" else p["scores"].get(metric, math.nan)
+        rates, values = out.setdefault(p["method"], ([], []))
+        rates.append(p["bpp"])
+        values.append(value)
+    return out
+
+
+def pareto(rates: list[float], values: list[float]) -> tuple[list[float], list[float]]:
+    """Points not dominated by a cheaper one (quality strictly rising with rate).
+
+    Task scores on small sets tie or dip between neighbouring rates; BD-rate needs
+    a monotone curve, and the envelope is what an encoder choosing its best
+    operating point would achieve.
+    """
+    kept_r: list[float] = []
+    kept_v: list[float] = []
+    for r, v in sorted(zip(rates, values, strict=True)):
+        if math.isnan(v):
+            continue
+        if kept_v and v <= kept_v[-1]:
+            continue
+        if kept_r and r == kept_r[-1]:
+            kept_v[-1] = v
+            continue
+        kept_r.append(r)
+        kept_v.append(v)
+    return kept_r, kept_v
+
+
+def bd_matrix(result: dict[str, Any], metric: str) -> dict[str, dict[str, Any]]:
+    """``matrix[test][anchor]``: BD-rate (%) of test against anchor on the curves'
+    Pareto fronts, or the reason there is none."""
+    data = {m: pareto(*c) for m, c in curves(result, metric).items()}
+    matrix: dict[str, dict[str, Any]] = {}
+    for test, (tr, tq) in data.items():
+        row: dict[str, Any] = {}
+        for anchor, (ar, aq) in data.items():
+            if anchor == test:
+                continue
+            value, why = bd_rate_or_none(ar, aq, tr, tq)
+            row[anchor] = value if value is not None else f"n/a: {why}"
+        matrix[test] = row
+    return matrix
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.{digits}f}"
+    return str(value)
+
+
+def _metrics(result: dict[str, Any]) -> list[str]:
+    names: list[str] = []
+    for p in result["points"]:
+        names += [k for k in p["scores"] if k not in names]
+    return names
+
+
+def markdown(result: dict[str, Any], command: str | None = None) -> str:
+    names = _metrics(result)
+    lines = [f"## {result['task']}: {result['num_images']} images", ""]
+    if command:
+        lines += ["```", command, "```", ""]
+    ref = ", ".join(f"{k} {_fmt(v, 1)}" for k, v in result["reference"].items())
+    lines += [f"Uncompressed images: {ref}.", ""]
+    head = ["method", "point", "bpp (bytes)", "bpp (likelihoods)", "PSNR dB", *names]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for p in sorted(result["points"], key=lambda p: (p["method"], p["bpp"])):
+        row = [
+            p["method"],
+            p["point"],
+            _fmt(p["bpp"], 4),
+            _fmt(p.get("bpp_likelihood"), 4),
+            _fmt(p["psnr"], 2),
+            *(_fmt(p["scores"].get(n), 1) for n in names),
+        ]
+        lines.append("| " + " | ".join(row) + " |")
+    for metric in [result["primary_metric"], "psnr"]:
+        matrix = bd_matrix(result, metric)
+        methods = list(matrix)
+        lines += [
+            "",
+            f"BD-rate (%) on {metric}: row method against column anchor "
+            "(negative = fewer bits for the same quality; PCHIP on log-rate over each "
+            "curve's Pareto front).",
+            "",
+            "| test \\ anchor | " + " | ".join(methods) + " |",
+            "|" + "---|" * (len(methods) + 1),
+        ]
+        notes: list[str] = []
+        for test in methods:
+            cells = []
+            for anchor in methods:
+                value = matrix[test].get(anchor)
+                if anchor == test:
+                    cells.append("")
+                elif isinstance(value, float):
+                    cells.append(f"{value:+.1f}")
+                else:
+                    cells.append("n/a")
+                    notes.append(f"{test} vs {anchor}: {str(value).removeprefix('n/a: ')}")
+            lines.append(f"| {test} | " + " | ".join(cells) + " |")
+        if notes:
+            lines += ["", *(f"- {n}" for n in sorted(set(notes)))]
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(result: dict[str, Any], path: Path) -> None:
+    names = _metrics(result)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["method", "point", "bpp", "bpp_likelihood", "psnr", *names])
+        for p in result["points"]:
+            writer.writerow(
+                [
+                    p["method"],
+                    p["point"],
+                    p["bpp"],
+                    p.get("bpp_likelihood"),
+                    p["psnr"],
+                    *(p["scores"].get(n) for n in names),
+                ]
+            )
+
+
+def plot(result: dict[str, Any], path: Path, metrics: Sequence[str] | None = None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = list(metrics or [result["primary_metric"], "psnr"])
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4.2), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for method, (rates, values) in curves(result, metric).items():
+            ax.plot(rates, values, marker="o", label=method)
+        if metric in result["reference"]:
+            ax.axhline(
+                result["reference"][metric], color="gray", ls="--", lw=1, label="uncompressed"
+            )
+        ax.set_xlabel("bits per pixel")
+        ax.set_ylabel("PSNR (dB)" if metric == "psnr" else metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"{result['task']} on {result['num_images']} images")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_all(result: dict[str, Any], out_dir: Path, command: str | None = None) -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = {
+        **result,
+        "bd_rate": {m: bd_matrix(result, m) for m in (result["primary_metric"], "psnr")},
+    }
+    if command:
+        result["command"] = command
+    paths = {
+        "json": out_dir / "results.json",
+        "csv": out_dir / "results.csv",
+        "markdown": out_dir / "results.md",
+        "plot": out_dir / "curves.png",
+    }
+    paths["json"].write_text(json.dumps(result, indent=2, default=float) + "\n")
+    write_csv(result, paths["csv"])
+    paths["markdown"].write_text(markdown(result, command))
+    plot(result, paths["plot"])
+    return paths

@@ -1,0 +1,270 @@
+"""Evaluate codecs and anchors on one task: rate (real bitstreams) versus task quality."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from ..alignment import align
+from ..bitstream import AlignMode
+from ..codec import ImageCodec
+from ..images import to_tensor
+from ..models import HyperpriorCodec
+from ..training.data import imagenet_folder, list_images
+from ..training.losses import bpp_from_likelihoods
+from . import metrics
+from .anchors import AnchorCodec
+
+
+@dataclass
+class EvalSet:
+    """Images (3, H, W) in [0, 1] with optional class labels or COCO ground truth."""
+
+    names: list[str]
+    images: list[torch.Tensor]
+    labels: list[int] | None = None
+    coco_gt: Any = None
+    image_ids: list[int] | None = None
+
+    @property
+    def pixels(self) -> list[int]:
+        return [int(i.shape[-2] * i.shape[-1]) for i in self.images]
+
+
+def _read(path: Path) -> torch.Tensor:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return to_tensor(img.convert("RGB"))
+
+
+def _imagenet_index(class_names: Sequence[str]) -> list[int]:
+    """Folder names -> classifier indices: WordNet ids via timm's table, or integers."""
+    if all(n.isdigit() for n in class_names):
+        return [int(n) for n in class_names]
+    from timm.data import ImageNetInfo
+
+    synsets = {s: i for i, s in enumerate(ImageNetInfo("imagenet-1k").label_names())}
+    unknown = [n for n in class_names if n not in synsets]
+    if unknown:
+        raise ValueError(f"class folders are not ImageNet-1k WordNet ids: {unknown[:3]}")
+    return [synsets[n] for n in class_names]
+
+
+def load_eval_set(
+    kind: str,
+    path: str | Path,
+    *,
+    annotations: str | Path | None = None,
+    max_images: int | None = None,
+) -> EvalSet:
+    """``folder`` (unlabelled), ``imagenet`` (class folders) or ``coco`` (needs annotations)."""
+    path = Path(path)
+    if kind == "imagenet":
+        files, labels, classes = imagenet_folder(path)
+        index = _imagenet_index(classes)
+        picked = list(zip(files, labels, strict=True))[:max_images]
+        return EvalSet(
+            [str(f.relative_to(path)) for f, _ in picked],
+            [_read(f) for f, _ in picked],
+            labels=[index[label] for _, label in picked],
+        )
+    if kind == "coco":
+        if annotations is None:
+            raise ValueError("coco evaluation needs --annotations")
+        from pycocotools.coco import COCO
+
+        with metrics._quiet():
+            gt = COCO(str(annotations))
+        ids = sorted(gt.getImgIds())[:max_images]
+        files = [path / gt.imgs[i]["file_name"] for i in ids]
+        return EvalSet(
+            [f.name for f in files], [_read(f) for f in files], coco_gt=gt, image_ids=ids
+        )
+    if kind != "folder":
+        raise ValueError(f"unknown eval data kind {kind!r}")
+    files = list_images(path)[:max_images]
+    return EvalSet([str(f.relative_to(path)) for f in files], [_read(f) for f in files])
+
+
+@dataclass
+class Point:
+    """One rate point of one method."""
+
+    method: str
+    point: str
+    bpp: float  # from the real bytes (container header included) or the anchor file
+    psnr: float
+    scores: dict[str, float]
+    bpp_likelihood: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class TaskScorer:
+    """Scores decoded images on a task against labels, COCO GT or the originals' answers."""
+
+    def __init__(self, task: str, backend: Any, data: EvalSet, batch: int = 8) -> None:
+        self.task, self.backend, self.data, self.batch = task, backend, data, batch
+        self.segm = task == "segmentation"
+        self.reference = self.predict(data.images)
+
+    def predict(self, images: Sequence[torch.Tensor]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for i in range(0, len(images), self.batch):
+            out += self.backend.predict(list(images[i : i + self.batch]))
+        return out
+
+    @property
+    def primary(self) -> str:
+        """The metric BD-rates use."""
+        if self.task == "classification":
+            return "top1_accuracy" if self.data.labels is not None else "top1_agreement"
+        return "mAP" if self.data.coco_gt is not None else "mAP_agreement"
+
+    def score(self, images: Sequence[torch.Tensor]) -> dict[str, float]:
+        preds = self.predict(images)
+        if self.task == "classification":
+            found = metrics.top1(preds)
+            scores = {
+                "top1_agreement": 100 * metrics.top1_score(found, metrics.top1(self.reference))
+            }
+            if self.data.labels is not None:
+                scores["top1_accuracy"] = 100 * metrics.top1_score(found, self.data.labels)
+            return scores
+        sizes = [(int(i.shape[-2]), int(i.shape[-1])) for i in self.data.images]
+        scores = {
+            "mAP_agreement": metrics.detections_agreement(sizes, self.reference, preds, self.segm)
+        }
+        if self.data.coco_gt is not None:
+            assert self.data.image_ids is not None
+            results = metrics.coco_results(self.data.image_ids, preds, self.segm)
+            scores["mAP"] = metrics.coco_map(
+                self.data.coco_gt, results, "segm" if self.segm else "bbox"
+            )
+        return scores
+
+    def reference_scores(self) -> dict[str, float]:
+        """The uncompressed images' scores (the ceiling of every curve)."""
+        return self.score(self.data.images)
+
+
+@torch.no_grad()
+def likelihood_bits(model: HyperpriorCodec, image: torch.Tensor, device: torch.device) -> float:
+    """Bits the entropy models estimate for the (padded) image, eval-mode rounding."""
+    x = align(image[None].to(device), model.config.alignment, AlignMode.PAD)
+    out = model.eval()(x)
+    return float(bpp_from_likelihoods(out["likelihoods"], 1))
+
+
+def evaluate_codec(
+    method: str,
+    name: str,
+    model: HyperpriorCodec,
+    data: EvalSet,
+    scorer: TaskScorer,
+    *,
+    device: str = "cpu",
+    progress: bool = True,
+) -> tuple[Point, list[torch.Tensor]]:
+    """Encode every image to real bytes, decode, score; also the likelihood estimate."""
+    codec = ImageCodec(model, device=device)
+    decoded, bits, est = [], [], []
+    for image in tqdm(data.images, desc=f"{method}:{name}", leave=False, disable=not progress):
+        result = codec.encode(image)
+        decoded.append(codec.decode(result.data).image)
+        bits.append(len(result.data) * 8)
+        est.append(likelihood_bits(model, image, codec.device))
+    pixels = data.pixels
+    point = Point(
+        method=method,
+        point=name,
+        bpp=_mean([b / p for b, p in zip(bits, pixels, strict=True)]),
+        bpp_likelihood=_mean([b / p for b, p in zip(est, pixels, strict=True)]),
+        psnr=_mean([metrics.psnr(d, o) for d, o in zip(decoded, data.images, strict=True)]),
+        scores=scorer.score(decoded),
+    )
+    return point, decoded
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
+
+
+def evaluate_anchors(
+    methods: Sequence[str],
+    data: EvalSet,
+    scorer: TaskScorer,
+    *,
+    targets: Sequence[float] = (),
+    qualities: Sequence[int] = (),
+) -> list[Point]:
+    """Pillow anchors at the qualities nearest each target bpp, plus explicit qualities."""
+    points = []
+    for method in methods:
+        anchor = AnchorCodec(method, data.images)
+        chosen = {anchor.match(t).quality for t in targets} | set(qualities)
+        for q in sorted(chosen):
+            ap = anchor.at(q)
+            points.append(
+                Point(
+                    method=method,
+                    point=f"q{q}",
+                    bpp=ap.bpp(data.pixels),
+                    psnr=_mean(
+                        [metrics.psnr(d, o) for d, o in zip(ap.images, data.images, strict=True)]
+                    ),
+                    scores=scorer.score(ap.images),
+                    extra={"quality": q},
+                )
+            )
+    return points
+
+
+Loader = Callable[[str], HyperpriorCodec]
+
+
+def evaluate(
+    task: str,
+    data: EvalSet,
+    backend: Any,
+    methods: Mapping[str, Sequence[str]],
+    *,
+    load: Loader,
+    anchors: Sequence[str] = ("jpeg", "webp"),
+    anchor_qualities: Sequence[int] = (),
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """All methods' rate points plus anchors matched to their rates.
+
+    ``methods`` maps a method name (e.g. ``transtic``, ``tic``) to its rate points
+    (checkpoint paths or registry names, resolved by ``load``).
+    """
+    scorer = TaskScorer(task, backend, data)
+    points: list[Point] = []
+    for method, sources in methods.items():
+        for source in sources:
+            model = load(source)
+            point, _ = evaluate_codec(
+                method, Path(source).name, model, data, scorer, device=device, progress=progress
+            )
+            points.append(point)
+    targets = [p.bpp for p in points]
+    points += evaluate_anchors(anchors, data, scorer, targets=targets, qualities=anchor_qualities)
+    return {
+        "task": task,
+        "primary_metric": scorer.primary,
+        "num_images": len(data.images),
+        "images": data.names,
+        "reference": scorer.reference_scores(),
+        "points": [p.to_dict() for p in points],
+    }

@@ -1,0 +1,374 @@
+"""One training loop for codec and prompt training: resumable, seeded, DDP-aware.
+
+The step counter is the unit of everything (schedule, checkpoints, data order),
+so a resumed run continues exactly where the interrupted one stopped: the data
+order is a function of (seed, epoch), the learning rate a function of the step,
+and model, optimizers and RNG states come back from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Sampler
+from tqdm import tqdm
+
+from .data import CropDataset
+from .losses import psnr
+
+log = logging.getLogger("transtic.training")
+CHECKPOINT_NAME = "checkpoint.pth.tar"
+
+
+@dataclass
+class LoopConfig:
+    out_dir: Path
+    steps: int
+    batch_size: int = 8
+    lr: float = 1e-4
+    aux_lr: float = 1e-3
+    clip_max_norm: float = 1.0
+    # Fractions of ``steps`` after which the learning rate is multiplied by lr_gamma.
+    lr_milestones: tuple[float, ...] = ()
+    lr_gamma: float = 0.5
+    seed: int = 42
+    num_workers: int = 0
+    bf16: bool = False
+    log_every: int = 10
+    checkpoint_every: int = 100
+    val_every: int = 0
+    device: str = "auto"
+    resume: bool = False
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["out_dir"] = str(self.out_dir)
+        d["lr_milestones"] = list(self.lr_milestones)
+        return d
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    world: int
+    device: torch.device
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str = "auto") -> DistInfo:
+    """Single process, or one rank of a ``torchrun`` job when WORLD_SIZE > 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available() and device in ("auto", "cuda")
+    if world <= 1:
+        dev = torch.device("cuda" if cuda else ("cpu" if device == "auto" else device))
+        return DistInfo(0, 1, dev)
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if cuda:
+        torch.cuda.set_device(local)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    dev = torch.device(f"cuda:{local}" if cuda else "cpu")
+    return DistInfo(dist.get_rank(), dist.get_world_size(), dev)
+
+
+class EpochSampler(Sampler[int]):
+    """A seeded permutation per epoch, split across ranks, that can start mid-epoch."""
+
+    def __init__(self, size: int, *, rank: int, world: int, seed: int) -> None:
+        self.size, self.rank, self.world, self.seed = size, rank, world, seed
+        self.per_rank = size // world
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def __iter__(self) -> Iterator[int]:
+        gen = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(self.size, generator=gen)[: self.per_rank * self.world]
+        return iter(order[self.rank :: self.world][self.start :].tolist())
+
+    def __len__(self) -> int:
+        return self.per_rank - self.start
+
+
+def lr_at(step: int, cfg: LoopConfig, base: float) -> float:
+    passed = sum(1 for m in cfg.lr_milestones if step >= int(m * cfg.steps))
+    return base * cfg.lr_gamma**passed
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def setup_logging(out_dir: Path, main: bool) -> None:
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()
+    if not main:
+        log.addHandler(logging.NullHandler())
+        return
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    for handler in (logging.FileHandler(out_dir / "train.log"), logging.StreamHandler(sys.stderr)):
+        handler.setFormatter(fmt)
+        log.addHandler(handler)
+
+
+Criterion = Callable[[Mapping[str, Any], Tensor], dict[str, Tensor]]
+
+
+class Trainer:
+    """Runs ``cfg.steps`` optimisation steps of ``model`` under ``criterion``.
+
+    ``params`` are optimised with Adam at ``cfg.lr``; ``aux_params`` (the entropy
+    bottleneck quantiles of a codec) get their own Adam at ``cfg.aux_lr`` and are
+    driven by ``model.aux_loss()``, as in CompressAI. Everything else must already
+    have ``requires_grad=False``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        criterion: nn.Module,
+        train_set: CropDataset,
+        cfg: LoopConfig,
+        *,
+        params: Sequence[nn.Parameter],
+        aux_params: Sequence[nn.Parameter] = (),
+        val_set: CropDataset | None = None,
+        dist_info: DistInfo | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.dist = dist_info or init_distributed(cfg.device)
+        self.device = self.dist.device
+        cfg.out_dir.mkdir(parents=True, exist_ok=True)
+        setup_logging(cfg.out_dir, self.dist.main)
+        self.core = model.to(self.device)
+        self.criterion = criterion.to(self.device)
+        self.model: nn.Module = self.core
+        if self.dist.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            # The entropy-bottleneck quantiles get gradients only from the aux loss,
+            # outside DDP's backward: DDP must not track them (its reducer fails on
+            # them); their gradients are averaged by hand in train_step instead.
+            aux_ids = {id(p) for p in aux_params}
+            ignored = [n for n, p in self.core.named_parameters() if id(p) in aux_ids]
+            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(self.core, ignored)
+            self.model = DistributedDataParallel(self.core, device_ids=ids)
+        self.params = list(params)
+        self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr)
+        self.aux_optimizer = torch.optim.Adam(aux_params, lr=cfg.aux_lr) if aux_params else None
+        self.train_set, self.val_set = train_set, val_set
+        self.sampler = EpochSampler(
+            len(train_set), rank=self.dist.rank, world=self.dist.world, seed=cfg.seed
+        )
+        self.steps_per_epoch = self.sampler.per_rank // cfg.batch_size
+        if self.steps_per_epoch < 1:
+            raise ValueError(
+                f"{len(train_set)} samples cannot fill a batch of {cfg.batch_size} on "
+                f"{self.dist.world} rank(s); raise --repeats or lower --batch-size"
+            )
+        self.step = 0
+        self.elapsed = 0.0  # wall seconds over all runs of this job, resumes included
+        self.history: list[dict[str, Any]] = []
+        torch.manual_seed(cfg.seed + self.dist.rank)
+
+    # -- checkpoints ------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.cfg.out_dir / CHECKPOINT_NAME
+
+    def state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "state_dict": self.core.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": {"torch": torch.get_rng_state()},
+            "config": json.dumps(self.cfg.to_dict(), default=str),
+        }
+        if torch.cuda.is_available():
+            state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
+        if self.aux_optimizer is not None:
+            state["aux_optimizer"] = self.aux_optimizer.state_dict()
+        return state
+
+    def save(self) -> None:
+        if self.dist.main:
+            atomic_save(self.state(), self.checkpoint_path)
+            log.info("checkpoint at step %d -> %s", self.step, self.checkpoint_path)
+
+    def load(self, path: Path) -> None:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        self.core.load_state_dict(ckpt["state_dict"])
+        self.core.to(self.device)
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.aux_optimizer is not None and "aux_optimizer" in ckpt:
+            self.aux_optimizer.load_state_dict(ckpt["aux_optimizer"])
+        self.step = int(ckpt["step"])
+        self.elapsed = float(ckpt.get("elapsed", 0.0))
+        rng = ckpt.get("rng", {})
+        if self.dist.world == 1 and "torch" in rng:
+            torch.set_rng_state(rng["torch"])
+            if "cuda" in rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+        log.info("resumed from %s at step %d", path, self.step)
+
+    # -- loop -------------------------------------------------------------------------
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if not self.cfg.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def _loader(self, epoch: int, start_batch: int) -> DataLoader[Any]:
+        self.sampler.set_epoch(epoch, start_batch * self.cfg.batch_size)
+        self.train_set.set_epoch(epoch)
+        return DataLoader(
+            self.train_set,
+            batch_size=self.cfg.batch_size,
+            sampler=self.sampler,
+            num_workers=self.cfg.num_workers,
+            drop_last=True,
+            pin_memory=self.device.type == "cuda",
+            # Its own generator: creating an iterator must not draw from the global RNG,
+            # or a resumed run's training noise would drift from the uninterrupted one.
+            generator=torch.Generator().manual_seed(self.cfg.seed + epoch),
+        )
+
+    def train_step(self, x: Tensor) -> dict[str, float]:
+        self.model.train()
+        self.criterion.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(self.step, self.cfg, self.cfg.lr)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.aux_optimizer is not None:
+            self.aux_optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            out = self.model(x)
+            terms = self.criterion(out, x)
+        loss = terms["loss"]
+        metrics = {k: float(v.detach()) for k, v in terms.items()}
+        metrics["psnr"] = psnr(out["x_hat"], x)
+        if not math.isfinite(metrics["loss"]):
+            # Skip the update; a NaN batch would otherwise poison Adam's moments.
+            log.warning("non-finite loss at step %d; update skipped", self.step)
+            return metrics
+        loss.backward()
+        if self.cfg.clip_max_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, self.cfg.clip_max_norm)
+        self.optimizer.step()
+        if self.aux_optimizer is not None:
+            aux = self.core.aux_loss()  # type: ignore[operator]
+            aux.backward()
+            if self.dist.world > 1:
+                for group in self.aux_optimizer.param_groups:
+                    for p in group["params"]:
+                        if p.grad is not None:
+                            dist.all_reduce(p.grad, op=dist.ReduceOp.AVG)
+            self.aux_optimizer.step()
+            metrics["aux"] = float(aux.detach())
+        return metrics
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Mean criterion terms over the validation crops, with real rounding (eval mode)."""
+        if self.val_set is None or not self.dist.main:
+            return {}
+        self.core.eval()
+        self.criterion.eval()
+        sums: dict[str, float] = {}
+        for i in range(len(self.val_set)):
+            x = self.val_set[i][0][None].to(self.device)
+            with self._autocast():
+                out = self.core(x)
+                terms = {k: float(v) for k, v in self.criterion(out, x).items()}
+            terms["psnr"] = psnr(out["x_hat"], x)
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + v
+        return {f"val_{k}": v / len(self.val_set) for k, v in sums.items()}
+
+    def _record(self, metrics: dict[str, Any]) -> None:
+        if not self.dist.main:
+            return
+        self.history.append(metrics)
+        with open(self.cfg.out_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+
+    def run(self) -> dict[str, Any]:
+        cfg = self.cfg
+        if cfg.resume and self.checkpoint_path.is_file():
+            self.load(self.checkpoint_path)
+        if self.step == 0 and self.val_set is not None and cfg.val_every > 0:
+            self._record({"step": 0, **self.validate()})
+        start = time.perf_counter()
+        base_elapsed = self.elapsed
+        bar = tqdm(
+            total=cfg.steps,
+            initial=self.step,
+            desc="train",
+            unit="step",
+            disable=not (cfg.progress and self.dist.main),
+            file=sys.stderr,
+        )
+        window: dict[str, float] = {}
+        count = 0
+        while self.step < cfg.steps:
+            epoch, offset = divmod(self.step, self.steps_per_epoch)
+            for x, _labels in self._loader(epoch, offset):
+                metrics = self.train_step(x.to(self.device, non_blocking=True))
+                self.step += 1
+                self.elapsed = base_elapsed + time.perf_counter() - start
+                bar.update(1)
+                bar.set_postfix(
+                    loss=f"{metrics['loss']:.4f}", bpp=f"{metrics['bpp']:.3f}", refresh=False
+                )
+                for k, v in metrics.items():
+                    window[k] = window.get(k, 0.0) + v
+                count += 1
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    mean = {k: v / count for k, v in window.items()}
+                    lr = self.optimizer.param_groups[0]["lr"]
+                    self._record({"step": self.step, "lr": lr, "elapsed": self.elapsed, **mean})
+                    log.info(
+                        "step %d/%d %s",
+                        self.step,
+                        cfg.steps,
+                        " ".join(f"{k}={v:.4g}" for k, v in mean.items()),
+                    )
+                    window, count = {}, 0
+                if cfg.val_every > 0 and self.step % cfg.val_every == 0:
+                    val = self.validate()
+                    if val:
+                        self._record({"step": self.step, **val})
+                        log.info("validation %s", " ".join(f"{k}={v:.4g}" for k, v in val.items()))
+                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                    self.save()
+                if self.step >= cfg.steps:
+                    break
+        bar.close()
+        if self.dist.world > 1:
+            dist.barrier()
+        return {"step": self.step, "elapsed": self.elapsed, "history": self.history}
