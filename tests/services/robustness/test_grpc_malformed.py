@@ -50,23 +50,36 @@ SERVICE_CODES = {
 FRAME_ERROR_CODES = {0} | {c.value[0] for c in SERVICE_CODES}
 
 
+def start_front(runtime: Runtime) -> tuple[GrpcFrontEnd, FrameProcessor]:
+    frames = FrameProcessor(runtime)
+    front = GrpcFrontEnd(runtime, frames, "127.0.0.1:0")
+    front.set_serving(runtime.ready)
+    front.server.start()
+    return front, frames
+
+
+def stop_front(front: GrpcFrontEnd, frames: FrameProcessor, wait_s: float) -> bool:
+    """Stop the server (1 s grace); False if it did not finish stopping within ``wait_s``."""
+    stopped = front.server.stop(1).wait(wait_s)
+    frames.close()
+    return stopped
+
+
 @pytest.fixture(scope="module")
 def server(robust_settings: Callable[..., Settings]) -> Iterator[tuple[Runtime, grpc.Channel]]:
     settings_ = robust_settings(max_upload_bytes=MAX_MESSAGE, grpc_max_workers=4)
     runtime = Runtime(settings_, backends=[MeanColourClassifier()])
     runtime.start()
-    frames = FrameProcessor(runtime)
-    front = GrpcFrontEnd(runtime, frames, "127.0.0.1:0")
-    front.set_serving(runtime.ready)
-    front.server.start()
+    front, frames = start_front(runtime)
     channel = grpc.insecure_channel(f"127.0.0.1:{front.port}")
     try:
         yield runtime, channel
     finally:
         channel.close()
-        front.server.stop(1).wait()
         runtime.drain()
-        frames.close()
+        # Bounded: after malformed streams grpc may never report "stopped" (see the
+        # xfail test at the end), as the service's own shutdown bounds it too.
+        stop_front(front, frames, wait_s=5)
         runtime.close()
 
 
@@ -181,7 +194,7 @@ def test_analyze_random_and_mutated_messages(
     assert grpc.StatusCode.INTERNAL in seen and grpc.StatusCode.INVALID_ARGUMENT in seen
 
 
-STREAM_IDS = ["cam-fuzz", "", "x" * 129, "a\x00b", "tab\there", "ünïcode-cam"]
+STREAM_IDS = ["cam-fuzz", "cam-fuzz-2", "", "x" * 129, "a\x00b", "tab\there", "ünïcode-cam"]
 SEQUENCES = [0, 1, 7, 2**63 - 1, 2**63, 2**64 - 1]
 
 
@@ -189,7 +202,14 @@ def test_stream_malformed_frames(
     raw_stream: Callable[[list[bytes]], list[bytes]], bitstream: bytes
 ) -> None:
     payloads = [bitstream, bitstream[: len(bitstream) // 2], os.urandom(64), b""]
-    well_formed = st.builds(
+    likely_good = st.builds(
+        frame,
+        stream_id=st.sampled_from(STREAM_IDS[:2]),
+        sequence=st.integers(0, 1000),
+        bitstream=st.just(bitstream),
+        task=st.sampled_from(["", "classification"]),
+    )
+    any_fields = st.builds(
         frame,
         stream_id=st.sampled_from(STREAM_IDS),
         sequence=st.one_of(st.sampled_from(SEQUENCES), st.integers(0, 2**64 - 1)),
@@ -206,15 +226,19 @@ def test_stream_malformed_frames(
 
     seen: Counter[str] = Counter()
 
-    @fuzz_settings(examples=25)
-    @given(frames=st.lists(st.one_of(well_formed, well_formed, garbage), max_size=4))
+    well_formed = st.one_of(likely_good, any_fields)
+    parsed_only = st.lists(well_formed, max_size=4)
+    with_garbage = st.lists(st.one_of(well_formed, garbage), min_size=1, max_size=4)
+
+    @fuzz_settings(examples=30)
+    @given(frames=st.one_of(parsed_only, with_garbage))
     def run(frames: list[bytes]) -> None:
         seen.update(check_stream(raw_stream, frames))
 
     with watchdog(TEST_BUDGET_S):
         run()
     print("AnalyzeStream outcomes:", dict(seen))
-    assert {"call INTERNAL", "ack ok", "ack code 3"} <= set(seen), seen
+    assert {"call INTERNAL", "ack ok", "ack duplicate", "ack code 3"} <= set(seen), seen
 
 
 # -- explicit cases --------------------------------------------------------------------------
@@ -293,3 +317,25 @@ def test_server_still_serving(
     reply = raw_analyze(bytes(api_pb2.AnalyzeRequest(bitstream=bitstream).SerializeToString()))
     assert api_pb2.AnalyzeResult.FromString(reply).labels
     assert runtime.metrics.errors.labels("INTERNAL")._value.get() == 0
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="grpcio 1.85 (sync server): when grpc aborts a stream because a request does not "
+    "parse and the handler then returns, grpc sends a second status (_server._status does not "
+    "check state.statused); that batch may never complete, the RPC state leaks and "
+    "server.stop(grace) never sets its event. The service bounds the wait (grace + 5 s).",
+)
+def test_server_stops_promptly_after_malformed_streams(
+    server: tuple[Runtime, grpc.Channel],
+) -> None:
+    front, frames = start_front(server[0])
+    with grpc.insecure_channel(f"127.0.0.1:{front.port}") as channel:
+        method = channel.stream_stream(
+            ANALYZE_STREAM, request_serializer=None, response_deserializer=None
+        )
+        for _ in range(30):
+            code, _, _ = status_of(lambda: list(method(iter([b"\x10"]), timeout=CALL_TIMEOUT_S)))
+            assert code == grpc.StatusCode.INTERNAL
+    with watchdog(60):
+        assert stop_front(front, frames, wait_s=5), "gRPC server did not stop within 5 s"
