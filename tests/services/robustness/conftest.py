@@ -8,6 +8,7 @@ the session's tiny random-weight TransTIC, so every valid image is really coded 
 from __future__ import annotations
 
 import faulthandler
+import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,6 +23,15 @@ from services.analytics.settings import ENV_PREFIX, Settings
 from transtic.tasks import Normalization, TaskBackend, TaskName
 
 COLOURS = ("red", "green", "blue")
+# Figures the load tests measured, shown in pytest's terminal summary (even without -s).
+LOAD_REPORTS: list[tuple[str, dict[str, Any]]] = []
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if LOAD_REPORTS:
+        terminalreporter.section("load test figures")
+        for name, figures in LOAD_REPORTS:
+            terminalreporter.write_line(f"{name}: {json.dumps(figures, sort_keys=True)}")
 
 
 class MeanColourClassifier(TaskBackend):

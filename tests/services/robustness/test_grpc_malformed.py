@@ -13,6 +13,7 @@ one ack per frame. Afterwards the server must still report SERVING and analyse n
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -266,7 +267,7 @@ def test_analyze_explicit_cases(
     problems = []
     with watchdog(TEST_BUDGET_S):
         for name, data, want, text in cases:
-            code, details, _ = status_of(lambda data=data: raw_analyze(data))
+            code, details, _ = status_of(functools.partial(raw_analyze, data))
             if code != want or text not in details:
                 problems.append(f"{name}: {code} {details[:200]!r}")
     assert not problems, "\n".join(problems)

@@ -11,6 +11,7 @@ this project pins, so each operation's strategy is driven by hypothesis directly
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -30,9 +31,11 @@ from schemathesis.specs.openapi.checks import (
 
 from services.analytics.rest import create_app
 from services.analytics.runtime import Runtime
+from services.analytics.streaming import FrameProcessor
 
 from .conftest import watchdog
 
+SEEDED_STREAM = "cam-schema"
 MAX_EXAMPLES = 20  # per operation and mode: 10 x 20 = 200 requests (plus shrinking)
 OPERATION_BUDGET_S = 240.0  # watchdog per operation and mode (a hang aborts the run)
 POSITIVE, NEGATIVE = GenerationMode.POSITIVE, GenerationMode.NEGATIVE
@@ -64,7 +67,15 @@ CHECKS: list[Callable[..., Any]] = [
 
 
 @pytest.fixture(scope="module")
-def app(runtime: Runtime) -> FastAPI:
+def app(runtime: Runtime, bitstream: bytes) -> FastAPI:
+    # A stored stream, so that the listing and frame pages have something to show.
+    frames = FrameProcessor(runtime)
+    try:
+        for sequence in range(3):
+            outcome = frames.submit(SEEDED_STREAM, sequence, bitstream, None).result(60)
+            assert outcome.error is None, outcome.error
+    finally:
+        frames.close()
     # The runtime is already started, so the app's lifespan owns (and closes) nothing.
     return create_app(runtime.settings, runtime)
 
@@ -75,11 +86,18 @@ def api_schema(app: FastAPI) -> Any:
 
 
 def run_operation(
-    api_schema: Any, method: str, path: str, mode: GenerationMode, checks: list[Any], n: int
+    api_schema: Any,
+    method: str,
+    path: str,
+    mode: GenerationMode,
+    checks: list[Any],
+    n: int,
+    **fixed: Any,
 ) -> None:
+    """Up to ``n`` generated requests; ``fixed`` pins parts (e.g. ``path_parameters``)."""
     operation = api_schema[path][method]
 
-    @given(case=operation.as_strategy(generation_mode=mode))
+    @given(case=operation.as_strategy(generation_mode=mode, **fixed))
     @settings(
         max_examples=n,
         deadline=None,  # the watchdog bounds the time instead: answers are slow on a busy box
@@ -107,6 +125,20 @@ def test_rest_api_conforms_to_its_openapi(
 ) -> None:
     run_operation(api_schema, method, path, mode, CHECKS, MAX_EXAMPLES)
     assert runtime.ready
+
+
+@pytest.mark.parametrize("mode", [POSITIVE, NEGATIVE], ids=lambda m: m.value)
+def test_frames_of_a_stored_stream(api_schema: Any, mode: GenerationMode) -> None:
+    # Generated stream ids never hit a stored stream: pin one, generate the rest.
+    path = "/v1/streams/{stream_id}/frames"
+    pinned = {"path_parameters": {"stream_id": SEEDED_STREAM}}
+    seen: Counter[int] = Counter()
+
+    def record(ctx: Any, response: Any, case: Any) -> None:
+        seen[response.status_code] += 1
+
+    run_operation(api_schema, "GET", path, mode, [*CHECKS, record], MAX_EXAMPLES, **pinned)
+    assert (200 if mode == POSITIVE else 400) in seen, seen
 
 
 @pytest.mark.xfail(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import resource
 import time
+from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -38,6 +39,8 @@ from .image_inputs import (
     seed_files,
 )
 
+# Pillow's TIFF reader warns about the corrupt tags it skips: expected here.
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:PIL.TiffImagePlugin")
 SEEDS = seed_files()
 FUZZ_MAX_PIXELS = 2**22  # direct decoding: a valid fuzzed image is at most 48 MB as floats
 TEST_BUDGET_S = 300.0  # watchdog per test: far above the expected time, far below "forever"
@@ -167,7 +170,6 @@ def post(client: TestClient, data: bytes, content_type: str, multipart: bool) ->
     return client.post("/v1/analyze", content=data, headers={"content-type": content_type})
 
 
-@pytest.mark.integration
 def test_rest_mutated_uploads(client: TestClient, rest_seeds: dict[str, bytes]) -> None:
     @fuzz_settings(examples=40, deadline_s=30)
     @given(
@@ -178,10 +180,15 @@ def test_rest_mutated_uploads(client: TestClient, rest_seeds: dict[str, bytes]) 
     def run(data: bytes, content_type: str, multipart: bool) -> None:
         if not data:
             return
-        check_answer(post(client, data, content_type, multipart), data)
+        response = post(client, data, content_type, multipart)
+        check_answer(response, data)
+        seen[response.status_code] += 1
 
+    seen: Counter[int] = Counter()
     with watchdog(TEST_BUDGET_S):
         run()
+    print("mutated uploads, statuses:", dict(seen))
+    assert {200, 400} <= set(seen), "the fuzzing should reach both results and refusals"
 
 
 CONTENT_TYPES = [
@@ -203,7 +210,6 @@ CONTENT_TYPES = [
 ]
 
 
-@pytest.mark.integration
 def test_rest_content_types(client: TestClient, rest_seeds: dict[str, bytes]) -> None:
     header_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40)
 
@@ -217,12 +223,15 @@ def test_rest_content_types(client: TestClient, rest_seeds: dict[str, bytes]) ->
         data = rest_seeds[name][:40] if junk else rest_seeds[name]
         response = client.post("/v1/analyze", content=data, headers={"content-type": content_type})
         check_answer(response, data)
+        seen[response.status_code] += 1
 
+    seen: Counter[int] = Counter()
     with watchdog(TEST_BUDGET_S):
         run()
+    print("content types, statuses:", dict(seen))
+    assert {200, 400, 415} <= set(seen)
 
 
-@pytest.mark.integration
 @pytest.mark.parametrize("name", sorted(BOMBS))
 def test_rest_refuses_bombs(client: TestClient, name: str) -> None:
     data = BOMBS[name]()
@@ -234,7 +243,6 @@ def test_rest_refuses_bombs(client: TestClient, name: str) -> None:
     assert response.status_code == 400, body
 
 
-@pytest.mark.integration
 @pytest.mark.parametrize(
     ("body", "code"),
     [
@@ -252,7 +260,6 @@ def test_rest_malformed_multipart(client: TestClient, body: bytes, code: int) ->
     assert response.status_code == code
 
 
-@pytest.mark.integration
 def test_rest_two_files_is_a_client_error(client: TestClient) -> None:
     files = [
         ("file", ("a.png", SEEDS["png"], "image/png")),
@@ -263,7 +270,6 @@ def test_rest_two_files_is_a_client_error(client: TestClient) -> None:
     assert response.status_code == 400
 
 
-@pytest.mark.integration
 def test_service_still_answers_after_the_fuzzing(client: TestClient, runtime: Runtime) -> None:
     assert client.get("/healthz").status_code == 200
     assert client.get("/readyz").status_code == 200
