@@ -245,7 +245,9 @@ def _routes(app: FastAPI) -> None:
     def frames(
         stream_id: str,
         runtime: RuntimeDep,
-        since: Annotated[int, Query(ge=-1, description="only sequences above this")] = -1,
+        since: Annotated[
+            int, Query(ge=-1, le=2**63 - 1, description="only sequences above this")
+        ] = -1,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> dict[str, Any]:
         """Stored frames of one stream, oldest first; poll with since = next_since."""

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import schemathesis
 from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
@@ -139,6 +140,16 @@ def test_frames_of_a_stored_stream(api_schema: Any, mode: GenerationMode) -> Non
 
     run_operation(api_schema, "GET", path, mode, [*CHECKS, record], MAX_EXAMPLES, **pinned)
     assert (200 if mode == POSITIVE else 400) in seen, seen
+
+
+def test_frames_since_beyond_sqlite_integers_is_a_client_error(app: FastAPI) -> None:
+    # Found by this file with more examples: was a 500 (OverflowError binding to SQLite).
+    client = TestClient(app)
+    url = f"/v1/streams/{SEEDED_STREAM}/frames"
+    assert client.get(url, params={"since": 2**63 - 1}).json()["frames"] == []
+    reply = client.get(url, params={"since": 2**63})
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["error"]["code"] == "INVALID_ARGUMENT"
 
 
 @pytest.mark.xfail(
