@@ -41,6 +41,19 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-path", type=Path, default=None, help="folder of validation images")
     p.add_argument("--val-heldout", action="store_true", help="validate on the held-out photos")
     p.add_argument("--patch-size", type=int, default=256)
+    p.add_argument(
+        "--max-short-side",
+        type=int,
+        default=None,
+        help="downscale training images whose shorter side is longer (before jitter and crop)",
+    )
+    p.add_argument("--cache-images", action="store_true", help="keep decoded images in memory")
+    p.add_argument(
+        "--val-patch-size",
+        type=int,
+        default=None,
+        help="validation view: shorter side resized to this, centre square (default: patch size)",
+    )
     p.add_argument("--repeats", type=int, default=1, help="crops per image per epoch")
     p.add_argument("--scale-jitter", type=float, nargs=2, default=(1.0, 1.0), metavar=("LO", "HI"))
     p.add_argument("--steps", type=int, required=True)
@@ -137,10 +150,18 @@ def _datasets(args: argparse.Namespace, vflip: bool) -> tuple[CropDataset, CropD
         scale=tuple(args.scale_jitter),
         vflip=vflip,
         seed=args.seed,
+        max_short_side=args.max_short_side,
+        cache=args.cache_images or args.data == "photos",
     )
     val: CropDataset | None = None
     if args.val_path is not None:
-        val = build_dataset("folder", args.val_path, patch_size=args.patch_size, train=False)
+        val = build_dataset(
+            "folder",
+            args.val_path,
+            patch_size=args.val_patch_size or args.patch_size,
+            train=False,
+            cache=True,
+        )
     elif args.val_heldout:
         from .data import CropDataset as _CD
         from .photos import photo_paths

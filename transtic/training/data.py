@@ -73,9 +73,27 @@ def _uniform(gen: torch.Generator, low: float, high: float) -> float:
     return low + (high - low) * float(torch.rand((), generator=gen))
 
 
-def _to_tensor(img: Image.Image) -> torch.Tensor:
+def _to_uint8(img: Image.Image) -> torch.Tensor:
     data = torch.frombuffer(bytearray(img.convert("RGB").tobytes()), dtype=torch.uint8)
-    return data.view(img.height, img.width, 3).permute(2, 0, 1).float().div_(255)
+    return data.view(img.height, img.width, 3).permute(2, 0, 1)
+
+
+def _to_tensor(img: Image.Image) -> torch.Tensor:
+    return _to_uint8(img).float().div_(255)
+
+
+def read_bounded(path: Path, max_short_side: int | None) -> torch.Tensor:
+    """(3, H, W) uint8 of an image file, downscaled so its shorter side is at most
+    ``max_short_side`` (a high-resolution photo then costs milliseconds per crop,
+    and its crops look like the downscaled whole scenes a classifier is shown)."""
+    with Image.open(path) as img:
+        img = img.convert("RGB")
+        short = min(img.size)
+        if max_short_side and short > max_short_side:
+            factor = max_short_side / short
+            size = (max(1, round(img.width * factor)), max(1, round(img.height * factor)))
+            img = img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+        return _to_uint8(img)
 
 
 def random_crop(
@@ -145,6 +163,7 @@ class CropDataset(Dataset[tuple[torch.Tensor, int]]):
         seed: int = 0,
         cache: bool = False,
         train: bool = True,
+        max_short_side: int | None = None,
     ) -> None:
         if labels is not None and len(labels) != len(files):
             raise ValueError("labels and files differ in length")
@@ -159,6 +178,8 @@ class CropDataset(Dataset[tuple[torch.Tensor, int]]):
         self.seed = seed
         self.epoch = 0
         self.train = train
+        self.max_short_side = max_short_side
+        # uint8 so that a few hundred photos fit in memory
         self._cache: dict[int, torch.Tensor] | None = {} if cache else None
 
     def set_epoch(self, epoch: int) -> None:
@@ -169,12 +190,11 @@ class CropDataset(Dataset[tuple[torch.Tensor, int]]):
 
     def _image(self, i: int) -> torch.Tensor:
         if self._cache is not None and i in self._cache:
-            return self._cache[i]
-        with Image.open(self.files[i]) as img:
-            tensor = _to_tensor(img)
+            return self._cache[i].float().div_(255)
+        tensor = read_bounded(self.files[i], self.max_short_side)
         if self._cache is not None:
             self._cache[i] = tensor
-        return tensor
+        return tensor.float().div_(255)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         i = index % len(self.files)
@@ -201,12 +221,13 @@ def build_dataset(
     vflip: bool = False,
     seed: int = 0,
     train: bool = True,
+    max_short_side: int | None = None,
+    cache: bool = False,
 ) -> CropDataset:
     """``kind``: ``folder`` (any images, unlabelled), ``imagenet`` (class folders),
     ``coco`` (``path`` = image dir, ``annotations`` = instances json) or ``photos``
     (the shipped natural photos' training split)."""
     labels: list[int] | None = None
-    cache = False
     if kind == "photos":
         from .photos import photo_paths
 
@@ -234,4 +255,5 @@ def build_dataset(
         seed=seed,
         cache=cache,
         train=train,
+        max_short_side=max_short_side,
     )
