@@ -1,50 +1,81 @@
 #!/usr/bin/env bash
-# Reproduce the weights shipped in transtic/weights/data/ and docs/eval/.
+# Reproduce the weights shipped in transtic/weights/data/ and the figures in docs/eval/.
 #
-# CPU only, one thread per job, niced. Each stage resumes from its last
-# checkpoint when re-run (--resume), so an interrupted run just continues.
-# Stages 2 and 3 can run side by side. Run from the repository root:
+# CPU recipe: one thread per job, two jobs side by side, tic-small (N=48, M=64).
+# Data: the package-built photo corpus (scripts/build_corpus.py -> var/corpus/{train,val}).
+# Every stage resumes from its last checkpoint when re-run (--resume), so a long
+# schedule runs in as many pieces as needed: re-run the same stage with a larger
+# STEPS_* value and it continues where it stopped (learning-rate milestones are
+# fractions of the final step count, so keep a stage's step count fixed once its
+# first milestone has passed).
 #
-#     scripts/train_default_weights.sh [stage...]     # stages: q3 q1 cls3 cls1 export eval
+#     scripts/train_default_weights.sh [stage...]
+#     stages: corpus codec1 codec2 codec3 cls1 cls2 cls3 export eval
+#     (codecN and clsN of different N can run side by side; clsN needs codecN)
+#
+# A GPU runs the same recipe at the paper's size: scripts/train_gpu.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 RUNS=${RUNS:-var/train}
+CORPUS=${CORPUS:-var/corpus}
 DATA=transtic/weights/data
-export OMP_NUM_THREADS=1
-train() { nice -n 19 "$PY" -m transtic.training "$@" --threads 1 --no-progress --resume; }
-stages=("${@:-q3 q1 cls3 cls1 export eval}")
+MODEL=${MODEL:-tic-small}
+THREADS=${THREADS:-1}
+NICE=${NICE:-5}
+# Steps per stage (the shipped weights: see MODEL_CARD.md for what actually ran).
+STEPS_CODEC=${STEPS_CODEC:-900}
+STEPS_CLS=${STEPS_CLS:-300}
+export OMP_NUM_THREADS=$THREADS
+train() { nice -n "$NICE" "$PY" -m transtic.training "$@" --threads "$THREADS" --no-progress --resume; }
+# Whole photos downscaled to a 512 shorter side, then scale jitter: crops look like
+# the Resize-256 views the evaluation codes, at a few milliseconds per crop.
+DATA_ARGS=(--data folder --data-path "$CORPUS/train" --max-short-side 512 --cache-images)
+# The previous release (trained on 19 photos) is the starting point; it stays
+# reachable in git history after the new weights replace it.
+PREVIOUS_RELEASE=2726b14
+previous() {  # previous NAME -> path of that file as released at PREVIOUS_RELEASE
+  mkdir -p "$RUNS/previous"
+  local out="$RUNS/previous/$1"
+  [ -s "$out" ] || git show "$PREVIOUS_RELEASE:$DATA/$1" > "$out"
+  echo "$out"
+}
+stages=("${@:-corpus codec1 codec2 codec3 cls1 cls2 cls3 export eval}")
 
 for stage in ${stages[*]}; do
   case "$stage" in
-  q3) # 1. base codec at the paper's quality 3 (lambda 0.0067), from scratch
-    train codec --model tic-small --quality 3 --out "$RUNS/codec_q3" --steps 1000 \
-      --batch-size 2 --repeats 8 --scale-jitter 0.5 1.0 --lr 4e-4 --lr-milestones 0.6 0.85 \
-      --log-every 25 --checkpoint-every 50 --seed 42 ;;
-  q1) # 2. quality 1 (lambda 0.0018), fine-tuned from the quality-3 codec
-    train codec --model tic-small --quality 1 --init "$RUNS/codec_q3/final.pth.tar" \
-      --out "$RUNS/codec_q1" --steps 400 --batch-size 2 --repeats 8 --scale-jitter 0.5 1.0 \
-      --lr 2e-4 --lr-milestones 0.7 --log-every 25 --checkpoint-every 50 --seed 43 ;;
-  cls3) # 3. classification prompts against EfficientNet-Lite0, base codec frozen
-    train prompts --task classification --quality 3 --base "$RUNS/codec_q3/final.pth.tar" \
-      --out "$RUNS/cls_q3" --steps 200 --batch-size 2 --repeats 8 --scale-jitter 0.5 1.0 \
-      --lr 1e-3 --lr-milestones 0.7 --log-every 10 --checkpoint-every 20 --seed 44 ;;
-  cls1) # 4. quality-1 prompts, starting from the quality-3 prompts
-    train prompts --task classification --quality 1 --base "$RUNS/codec_q1/final.pth.tar" \
-      --init-prompts "$RUNS/cls_q3/final.pth.tar" --out "$RUNS/cls_q1" --steps 120 \
-      --batch-size 2 --repeats 8 --scale-jitter 0.5 1.0 --lr 1e-3 --lr-milestones 0.7 \
-      --log-every 10 --checkpoint-every 20 --seed 45 ;;
+  corpus) # the photo corpus, rebuilt byte-identically from pinned packages
+    [ -f "$CORPUS/manifest.csv" ] || "$PY" scripts/build_corpus.py --out "$CORPUS" ;;
+  codec1|codec2|codec3) # base codec, fine-tuned from the previous release (q2 from q3)
+    q=${stage#codec}
+    src=$q; [ "$q" = 2 ] && src=3
+    init=$(previous "tic_small_base_q$src.pth.tar")
+    train codec --model "$MODEL" --quality "$q" --init "$init" \
+      "${DATA_ARGS[@]}" --out "$RUNS/codec_q$q" --steps "$STEPS_CODEC" --batch-size 8 \
+      --patch-size 128 --scale-jitter 0.5 1.0 --lr 2e-4 --lr-milestones 0.75 \
+      --log-every 25 --checkpoint-every 25 --seed "4$q" ;;
+  cls1|cls2|cls3) # classification prompts on the frozen base codec of the same quality
+    q=${stage#cls}
+    src=$q; [ "$q" = 2 ] && src=3
+    init=$(previous "transtic_small_cls_q$src.pth.tar")
+    # 192 crops of photos at a 256-320 shorter side: objects at the scale the
+    # classifier sees in the evaluation's Resize-256 view
+    train prompts --task classification --quality "$q" --base "$RUNS/codec_q$q/final.pth.tar" \
+      --init-prompts "$init" "${DATA_ARGS[@]}" --out "$RUNS/cls_q$q" --steps "$STEPS_CLS" \
+      --batch-size 4 --patch-size 192 --scale-jitter 0.5 0.625 --lr 1e-3 --lr-milestones 0.7 \
+      --log-every 10 --checkpoint-every 10 --seed "5$q" ;;
   export)
-    for q in 1 3; do
+    for q in 1 2 3; do
       "$PY" -m transtic.training export "$RUNS/codec_q$q" --out "$DATA/tic_small_base_q$q.pth.tar"
       "$PY" -m transtic.training export "$RUNS/cls_q$q" --out "$DATA/transtic_small_cls_q$q.pth.tar"
     done
     sha256sum "$DATA"/*.pth.tar ;;
-  eval) # 5. held-out photos: codec with and without prompts, JPEG and WebP anchors
-    nice -n 19 "$PY" -m transtic.evaluation --task classification --heldout-photos \
-      --codec "transtic=$DATA/transtic_small_cls_q1.pth.tar,$DATA/transtic_small_cls_q3.pth.tar" \
-      --codec "tic=$DATA/tic_small_base_q1.pth.tar,$DATA/tic_small_base_q3.pth.tar" \
-      --anchor-qualities 5 10 20 30 50 75 90 --threads 1 --no-progress --out docs/eval ;;
+  eval) # validation photos, the paper's classification protocol (Resize 256, CenterCrop 256)
+    nice -n "$NICE" "$PY" -m transtic.evaluation --task classification --protocol paper \
+      --data "$CORPUS/val" \
+      --codec "transtic=$DATA/transtic_small_cls_q1.pth.tar,$DATA/transtic_small_cls_q2.pth.tar,$DATA/transtic_small_cls_q3.pth.tar" \
+      --codec "tic=$DATA/tic_small_base_q1.pth.tar,$DATA/tic_small_base_q2.pth.tar,$DATA/tic_small_base_q3.pth.tar" \
+      --anchor-qualities 1 3 5 8 10 15 20 30 40 50 --threads "$THREADS" --no-progress --out docs/eval ;;
   *) echo "unknown stage $stage" >&2; exit 2 ;;
   esac
 done
