@@ -11,9 +11,11 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from services.analytics.problems import problem_responses
 from services.analytics.results import png_base64
 from services.analytics.routes.deps import RuntimeDep, SettingsDep
 from services.analytics.runtime import Runtime
+from services.analytics.schemas import AnalyzeResponse, UploadInfo
 from services.analytics.settings import Settings
 from services.common.errors import ErrorCode, ServiceError
 from transtic.bitstream import MAGIC
@@ -41,7 +43,19 @@ _ANALYZE_BODY = {
 router = APIRouter(tags=["analysis"])
 
 
-@router.post("/v1/analyze", openapi_extra=_ANALYZE_BODY)
+@router.post(
+    "/v1/analyze",
+    operation_id="analyze",
+    response_model_exclude_none=True,
+    openapi_extra=_ANALYZE_BODY,
+    responses=problem_responses(
+        ErrorCode.INVALID_ARGUMENT,
+        ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+        ErrorCode.FAILED_PRECONDITION,
+        ErrorCode.UNAVAILABLE,
+        ErrorCode.DEADLINE_EXCEEDED,
+    ),
+)
 async def analyze(
     request: Request,
     settings: SettingsDep,
@@ -51,7 +65,7 @@ async def analyze(
         int | None, Query(ge=0, le=255, description="codec quality (images)")
     ] = None,
     return_image: Annotated[bool, Query(description="include the decoded PNG (base64)")] = False,
-) -> dict[str, Any]:
+) -> AnalyzeResponse:
     """Analyse an image (coded at the edge codec first) or a TransTIC bitstream.
 
     Body: multipart form field ``file``, a raw ``image/*`` body, or
@@ -119,7 +133,7 @@ async def _analyze(
     quality: int | None,
     return_image: bool,
     start: float,
-) -> dict[str, Any]:
+) -> AnalyzeResponse:
     media_type = _media_type(request)
     allowed = ("multipart/form-data", BITSTREAM_TYPE, "application/octet-stream")
     if not (media_type in allowed or media_type.startswith("image/")):
@@ -156,21 +170,20 @@ async def _analyze(
         ) from None
     coded = len(outcome.bitstream)
     result = outcome.result
-    response: dict[str, Any] = {
-        **result,
-        "input": {
-            "kind": "bitstream" if is_stream else "image",
-            "content_type": part_type,
-            "bytes": len(data),
-        },
-        "bitstream_bytes": coded,
-        # Against the upload's own (already compressed) size, as the user sees it.
-        "compression_ratio": None if is_stream else len(data) / coded,
-        "compression_ratio_raw": result["width"] * result["height"] * 3 / coded,
-    }
+    image_png = None
     if outcome.image is not None:
-        response["image_png_base64"] = await run_in_threadpool(png_base64, outcome.image)
+        image_png = await run_in_threadpool(png_base64, outcome.image)
     elapsed = time.perf_counter() - start
-    response["timings_ms"] = {**result["timings_ms"], "total": round(elapsed * 1e3, 3)}
     runtime.metrics.request_seconds.labels(source).observe(elapsed)
-    return response
+    return AnalyzeResponse(
+        **result.model_dump(exclude={"timings_ms"}),
+        timings_ms={**result.timings_ms, "total": round(elapsed * 1e3, 3)},
+        input=UploadInfo(
+            kind="bitstream" if is_stream else "image", content_type=part_type, bytes=len(data)
+        ),
+        bitstream_bytes=coded,
+        # Against the upload's own (already compressed) size, as the user sees it.
+        compression_ratio=None if is_stream else len(data) / coded,
+        compression_ratio_raw=result.width * result.height * 3 / coded,
+        image_png_base64=image_png,
+    )
