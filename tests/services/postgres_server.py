@@ -46,7 +46,7 @@ class PostgresServer:
         if self._as_postgres:
             shutil.chown(self.root, "postgres", "postgres")
 
-    def _run(self, *args: str) -> None:
+    def _run(self, *args: str | Path) -> None:
         command = [str(a) for a in args]
         if self._as_postgres:
             command = ["runuser", "-u", "postgres", "--", *command]
