@@ -40,7 +40,9 @@ from selenium.webdriver.support.wait import WebDriverWait  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def base_url(module_settings: Settings, backends: list[TaskBackend]) -> Iterator[str]:
+def base_url(
+    module_settings: Settings, backends: list[TaskBackend], stored_result: dict[str, object]
+) -> Iterator[str]:
     app = create_app(module_settings, backends=backends)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -50,8 +52,7 @@ def base_url(module_settings: Settings, backends: list[TaskBackend]) -> Iterator
         assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
         time.sleep(0.05)
     port = server.servers[0].sockets[0].getsockname()[1]
-    result = {"task": "detection", "labels": [], "detections": [], "bits_per_pixel": 0.25}
-    app.state.runtime.store.put("gate-cam", 41, "detection", result)
+    app.state.runtime.store.put("gate-cam", 41, "detection", stored_result)
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(30)

@@ -30,7 +30,9 @@ from selenium.webdriver.support.wait import WebDriverWait  # noqa: E402
 
 
 @pytest.fixture
-def base_url(analytics_settings: Callable[..., Settings]) -> Iterator[str]:
+def base_url(
+    analytics_settings: Callable[..., Settings], stored_result: dict[str, object]
+) -> Iterator[str]:
     app = create_app(analytics_settings(api_keys=[GOOD_KEY]), backends=[TinyDetection()])
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -40,8 +42,7 @@ def base_url(analytics_settings: Callable[..., Settings]) -> Iterator[str]:
         assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
         time.sleep(0.05)
     port = server.servers[0].sockets[0].getsockname()[1]
-    result = {"task": "detection", "labels": [], "detections": [], "bits_per_pixel": 0.25}
-    app.state.runtime.store.put("keyed-cam", 7, "detection", result)
+    app.state.runtime.store.put("keyed-cam", 7, "detection", stored_result)
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(30)
