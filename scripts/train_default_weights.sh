@@ -22,10 +22,19 @@ CORPUS=${CORPUS:-var/corpus}
 DATA=transtic/weights/data
 MODEL=${MODEL:-tic-small}
 THREADS=${THREADS:-1}
-NICE=${NICE:-5}
+NICE=${NICE:-0}
 # Steps per stage (the shipped weights: see MODEL_CARD.md for what actually ran).
 STEPS_CODEC=${STEPS_CODEC:-900}
 STEPS_CLS=${STEPS_CLS:-300}
+# Weight of the classifier-feature term for the prompts. The paper's per-quality
+# lambdas (1000*lambda = 1.8..6.7) were set for ResNet-50 features; on the shipped
+# EfficientNet-Lite0 they value one unit of feature MSE at ~36x what the base codec
+# itself pays for it: along the base codecs' own curve, 1 bpp buys ~20 units of
+# feature MSE (scripts/prompt_objective.py on q1/q2/q3: 35.99/33.60/31.62 at
+# 0.255/0.374/0.472 bpp). With the paper's values the prompts buy bits instead of
+# better bits. 1000*lambda = 0.075 is 1.5x that exchange rate: the prompts are
+# rewarded for features the base cannot reach at the same rate, and stay near its rate.
+CLS_LAMBDA=${CLS_LAMBDA:-0.000075}
 export OMP_NUM_THREADS=$THREADS
 train() { nice -n "$NICE" "$PY" -m transtic.training "$@" --threads "$THREADS" --no-progress --resume; }
 # Whole photos downscaled to a 512 shorter side, then scale jitter: crops look like
@@ -51,18 +60,19 @@ for stage in ${stages[*]}; do
     src=$q; [ "$q" = 2 ] && src=3
     init=$(previous "tic_small_base_q$src.pth.tar")
     train codec --model "$MODEL" --quality "$q" --init "$init" \
-      "${DATA_ARGS[@]}" --out "$RUNS/codec_q$q" --steps "$STEPS_CODEC" --batch-size 8 \
-      --patch-size 128 --scale-jitter 0.5 1.0 --lr 2e-4 --lr-milestones 0.75 \
+      "${DATA_ARGS[@]}" --out "$RUNS/codec_q$q" --steps "$STEPS_CODEC" --batch-size 2 \
+      --patch-size 256 --scale-jitter 0.5 1.0 --lr 2e-4 --lr-milestones 0.75 \
       --log-every 25 --checkpoint-every 25 --seed "4$q" ;;
   cls1|cls2|cls3) # classification prompts on the frozen base codec of the same quality
     q=${stage#cls}
     src=$q; [ "$q" = 2 ] && src=3
     init=$(previous "transtic_small_cls_q$src.pth.tar")
-    # 192 crops of photos at a 256-320 shorter side: objects at the scale the
+    # 256 crops of photos at a 256-320 shorter side: objects at the scale the
     # classifier sees in the evaluation's Resize-256 view
-    train prompts --task classification --quality "$q" --base "$RUNS/codec_q$q/final.pth.tar" \
+    train prompts --task classification --quality "$q" --lambda "$CLS_LAMBDA" \
+      --base "$RUNS/codec_q$q/final.pth.tar" \
       --init-prompts "$init" "${DATA_ARGS[@]}" --out "$RUNS/cls_q$q" --steps "$STEPS_CLS" \
-      --batch-size 4 --patch-size 192 --scale-jitter 0.5 0.625 --lr 1e-3 --lr-milestones 0.7 \
+      --batch-size 4 --patch-size 256 --scale-jitter 0.5 0.625 --lr 1e-3 --lr-milestones 0.7 \
       --log-every 10 --checkpoint-every 10 --seed "5$q" ;;
   export)
     for q in 1 2 3; do
