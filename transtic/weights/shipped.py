@@ -14,82 +14,74 @@ from transtic.weights.registry import WeightsEntry
 
 PACKAGE = "transtic.weights"
 DATA_DIR = "data"
-_LICENSE = "Apache-2.0 (trained in this repository; training photos are package sample data)"
-_DATA = "19 natural photos shipped in scikit-image, scikit-learn and Debian opencv-doc"
-_NOTES = "trained on 1 CPU thread in this repository; see transtic/weights/data/MODEL_CARD.md"
+_LICENSE = "Apache-2.0 (trained in this repository; training photos: see the corpus manifest)"
+_DATA = (
+    "114 training photos of the package-built corpus (scripts/build_corpus.py, first version; "
+    "docs/eval/training_photos.csv)"
+)
+_NOTES = "trained on the CPU in this repository; see transtic/weights/data/MODEL_CARD.md"
 
 _ARCH: dict[str, Any] = {"N": 48, "M": 64, "depths": (2, 2, 2, 2, 2, 2), "num_heads": 4}
-_TRAIN: dict[str, Any] = {"batch_size": 2, "patch_size": 256, "optimizer": "Adam"}
 _CLASSIFIER = "tf_efficientnet_lite0 (efficientnet_lite0_imagenet), frozen"
+_CODEC_LAMBDA = {1: 0.0018, 2: 0.0035, 3: 0.0067}
+# What scripts/train_default_weights.sh ran for this release, per quality:
+# (codec sha256, codec steps, codec seconds, prompts sha256, prompt steps, prompt seconds)
+_RUNS: dict[int, tuple[str, int, float, str, int, float]] = {
+@RUNS@
+}
+_PROMPT_LAMBDA = 7.5e-5
 
-# name -> (file, quality, task, sha256, metadata), from scripts/train_default_weights.sh.
-_SHIPPED: dict[str, tuple[str, int, str | None, str, dict[str, Any]]] = {
-    "transtic_small_base_q1": (
-        "tic_small_base_q1.pth.tar",
-        1,
+
+def _codec(quality: int) -> tuple[str, int, str | None, str, dict[str, Any]]:
+    sha, steps, seconds = _RUNS[quality][:3]
+    return (
+        f"tic_small_base_q{quality}.pth.tar",
+        quality,
         None,
-        "c7df7a5ed5bbccc41db4a319591c582d6cb85cc4876dd632a74d8cb608a64454",
+        sha,
         {
             **_ARCH,
-            **_TRAIN,
             "architecture": "tic-small",
-            "lambda": 0.0018,
-            "steps": 400,
-            "init": "transtic_small_base_q3",
+            "lambda": _CODEC_LAMBDA[quality],
+            "steps": steps,
+            "batch_size": 2,
+            "patch_size": 256,
+            "optimizer": "Adam",
             "lr": 2e-4,
-            "train_seconds": 981.6,
+            "init": f"previous release tic_small_base_q{3 if quality == 2 else quality} (2726b14)",
+            "train_seconds": seconds,
         },
-    ),
-    "transtic_small_base_q3": (
-        "tic_small_base_q3.pth.tar",
-        3,
-        None,
-        "deb19e7fcfb4e6b71e3664d83ae9e7f94aa7db132ffbbd13f083188bffe768a1",
-        {
-            **_ARCH,
-            **_TRAIN,
-            "architecture": "tic-small",
-            "lambda": 0.0067,
-            "steps": 1000,
-            "lr": 4e-4,
-            "train_seconds": 2458.3,
-        },
-    ),
-    "transtic_small_cls_q1": (
-        "transtic_small_cls_q1.pth.tar",
-        1,
+    )
+
+
+def _prompts(quality: int) -> tuple[str, int, str | None, str, dict[str, Any]]:
+    sha, steps, seconds = _RUNS[quality][3:]
+    return (
+        f"transtic_small_cls_q{quality}.pth.tar",
+        quality,
         "classification",
-        "20a38472639c5b880a0f457744899406aee947431c5203fa3fac26763d9b8bc0",
+        sha,
         {
             **_ARCH,
-            **_TRAIN,
             "architecture": "transtic-small",
-            "lambda": 0.0018,
-            "steps": 120,
-            "base": "transtic_small_base_q1",
-            "init_prompts": "transtic_small_cls_q3",
-            "downstream": _CLASSIFIER,
+            "lambda": _PROMPT_LAMBDA,
+            "codec_lambda": _CODEC_LAMBDA[quality],
+            "steps": steps,
+            "batch_size": 4,
+            "patch_size": 256,
+            "optimizer": "Adam",
             "lr": 1e-3,
-            "train_seconds": 377.8,
-        },
-    ),
-    "transtic_small_cls_q3": (
-        "transtic_small_cls_q3.pth.tar",
-        3,
-        "classification",
-        "00179962bd5e6eb89885ba54b039d6ef3c9e3fe9aad75f0db9ab1df975663ac7",
-        {
-            **_ARCH,
-            **_TRAIN,
-            "architecture": "transtic-small",
-            "lambda": 0.0067,
-            "steps": 200,
-            "base": "transtic_small_base_q3",
+            "base": f"transtic_small_base_q{quality}",
             "downstream": _CLASSIFIER,
-            "lr": 1e-3,
-            "train_seconds": 860.9,
+            "train_seconds": seconds,
         },
-    ),
+    )
+
+
+# name -> (file, quality, task, sha256, metadata)
+_SHIPPED: dict[str, tuple[str, int, str | None, str, dict[str, Any]]] = {
+    **{f"transtic_small_base_q{q}": _codec(q) for q in _RUNS},
+    **{f"transtic_small_cls_q{q}": _prompts(q) for q in _RUNS},
 }
 
 
