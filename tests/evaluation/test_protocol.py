@@ -173,11 +173,14 @@ def test_paper_classification_on_an_unlabelled_folder(
 
 
 def _biased_rcnn(builder: Any, path: Path) -> Path:
-    """Random R-CNN weights whose box classifier always says class 1 with high score,
-    so detections survive the 0.05 threshold and every stage of the pipeline runs."""
+    """Random R-CNN weights whose box classifier always says class 1 with high score
+    (and whose masks fill their boxes), so detections survive the 0.05 threshold and
+    every stage of the pipeline runs."""
     torch.manual_seed(0)
     state = builder(weights=None, weights_backbone=None, num_classes=91).state_dict()
     state["roi_heads.box_predictor.cls_score.bias"][1] = 12.0
+    if "roi_heads.mask_predictor.mask_fcn_logits.bias" in state:
+        state["roi_heads.mask_predictor.mask_fcn_logits.bias"][1] = 12.0  # non-empty masks
     torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, path)
     return path
 

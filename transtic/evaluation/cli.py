@@ -68,7 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-images", type=int, default=None)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--out", type=Path, required=True, help="directory for table, CSV, JSON, plot")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("eval_out"),
+        help="directory for tables, CSV, JSON and plots (default: eval_out)",
+    )
     p.add_argument("--no-progress", action="store_true")
     return p
 

@@ -134,6 +134,8 @@ def pseudo_ground_truth(
                 rle = {"size": det["mask"]["size"], "counts": det["mask"]["counts"].encode()}
                 ann["segmentation"] = det["mask"]
                 ann["area"] = float(mask_utils.area(rle))
+                if ann["area"] == 0:
+                    continue  # an empty mask matches nothing, not even itself
             annotations.append(ann)
             categories.add(int(det["category_id"]))
     coco = COCO()

@@ -148,8 +148,12 @@ class TaskScorer:
             return "top1_accuracy" if self.data.labels is not None else "top1_agreement"
         return "mAP" if self.data.coco_gt is not None else "mAP_agreement"
 
-    def score(self, images: Sequence[torch.Tensor]) -> dict[str, float]:
-        preds = self.predict(images)
+    def score(
+        self,
+        images: Sequence[torch.Tensor],
+        predictions: list[dict[str, Any]] | None = None,
+    ) -> dict[str, float]:
+        preds = self.predict(images) if predictions is None else predictions
         if self.task == "classification":
             found = metrics.top1(preds)
             scores = {
@@ -176,7 +180,7 @@ class TaskScorer:
 
     def reference_scores(self) -> dict[str, float]:
         """The uncompressed images' scores (the ceiling of every curve)."""
-        return self.score(self.data.images)
+        return self.score(self.data.images, self.reference)
 
 
 @torch.no_grad()

@@ -38,6 +38,8 @@ class Detectron2Backend(TaskBackend):
     task: ClassVar[TaskName] = "detection"
     default_weights: ClassVar[str] = "detectron2_faster_rcnn_R_50_FPN_3x"
     with_masks: ClassVar[bool] = False
+    fpn_levels: ClassVar[tuple[str, ...]] = ("p2", "p3", "p4", "p5", "p6")
+    bgr_input: ClassVar[bool] = True
 
     def __init__(
         self,
