@@ -24,7 +24,7 @@ from services.common.ratelimit import RateLimiter
 log = logging.getLogger(__name__)
 
 # Probes and load balancers must reach these without keys or limits.
-PROBE_PATHS = frozenset({"/healthz", "/readyz"})
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
 # Open without a key: the web page and its assets (the page asks for the key itself) and
 # the API description; none of them hold data.
 PUBLIC_PATHS = frozenset(
