@@ -27,7 +27,30 @@ _CODEC_LAMBDA = {1: 0.0018, 2: 0.0035, 3: 0.0067}
 # What scripts/train_default_weights.sh ran for this release, per quality:
 # (codec sha256, codec steps, codec seconds, prompts sha256, prompt steps, prompt seconds)
 _RUNS: dict[int, tuple[str, int, float, str, int, float]] = {
-@RUNS@
+    1: (
+        "13221948b69a131f4724a482d9a2a17783413fab38a5b2839b30251b107e272f",
+        600,
+        2954.9,
+        "957ed15ea71b357c10106090ef9349c884f9e7bcef17b0f96ba1fd34dc6a8f41",
+        110,
+        1883.2,
+    ),
+    2: (
+        "e2df2bea7ba191bf00d1c77b40ab569916334e907f982eb7d85312e20c6f8e2d",
+        600,
+        2901.5,
+        "52411e8a3696f8382ea5d873ccb16e99e5ecc0f2dba2a7302f005dba284c0e6c",
+        110,
+        1910.2,
+    ),
+    3: (
+        "1b7b99fa6a2b3f3b020e6a572aadac7661f12d4cd52b4f6100cf9b66d6474471",
+        600,
+        2860.1,
+        "1e947993b761ce228a07ba49412a2b7fb10f5d5b6fc5c949406889fd000f79fd",
+        110,
+        1913.6,
+    ),
 }
 _PROMPT_LAMBDA = 7.5e-5
 
