@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
 import transtic
+from services.analytics.openapi import install_openapi
 from services.analytics.problems import install_error_handlers
 from services.analytics.routes import ROUTERS
 from services.analytics.routes.analysis import BITSTREAM_TYPE
@@ -55,8 +56,11 @@ def create_app(
     app.state.settings = settings
     app.state.runtime = rt
     install_error_handlers(app)
-    install_security(app, settings)
+    keys = install_security(app, settings)
     mount_assets(app)
     for router in ROUTERS:
         app.include_router(router)
+    install_openapi(
+        app, keys_required=keys.enabled, metrics_public=not settings.metrics_require_auth
+    )
     return app

@@ -96,3 +96,20 @@ def postgres_server() -> Iterator[PostgresServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def stored_result() -> dict[str, object]:
+    """A complete stored detection result (the form the frame store keeps), no model run."""
+    from services.analytics.schemas import AnalysisResult
+
+    return AnalysisResult(
+        task="detection",
+        bits_per_pixel=0.25,
+        num_bytes=96,
+        width=64,
+        height=48,
+        quality=1,
+        codec_id="tiny",
+        task_model_id="fake-detector",
+    ).to_json()

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from services.analytics.routes import analysis, service, streams, web
+from services.analytics.routes import analysis, inference, service, streams, web
 
-ROUTERS: tuple[APIRouter, ...] = (web.router, analysis.router, streams.router, service.router)
+ROUTERS: tuple[APIRouter, ...] = (
+    web.router,
+    analysis.router,
+    streams.router,
+    service.router,
+    inference.router,
+)
 
 __all__ = ["ROUTERS"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from concurrent.futures import Future
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -11,9 +12,12 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from services.analytics.pipeline import Outcome
+from services.analytics.problems import problem_responses
 from services.analytics.results import png_base64
 from services.analytics.routes.deps import RuntimeDep, SettingsDep
 from services.analytics.runtime import Runtime
+from services.analytics.schemas import AnalyzeResponse, UploadInfo
 from services.analytics.settings import Settings
 from services.common.errors import ErrorCode, ServiceError
 from transtic.bitstream import MAGIC
@@ -41,7 +45,19 @@ _ANALYZE_BODY = {
 router = APIRouter(tags=["analysis"])
 
 
-@router.post("/v1/analyze", openapi_extra=_ANALYZE_BODY)
+@router.post(
+    "/v1/analyze",
+    operation_id="analyze",
+    response_model_exclude_none=True,
+    openapi_extra=_ANALYZE_BODY,
+    responses=problem_responses(
+        ErrorCode.INVALID_ARGUMENT,
+        ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+        ErrorCode.FAILED_PRECONDITION,
+        ErrorCode.UNAVAILABLE,
+        ErrorCode.DEADLINE_EXCEEDED,
+    ),
+)
 async def analyze(
     request: Request,
     settings: SettingsDep,
@@ -51,7 +67,7 @@ async def analyze(
         int | None, Query(ge=0, le=255, description="codec quality (images)")
     ] = None,
     return_image: Annotated[bool, Query(description="include the decoded PNG (base64)")] = False,
-) -> dict[str, Any]:
+) -> AnalyzeResponse:
     """Analyse an image (coded at the edge codec first) or a TransTIC bitstream.
 
     Body: multipart form field ``file``, a raw ``image/*`` body, or
@@ -64,7 +80,7 @@ async def analyze(
         raise runtime.record_error(exc) from None
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int) -> bytes:
     too_large = ServiceError(
         ErrorCode.PAYLOAD_TOO_LARGE, f"request body exceeds the limit of {limit} bytes"
     )
@@ -107,8 +123,39 @@ def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-def _is_bitstream(media_type: str, data: bytes) -> bool:
+def is_bitstream(media_type: str, data: bytes) -> bool:
     return media_type == BITSTREAM_TYPE or data[: len(MAGIC)] == MAGIC
+
+
+async def submit_upload(
+    runtime: Runtime,
+    settings: Settings,
+    data: bytes,
+    is_stream: bool,
+    task: str | None,
+    quality: int | None,
+    source: str,
+    *,
+    keep_image: bool = False,
+) -> Future[Outcome]:
+    """Queue one uploaded bitstream or image (decoded and coded at the edge codec first)."""
+    if is_stream:
+        # Off the event loop: validation checksums the whole (possibly large) stream.
+        return await run_in_threadpool(
+            runtime.submit_bitstream, data, task, source=source, keep_image=keep_image
+        )
+    image = await run_in_threadpool(decode_image_bytes, data, max_pixels=settings.max_pixels)
+    return runtime.submit_image(image, task, quality, source=source, keep_image=keep_image)
+
+
+async def await_outcome(future: Future[Outcome], settings: Settings) -> Outcome:
+    try:
+        return await asyncio.wait_for(asyncio.wrap_future(future), settings.request_timeout_s)
+    except TimeoutError:
+        raise ServiceError(
+            ErrorCode.DEADLINE_EXCEEDED,
+            f"no result within {settings.request_timeout_s} s; the service is overloaded",
+        ) from None
 
 
 async def _analyze(
@@ -119,7 +166,7 @@ async def _analyze(
     quality: int | None,
     return_image: bool,
     start: float,
-) -> dict[str, Any]:
+) -> AnalyzeResponse:
     media_type = _media_type(request)
     allowed = ("multipart/form-data", BITSTREAM_TYPE, "application/octet-stream")
     if not (media_type in allowed or media_type.startswith("image/")):
@@ -128,7 +175,7 @@ async def _analyze(
             f"unsupported content type {media_type or '(none)'!r}; send multipart/form-data "
             f"(field 'file'), an image/* body, or {BITSTREAM_TYPE}",
         )
-    body = await _read_body(request, settings.max_upload_bytes)
+    body = await read_body(request, settings.max_upload_bytes)
     data, part_type = (
         await _multipart_file(request, body)
         if media_type == "multipart/form-data"
@@ -136,41 +183,28 @@ async def _analyze(
     )
     if not data:
         raise ServiceError(ErrorCode.INVALID_ARGUMENT, "the upload is empty")
-    is_stream = _is_bitstream(part_type, data)
-    if is_stream:
-        source = "rest_bitstream"
-        # Off the event loop: validation checksums the whole (possibly large) stream.
-        future = await run_in_threadpool(
-            runtime.submit_bitstream, data, task, source=source, keep_image=return_image
-        )
-    else:
-        source = "rest_image"
-        image = await run_in_threadpool(decode_image_bytes, data, max_pixels=settings.max_pixels)
-        future = runtime.submit_image(image, task, quality, source=source, keep_image=return_image)
-    try:
-        outcome = await asyncio.wait_for(asyncio.wrap_future(future), settings.request_timeout_s)
-    except TimeoutError:
-        raise ServiceError(
-            ErrorCode.DEADLINE_EXCEEDED,
-            f"no result within {settings.request_timeout_s} s; the service is overloaded",
-        ) from None
+    is_stream = is_bitstream(part_type, data)
+    source = "rest_bitstream" if is_stream else "rest_image"
+    future = await submit_upload(
+        runtime, settings, data, is_stream, task, quality, source, keep_image=return_image
+    )
+    outcome = await await_outcome(future, settings)
     coded = len(outcome.bitstream)
     result = outcome.result
-    response: dict[str, Any] = {
-        **result,
-        "input": {
-            "kind": "bitstream" if is_stream else "image",
-            "content_type": part_type,
-            "bytes": len(data),
-        },
-        "bitstream_bytes": coded,
-        # Against the upload's own (already compressed) size, as the user sees it.
-        "compression_ratio": None if is_stream else len(data) / coded,
-        "compression_ratio_raw": result["width"] * result["height"] * 3 / coded,
-    }
+    image_png = None
     if outcome.image is not None:
-        response["image_png_base64"] = await run_in_threadpool(png_base64, outcome.image)
+        image_png = await run_in_threadpool(png_base64, outcome.image)
     elapsed = time.perf_counter() - start
-    response["timings_ms"] = {**result["timings_ms"], "total": round(elapsed * 1e3, 3)}
     runtime.metrics.request_seconds.labels(source).observe(elapsed)
-    return response
+    return AnalyzeResponse(
+        **result.model_dump(exclude={"timings_ms"}),
+        timings_ms={**result.timings_ms, "total": round(elapsed * 1e3, 3)},
+        input=UploadInfo(
+            kind="bitstream" if is_stream else "image", content_type=part_type, bytes=len(data)
+        ),
+        bitstream_bytes=coded,
+        # Against the upload's own (already compressed) size, as the user sees it.
+        compression_ratio=None if is_stream else len(data) / coded,
+        compression_ratio_raw=result.width * result.height * 3 / coded,
+        image_png_base64=image_png,
+    )
