@@ -218,6 +218,11 @@ REQUIRED_PANEL_METRICS = {
     "transtic_analytics_errors_total",
     "transtic_encoder_frames_total",
     "transtic_encoder_encode_seconds_bucket",
+    "transtic_stream_frames_sent_total",
+    "transtic_stream_frames_acked_total",
+    "transtic_stream_unacked_frames",
+    "transtic_stream_achieved_bpp",
+    "transtic_analytics_model_ready",
 }
 
 
@@ -228,8 +233,17 @@ def test_grafana_provisioning_points_at_the_dashboard_and_prometheus(
     source = load_yaml_docs(provisioning / "datasources" / "prometheus.yml")[0]["datasources"][0]
     assert source["url"] == "http://prometheus:9090" and "prometheus" in compose["services"]
     dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "transtic.json").read_text())
+    # Every query goes through the dashboard's data-source variable (any Prometheus works);
+    # the provisioned source is the default, which the variable starts on.
     uids = {t["datasource"]["uid"] for p in dashboard["panels"] for t in p.get("targets", [])}
-    assert uids == {source["uid"]}
+    assert uids == {"${datasource}"}
+    (variable,) = dashboard["templating"]["list"]
+    assert (variable["name"], variable["type"], variable["query"]) == (
+        "datasource",
+        "datasource",
+        source["type"],
+    )
+    assert source["isDefault"] is True
     provider = load_yaml_docs(provisioning / "dashboards" / "transtic.yml")[0]["providers"][0]
     mounts = compose["services"]["grafana"]["volumes"]
     assert f"./deploy/grafana/dashboards:{provider['options']['path']}:ro" in mounts
