@@ -21,7 +21,13 @@ from .bitstream import (
     encode_container,
 )
 from .entropy.isolated import isolate_entropy_decoding
-from .images import DEFAULT_MAX_PIXELS, ImageError, to_tensor
+from .images import (
+    DEFAULT_MAX_ASPECT_RATIO,
+    DEFAULT_MAX_PIXELS,
+    ImageError,
+    check_size_budget,
+    to_tensor,
+)
 from .models import HyperpriorCodec, TransTIC, load_checkpoint
 
 Precision = Literal["float32", "bfloat16"]
@@ -86,6 +92,7 @@ class ImageCodec:
         precision: Precision = "float32",
         device: str | torch.device = "cpu",
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO,
         isolate_decoding: bool = True,
     ) -> None:
         self.device = torch.device(device)
@@ -97,7 +104,8 @@ class ImageCodec:
         self.precision: Precision = precision
         # bf16: a private copy with natively-bf16 transforms (no per-op casts at run time)
         self._transforms = model.fast_transforms() if precision == "bfloat16" else self.model
-        self.max_pixels = max_pixels
+        self.max_pixels = max_pixels  # of the coded (aligned) image: what the work costs
+        self.max_aspect_ratio = max_aspect_ratio
         self.divisor = model.config.alignment
         if isolate_decoding:
             # untrusted streams reach a C++ range decoder that trusts its input
@@ -123,8 +131,7 @@ class ImageCodec:
         timings: dict[str, float] = {}
         x = to_tensor(image)
         h, w = x.shape[-2:]
-        if h * w > self.max_pixels:
-            raise ImageError(f"image has {h * w} pixels; the limit is {self.max_pixels}")
+        self.check_size(int(h), int(w))
         x = align(x[None].to(self.device), self.divisor, self.align_mode)
         mode = _ENTROPY_MODES[self.entropy_mode]
         with torch.no_grad():
@@ -150,6 +157,16 @@ class ImageCodec:
             data = encode_container(header, y_strings[0], z_strings[0])
         return EncodeResult(data, header, timings)
 
+    def check_size(self, height: int, width: int) -> None:
+        """Raise ImageError when an image of this size is over this codec's budget."""
+        check_size_budget(
+            height,
+            width,
+            max_pixels=self.max_pixels,
+            max_aspect_ratio=self.max_aspect_ratio,
+            alignment=self.divisor,
+        )
+
     # -- decode ---------------------------------------------------------------------
     def parse(self, data: bytes) -> tuple[StreamHeader, bytes, bytes]:
         """Validate a stream against this decoder; raises BitstreamError subclasses."""
@@ -165,6 +182,11 @@ class ImageCodec:
             raise BitstreamError(
                 f"bitstream: coded size {header.coded_size} is not a multiple of {self.divisor}"
             )
+        try:
+            # The header's claims are checked before any decoding work is spent on them.
+            self.check_size(*header.original_size)
+        except ImageError as exc:
+            raise BitstreamError(f"bitstream: {exc}") from None
         n_ch = self.model.config.M
         if header.y_shape[0] != n_ch or header.z_shape[0] != self.model.config.N:
             raise BitstreamError("bitstream: latent channel counts do not match this codec")

@@ -126,6 +126,7 @@ class ModelHub:
             quality=quality or 0,
             task=task,
             max_pixels=self.settings.max_pixels,
+            max_aspect_ratio=self.settings.max_aspect_ratio,
         )
         if any(s.id == codec_id for s in self.codecs):
             codec_id = f"{codec_id}#{len(self.codecs)}"

@@ -328,7 +328,12 @@ async def _analyze(
         )
     else:
         source = "rest_image"
-        image = await run_in_threadpool(decode_image_bytes, data, max_pixels=settings.max_pixels)
+        image = await run_in_threadpool(
+            decode_image_bytes,
+            data,
+            max_pixels=settings.max_pixels,
+            max_aspect_ratio=settings.max_aspect_ratio,
+        )
         future = runtime.submit_image(image, task, quality, source=source, keep_image=return_image)
     try:
         outcome = await asyncio.wait_for(asyncio.wrap_future(future), settings.request_timeout_s)

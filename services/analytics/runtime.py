@@ -83,6 +83,11 @@ class Runtime:
         except Exception as exc:
             raise to_service_error(exc) from None
         codec = self.hub.codec_for_stream(header)
+        try:
+            # What the header claims is what decoding would cost: refused before queueing.
+            codec.codec.check_size(*header.original_size)
+        except Exception as exc:
+            raise to_service_error(exc) from None
         task = self.hub.resolve_task(task, header.task)
         backend = self.hub.backend(task)
         job = Job(task, codec, backend, source, bitstream=data, keep_image=keep_image)
@@ -99,6 +104,10 @@ class Runtime:
     ) -> Future[Outcome]:
         task = self.hub.resolve_task(task)
         codec = self.hub.codec_for_image(task, quality)
+        try:
+            codec.codec.check_size(int(image.shape[-2]), int(image.shape[-1]))
+        except Exception as exc:
+            raise to_service_error(exc) from None
         backend = self.hub.backend(task)
         job = Job(task, codec, backend, source, image=image, keep_image=keep_image)
         return self.batcher.submit(job)

@@ -70,7 +70,16 @@ class Settings(ServiceSettings):
         default=32 * 2**20, ge=1024, description="largest accepted request body (413 above)"
     )
     max_pixels: int = Field(
-        default=2**25, ge=64, description="largest image or coded stream, in pixels (32 MP)"
+        default=2**24,
+        ge=64,
+        description="largest coded image (each side rounded up to a multiple of 256), in "
+        "pixels (16 MP); applies to uploads and to the sizes a bitstream header claims",
+    )
+    max_aspect_ratio: float = Field(
+        default=16.0,
+        ge=1.0,
+        description="longest over shortest side of an image or coded stream; slivers above "
+        "it are refused (their padding and task resize would cost far more than their pixels)",
     )
     grpc_max_workers: int = Field(
         default=16, ge=2, description="gRPC handler threads (streams hold one each)"

@@ -17,7 +17,14 @@ from PIL import Image
 from services.common.errors import ErrorCode, ServiceError
 from transtic.bitstream import AlignMode
 from transtic.codec import EncodeResult, ImageCodec
-from transtic.images import ImageError, decode_image_bytes, to_tensor
+from transtic.images import (
+    DEFAULT_ALIGNMENT,
+    ImageError,
+    ImageTooLargeError,
+    check_size_budget,
+    decode_image_bytes,
+    to_tensor,
+)
 from transtic.models import HyperpriorCodec, load_checkpoint
 from transtic.weights import WeightsEntry, WeightsError, default_registry, resolve
 
@@ -164,6 +171,7 @@ class CodecBank:
                     precision=self._settings.precision,
                     device=self.device,
                     max_pixels=self._settings.max_pixels,
+                    max_aspect_ratio=self._settings.max_aspect_ratio,
                 )
                 self._codecs[key] = codec
             return codec
@@ -174,10 +182,8 @@ class CodecBank:
         if mode not in ALIGN_MODES:
             raise _invalid(f"align_mode must be 'pad' or 'resize', not {mode!r}")
         x = to_tensor(image)
-        pixels = int(x.shape[-1] * x.shape[-2])
-        if pixels > self._settings.max_pixels:
-            raise _too_large(f"image has {pixels} pixels; the limit is {self._settings.max_pixels}")
         codec = self._codec(task, quality, ALIGN_MODES[mode])
+        self._check_size(int(x.shape[-2]), int(x.shape[-1]), codec.divisor)
         # One model is not safe to run from two threads at once (entropy coder state);
         # different models still run in parallel.
         with self._models[(task, quality)].lock:
@@ -191,13 +197,30 @@ class CodecBank:
         if not data:
             raise _invalid("empty image")
         size = _peek_size(data)
-        if size is not None and size[0] * size[1] > self._settings.max_pixels:
-            raise _too_large(
-                f"image is {size[0]}x{size[1]} pixels; the limit is "
-                f"{self._settings.max_pixels} pixels",
-            )
+        if size is not None:
+            self._check_size(size[1], size[0], DEFAULT_ALIGNMENT)
         try:
-            return decode_image_bytes(data, max_pixels=self._settings.max_pixels)
+            return decode_image_bytes(
+                data,
+                max_pixels=self._settings.max_pixels,
+                max_aspect_ratio=self._settings.max_aspect_ratio,
+            )
+        except ImageError as exc:
+            raise _invalid(str(exc)) from None
+
+    def _check_size(self, height: int, width: int, alignment: int) -> None:
+        """The per-request budget, before any decoding or coding work is spent."""
+        settings = self._settings
+        try:
+            check_size_budget(
+                height,
+                width,
+                max_pixels=settings.max_pixels,
+                max_aspect_ratio=settings.max_aspect_ratio,
+                alignment=alignment,
+            )
+        except ImageTooLargeError as exc:
+            raise _too_large(str(exc)) from None
         except ImageError as exc:
             raise _invalid(str(exc)) from None
 

@@ -53,7 +53,15 @@ class EncoderSettings(ServiceSettings):
         default=0, ge=0, description="torch intra-op threads; 0 = torch default"
     )
     max_pixels: int = Field(
-        default=16 * 2**20, gt=0, description="larger images are RESOURCE_EXHAUSTED"
+        default=16 * 2**20,
+        gt=0,
+        description="largest coded image (each side rounded up to a multiple of 256), in "
+        "pixels; larger ones are RESOURCE_EXHAUSTED",
+    )
+    max_aspect_ratio: float = Field(
+        default=16.0,
+        ge=1.0,
+        description="longest over shortest image side; slivers above it are INVALID_ARGUMENT",
     )
     max_image_bytes: int = Field(
         default=32 * 2**20, gt=0, description="larger uploads are RESOURCE_EXHAUSTED"
