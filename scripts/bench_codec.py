@@ -99,30 +99,22 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model, source = load_model(args.checkpoint)
     image = test_image()
-    print(
-        f"machine: {platform.processor() or platform.machine()}, {args.threads} threads, "
-        f"torch {torch.__version__}, cpu capability {torch.backends.cpu.get_cpu_capability()}"
-    )
+    print(f"machine: {platform.processor() or platform.machine()}, {args.threads} threads, "
+          f"torch {torch.__version__}, cpu capability {torch.backends.cpu.get_cpu_capability()}")
     print(f"weights: {source}; image {SIZE[1]}x{SIZE[0]}; median of {args.repeats}")
     rows = [run_path(model, image, name, args.repeats) for name in PATHS]
     base = rows[0]
-    print(
-        f"{'path':<22}{'enc ms/MP':>11}{'dec ms/MP':>11}{'enc x':>7}{'dec x':>7}"
-        f"{'bpp':>9}{'PSNR':>8}"
-    )
+    print(f"{'path':<22}{'enc ms/MP':>11}{'dec ms/MP':>11}{'enc x':>7}{'dec x':>7}"
+          f"{'bpp':>9}{'PSNR':>8}")
     for row in rows:
         row["encode_speedup"] = base["encode_ms_per_mp"] / row["encode_ms_per_mp"]
         row["decode_speedup"] = base["decode_ms_per_mp"] / row["decode_ms_per_mp"]
-        print(
-            f"{row['path']:<22}{row['encode_ms_per_mp']:>11.0f}{row['decode_ms_per_mp']:>11.0f}"
-            f"{row['encode_speedup']:>7.2f}{row['decode_speedup']:>7.2f}"
-            f"{row['bpp']:>9.4f}{row['psnr_db']:>8.2f}"
-        )
+        print(f"{row['path']:<22}{row['encode_ms_per_mp']:>11.0f}{row['decode_ms_per_mp']:>11.0f}"
+              f"{row['encode_speedup']:>7.2f}{row['decode_speedup']:>7.2f}"
+              f"{row['bpp']:>9.4f}{row['psnr_db']:>8.2f}")
     fast = rows[-1]
-    print(
-        f"bfloat16 vs float32 cost: bpp {100 * (fast['bpp'] / rows[1]['bpp'] - 1):+.2f}%, "
-        f"PSNR {fast['psnr_db'] - rows[1]['psnr_db']:+.3f} dB"
-    )
+    print(f"bfloat16 vs float32 cost: bpp {100 * (fast['bpp'] / rows[1]['bpp'] - 1):+.2f}%, "
+          f"PSNR {fast['psnr_db'] - rows[1]['psnr_db']:+.3f} dB")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 
