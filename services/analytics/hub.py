@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from services.analytics.settings import TASKS, Settings
-from services.common.errors import ErrorCode, ServiceError
+from services.common.errors import ErrorCode, ServiceError, redact_paths
 from transtic.bitstream import StreamHeader
 from transtic.codec import ImageCodec
 from transtic.tasks import TASK_BACKENDS, ClassificationBackend, TaskBackend
@@ -201,13 +201,14 @@ class ModelHub:
             return slot
         if not self.codecs:
             raise self._no_codec()
+        # The inventory goes to the log; a client only learns that its weights are not here.
         held = ", ".join(f"{s.id}={s.fingerprint}" for s in self.codecs)
+        log.info("no codec for weights %s (held: %s)", header.weights_fingerprint.hex(), held)
         raise ServiceError(
             ErrorCode.FAILED_PRECONDITION,
             f"bitstream was coded with codec weights {header.weights_fingerprint.hex()} "
             f"({header.codec}, task {header.task}, quality {header.quality}), which this "
-            f"service does not hold (it holds {held}); re-encode with one of these codecs "
-            "or configure the matching checkpoint",
+            "service does not hold; re-encode with a codec listed by GetInfo or /v1/models",
         )
 
     def codec_for_image(self, task: str, quality: int | None) -> CodecSlot:
@@ -246,7 +247,7 @@ class ModelHub:
                 "quality": s.quality,
                 "fingerprint": s.fingerprint,
                 "ready": True,
-                "detail": s.source,
+                "detail": f"weights file {Path(s.source).name}",
                 "codec": s.codec.codec_name,
             }
             for s in self.codecs
@@ -259,7 +260,7 @@ class ModelHub:
                 "quality": 0,
                 "fingerprint": "",
                 "ready": False,
-                "detail": reason,
+                "detail": redact_paths(reason),
             }
             for key, reason in self.codec_problems.items()
         ]
@@ -271,7 +272,7 @@ class ModelHub:
                 "quality": 0,
                 "fingerprint": "",
                 "ready": slot.ready,
-                "detail": slot.detail,
+                "detail": redact_paths(slot.detail),
                 "backend": slot.backend.name,
                 "required_weights": slot.backend.required_weights,
             }

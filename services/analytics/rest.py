@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import logging
+import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Path as FastApiPath
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
@@ -20,11 +24,16 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import transtic
+from services.analytics.batcher import Pending
+from services.analytics.pipeline import Outcome
 from services.analytics.results import png_base64
 from services.analytics.runtime import Runtime
+from services.analytics.security import CONTENT_SECURITY_POLICY
 from services.analytics.security import install as install_security
 from services.analytics.settings import Settings
+from services.analytics.streaming import STREAM_ID_PATTERN
 from services.common.errors import ErrorCode, ServiceError
+from services.common.http_limits import BodyBudget
 from transtic.bitstream import MAGIC
 from transtic.images import decode_image_bytes
 from transtic.tasks import TaskBackend
@@ -32,6 +41,9 @@ from transtic.tasks import TaskBackend
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
 BITSTREAM_TYPE = "application/x-transtic"
+_INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
+# How often a waiting request checks whether its client is still connected.
+_DISCONNECT_POLL_S = 0.25
 _HTTP_CODES = {
     400: ErrorCode.INVALID_ARGUMENT,
     401: ErrorCode.UNAUTHENTICATED,
@@ -129,9 +141,11 @@ def create_app(
         "vision tasks on the decoded images.",
         lifespan=lifespan,
         docs_url=None,  # served below from local files: the default page loads a CDN
+        redoc_url=None,  # ReDoc has no offline bundle here; /docs covers the same ground
     )
     app.state.settings = settings
     app.state.runtime = rt
+    app.state.body_budget = BodyBudget(settings.http_max_buffered_bytes)
     _install_error_handlers(app)
     install_security(app, settings)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
@@ -149,16 +163,33 @@ def _install_docs(app: FastAPI) -> None:
 
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
-        return get_swagger_ui_html(
+        page = get_swagger_ui_html(
             openapi_url=app.openapi_url or "/openapi.json",
             title=f"{app.title} - API docs",
             swagger_js_url="/docs-assets/swagger-ui-bundle.js",
             swagger_css_url="/docs-assets/swagger-ui.css",
             swagger_favicon_url="/docs-assets/favicon-32x32.png",
         )
+        # The page starts Swagger UI from an inline script: allow exactly that script (by
+        # its hash) and the inline styles Swagger UI sets, nothing else.
+        html = bytes(page.body).decode()
+        hashes = " ".join(
+            f"'sha256-{base64.b64encode(hashlib.sha256(code.encode()).digest()).decode()}'"
+            for code in _INLINE_SCRIPT.findall(html)
+        )
+        page.headers["content-security-policy"] = (
+            f"{CONTENT_SECURITY_POLICY}; script-src 'self' {hashes}; "
+            "style-src 'self' 'unsafe-inline'"
+        )
+        return page
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(
+    request: Request, limit: int, timeout_s: float, take: Callable[[int], None]
+) -> bytes:
+    """The whole body, refused once over ``limit`` bytes or ``timeout_s`` seconds (a
+    trickling client must not hold a connection and its buffer indefinitely); every chunk
+    is charged to the process-wide body budget through ``take``."""
     too_large = ServiceError(
         ErrorCode.PAYLOAD_TOO_LARGE, f"request body exceeds the limit of {limit} bytes"
     )
@@ -166,11 +197,18 @@ async def _read_body(request: Request, limit: int) -> bytes:
     if declared.isdigit() and int(declared) > limit:
         raise too_large
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise too_large
+                take(len(chunk))
+                chunks.append(chunk)
+    except TimeoutError:
+        raise ServiceError(
+            ErrorCode.REQUEST_TIMEOUT, f"the request body did not arrive within {timeout_s:g} s"
+        ) from None
     return b"".join(chunks)
 
 
@@ -195,6 +233,30 @@ async def _multipart_file(request: Request, body: bytes) -> tuple[bytes, str]:
     if not isinstance(part, UploadFile):
         raise ServiceError(ErrorCode.INVALID_ARGUMENT, "multipart body needs a file field 'file'")
     return await part.read(), (part.content_type or "").lower()
+
+
+async def _outcome(request: Request, future: Pending[Outcome], timeout_s: float) -> Outcome:
+    """Wait for the result while the client is still there and the timeout has not passed;
+    otherwise abandon the work, so that it stops holding up the requests queued behind it."""
+    waiter = asyncio.wrap_future(future)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ServiceError(
+                    ErrorCode.DEADLINE_EXCEEDED,
+                    f"no result within {timeout_s} s; the service is overloaded",
+                )
+            done, _ = await asyncio.wait({waiter}, timeout=min(remaining, _DISCONNECT_POLL_S))
+            if done:
+                return waiter.result()
+            if await request.is_disconnected():
+                raise ServiceError(ErrorCode.CANCELLED, "the client disconnected")
+    finally:
+        if not waiter.done():
+            future.abandon()
+            waiter.cancel()
 
 
 def _media_type(request: Request) -> str:
@@ -230,7 +292,10 @@ def _routes(app: FastAPI) -> None:
         """
         start = time.perf_counter()
         try:
-            return await _analyze(request, settings, runtime, task, quality, return_image, start)
+            with request.app.state.body_budget.account() as take:
+                return await _analyze(
+                    request, settings, runtime, task, quality, return_image, start, take
+                )
         except Exception as exc:
             raise runtime.record_error(exc) from None
 
@@ -243,7 +308,9 @@ def _routes(app: FastAPI) -> None:
 
     @app.get("/v1/streams/{stream_id}/frames", tags=["streams"])
     def frames(
-        stream_id: str,
+        stream_id: Annotated[
+            str, FastApiPath(pattern=STREAM_ID_PATTERN, description="A-Z a-z 0-9 . _ ~ -")
+        ],
         runtime: RuntimeDep,
         since: Annotated[
             int, Query(ge=-1, le=2**63 - 1, description="only sequences above this")
@@ -281,11 +348,12 @@ def _routes(app: FastAPI) -> None:
         """Readiness: a codec is loaded and the service is not draining."""
         if runtime.ready:
             return {"status": "ready"}
-        reason = (
-            "shutting down"
-            if runtime.draining
-            else "; ".join(runtime.hub.codec_problems.values()) or "starting"
-        )
+        if runtime.draining:
+            reason = "shutting down"
+        elif runtime.grpc_saturated:
+            reason = "every gRPC handler thread is busy"
+        else:
+            reason = "; ".join(runtime.hub.codec_problems.values()) or "starting"
         return _error_response(ServiceError(ErrorCode.UNAVAILABLE, f"not ready: {reason}"))
 
     @app.get("/metrics", tags=["service"], response_class=PlainTextResponse)
@@ -302,6 +370,7 @@ async def _analyze(
     quality: int | None,
     return_image: bool,
     start: float,
+    take: Callable[[int], None],
 ) -> dict[str, Any]:
     media_type = _media_type(request)
     allowed = ("multipart/form-data", BITSTREAM_TYPE, "application/octet-stream")
@@ -311,7 +380,7 @@ async def _analyze(
             f"unsupported content type {media_type or '(none)'!r}; send multipart/form-data "
             f"(field 'file'), an image/* body, or {BITSTREAM_TYPE}",
         )
-    body = await _read_body(request, settings.max_upload_bytes)
+    body = await _read_body(request, settings.max_upload_bytes, settings.http_body_timeout_s, take)
     data, part_type = (
         await _multipart_file(request, body)
         if media_type == "multipart/form-data"
@@ -335,13 +404,7 @@ async def _analyze(
             max_aspect_ratio=settings.max_aspect_ratio,
         )
         future = runtime.submit_image(image, task, quality, source=source, keep_image=return_image)
-    try:
-        outcome = await asyncio.wait_for(asyncio.wrap_future(future), settings.request_timeout_s)
-    except TimeoutError:
-        raise ServiceError(
-            ErrorCode.DEADLINE_EXCEEDED,
-            f"no result within {settings.request_timeout_s} s; the service is overloaded",
-        ) from None
+    outcome = await _outcome(request, future, settings.request_timeout_s)
     coded = len(outcome.bitstream)
     result = outcome.result
     response: dict[str, Any] = {

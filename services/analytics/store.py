@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _AGE_PRUNE_EVERY_S = 60.0
 MAX_SEQUENCE = 2**63 - 1  # SQLite integers are signed 64-bit
 
@@ -28,6 +28,8 @@ CREATE TABLE IF NOT EXISTS frames (
     capture_time_ms INTEGER,
     task TEXT NOT NULL,
     result TEXT NOT NULL,
+    session TEXT NOT NULL DEFAULT '',
+    digest TEXT,
     PRIMARY KEY (stream_id, sequence)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS frames_received ON frames (received_ms);
@@ -36,9 +38,17 @@ CREATE TABLE IF NOT EXISTS streams (
     first_seen_ms INTEGER NOT NULL,
     last_seen_ms INTEGER NOT NULL,
     frames_total INTEGER NOT NULL,
-    last_sequence INTEGER NOT NULL
+    last_sequence INTEGER NOT NULL,
+    session TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
 """
+# Version 1 -> 2: the session (a device's boot epoch) and the content digest of frames.
+_MIGRATE_FROM_1 = """
+ALTER TABLE frames ADD COLUMN session TEXT NOT NULL DEFAULT '';
+ALTER TABLE frames ADD COLUMN digest TEXT;
+ALTER TABLE streams ADD COLUMN session TEXT NOT NULL DEFAULT '';
+"""
+_FRAME_COLUMNS = "stream_id, sequence, received_ms, capture_time_ms, task, result, session, digest"
 
 
 @dataclass(frozen=True)
@@ -49,13 +59,17 @@ class StoredFrame:
     capture_time_ms: int | None
     task: str
     result: dict[str, Any]
+    session: str = ""
+    digest: str | None = None  # hex SHA-256 of the bitstream (None: stored before v2)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "stream_id": self.stream_id,
+            "session": self.session,
             "sequence": self.sequence,
             "received_ms": self.received_ms,
             "capture_time_ms": self.capture_time_ms,
+            "content_sha256": self.digest,
             "task": self.task,
             "result": self.result,
         }
@@ -85,8 +99,10 @@ class FrameStore:
         self._db.execute(f"PRAGMA synchronous={synchronous}")
         self._db.execute("PRAGMA busy_timeout=5000")
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, SCHEMA_VERSION):
+        if version not in (0, 1, SCHEMA_VERSION):
             raise RuntimeError(f"{self.path}: store schema {version}, expected {SCHEMA_VERSION}")
+        if version == 1:
+            self._db.executescript(f"BEGIN;{_MIGRATE_FROM_1}COMMIT;")
         self._db.executescript(_SCHEMA)
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         self._last_age_prune = float("-inf")
@@ -103,32 +119,56 @@ class FrameStore:
         task: str,
         result: dict[str, Any],
         capture_time_ms: int | None = None,
+        *,
+        session: str = "",
+        digest: str | None = None,
     ) -> tuple[StoredFrame, bool]:
         """Store a frame's result unless one is stored already.
 
         Returns the stored frame and whether this call inserted it (False: an
-        earlier or concurrent copy of the frame won, and its result is returned).
+        earlier or concurrent copy of the frame won, and its result is returned;
+        the caller compares its digest). A frame of a new ``session`` of the stream
+        first drops the frames of the stream's earlier sessions: the device restarted
+        its counter, so their sequence numbers mean nothing any more.
         """
         now = self._now_ms()
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                self._db.execute(
+                    "DELETE FROM frames WHERE stream_id = ? AND session != ? AND EXISTS ("
+                    "SELECT 1 FROM streams WHERE stream_id = ? AND session != ?)",
+                    (stream_id, session, stream_id, session),
+                )
                 cursor = self._db.execute(
-                    "INSERT OR IGNORE INTO frames VALUES (?, ?, ?, ?, ?, ?)",
-                    (stream_id, sequence, now, capture_time_ms, task, json.dumps(result)),
+                    f"INSERT OR IGNORE INTO frames ({_FRAME_COLUMNS}) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        stream_id,
+                        sequence,
+                        now,
+                        capture_time_ms,
+                        task,
+                        json.dumps(result),
+                        session,
+                        digest,
+                    ),
                 )
                 inserted = cursor.rowcount == 1
                 if inserted:
                     self._db.execute(
-                        "INSERT INTO streams VALUES (?, ?, ?, 1, ?) ON CONFLICT (stream_id) DO "
+                        "INSERT INTO streams VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT (stream_id) DO "
                         "UPDATE SET last_seen_ms = excluded.last_seen_ms, "
                         "frames_total = frames_total + 1, "
-                        "last_sequence = max(last_sequence, excluded.last_sequence)",
-                        (stream_id, now, now, sequence),
+                        "last_sequence = CASE WHEN session = excluded.session "
+                        "THEN max(last_sequence, excluded.last_sequence) "
+                        "ELSE excluded.last_sequence END, "
+                        "session = excluded.session",
+                        (stream_id, now, now, sequence, session),
                     )
                     self._trim_stream(stream_id)
                 row = self._db.execute(
-                    "SELECT * FROM frames WHERE stream_id = ? AND sequence = ?",
+                    f"SELECT {_FRAME_COLUMNS} FROM frames WHERE stream_id = ? AND sequence = ?",
                     (stream_id, sequence),
                 ).fetchone()
                 self._db.execute("COMMIT")
@@ -141,7 +181,9 @@ class FrameStore:
         frame = (
             _frame(row)
             if row is not None
-            else StoredFrame(stream_id, sequence, now, capture_time_ms, task, result)
+            else StoredFrame(
+                stream_id, sequence, now, capture_time_ms, task, result, session, digest
+            )
         )
         return frame, inserted
 
@@ -180,7 +222,8 @@ class FrameStore:
     def get(self, stream_id: str, sequence: int) -> StoredFrame | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT * FROM frames WHERE stream_id = ? AND sequence = ?", (stream_id, sequence)
+                f"SELECT {_FRAME_COLUMNS} FROM frames WHERE stream_id = ? AND sequence = ?",
+                (stream_id, sequence),
             ).fetchone()
         return _frame(row) if row is not None else None
 
@@ -188,7 +231,7 @@ class FrameStore:
         """Stored frames of a stream with sequence > ``since``, oldest first."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT * FROM frames WHERE stream_id = ? AND sequence > ? "
+                f"SELECT {_FRAME_COLUMNS} FROM frames WHERE stream_id = ? AND sequence > ? "
                 "ORDER BY sequence LIMIT ?",
                 (stream_id, since, limit),
             ).fetchall()
@@ -205,7 +248,8 @@ class FrameStore:
             ).fetchall()
             latest = {
                 r[0]: self._db.execute(
-                    "SELECT * FROM frames WHERE stream_id = ? ORDER BY sequence DESC LIMIT 1",
+                    f"SELECT {_FRAME_COLUMNS} FROM frames WHERE stream_id = ? "
+                    "ORDER BY sequence DESC LIMIT 1",
                     (r[0],),
                 ).fetchone()
                 for r in rows
@@ -236,5 +280,7 @@ class FrameStore:
 
 
 def _frame(row: tuple[Any, ...]) -> StoredFrame:
-    stream_id, sequence, received_ms, capture_ms, task, result = row
-    return StoredFrame(stream_id, sequence, received_ms, capture_ms, task, json.loads(result))
+    stream_id, sequence, received_ms, capture_ms, task, result, session, digest = row
+    return StoredFrame(
+        stream_id, sequence, received_ms, capture_ms, task, json.loads(result), session, digest
+    )

@@ -16,6 +16,7 @@ import transtic
 from services.common.auth import ApiKeys
 from services.common.errors import ErrorCode, ServiceError, abort_grpc, to_service_error
 from services.common.grpc_guard import GrpcGuard
+from services.common.grpc_limits import server_options
 from services.common.grpc_utils import add_health_and_reflection, set_serving
 from services.common.ratelimit import RateLimiter
 from services.common.tls import add_port, describe_server, server_credentials
@@ -123,10 +124,7 @@ class EncoderServer:
             ),
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
             interceptors=[guard] if guard.active else None,
-            options=[
-                ("grpc.max_receive_message_length", limit),
-                ("grpc.max_send_message_length", limit),
-            ],
+            options=server_options(settings, limit),
         )
         api_pb2_grpc.add_EncoderServicer_to_server(
             EncoderServicer(bank, settings, self.metrics), self._server

@@ -88,6 +88,9 @@ class StreamRun:
     ) -> None:
         self.settings = settings
         self.stream_id = settings.stream_id or default_stream_id()
+        # Sequences restart at 0 with every run: a new session tells the service so, and a
+        # configured (fixed) stream_id then starts afresh instead of colliding.
+        self.session = f"{time.time_ns() // 1_000_000:x}-{uuid.uuid4().hex[:6]}"
         # Unreadable certificate or key files stop the run here, before loading codecs.
         tls = settings.client_tls_config()
         if tls is not None:
@@ -222,6 +225,7 @@ class StreamRun:
             bitstream=coded.data,
             task=self.settings.task,
             capture_time_unix_ms=frame.capture_time_ms,
+            session=self.session,
         )
         log.info(
             "frame seq=%d src=%s q=%d bytes=%d bpp=%.4f goal=%s avg_bpp=%.4f encode_ms=%.1f "

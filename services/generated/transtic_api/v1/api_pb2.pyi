@@ -142,31 +142,37 @@ class AnalyzeResult(_message.Message):
     def __init__(self, task: _Optional[str] = ..., labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., detections: _Optional[_Iterable[_Union[Detection, _Mapping]]] = ..., bits_per_pixel: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., timings_ms: _Optional[_Mapping[str, float]] = ..., codec_id: _Optional[str] = ..., task_model_id: _Optional[str] = ...) -> None: ...
 
 class Frame(_message.Message):
-    __slots__ = ("stream_id", "sequence", "bitstream", "task", "capture_time_unix_ms")
+    __slots__ = ("stream_id", "sequence", "bitstream", "task", "capture_time_unix_ms", "session")
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     BITSTREAM_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     CAPTURE_TIME_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
     stream_id: str
     sequence: int
     bitstream: bytes
     task: str
     capture_time_unix_ms: int
-    def __init__(self, stream_id: _Optional[str] = ..., sequence: _Optional[int] = ..., bitstream: _Optional[bytes] = ..., task: _Optional[str] = ..., capture_time_unix_ms: _Optional[int] = ...) -> None: ...
+    session: str
+    def __init__(self, stream_id: _Optional[str] = ..., sequence: _Optional[int] = ..., bitstream: _Optional[bytes] = ..., task: _Optional[str] = ..., capture_time_unix_ms: _Optional[int] = ..., session: _Optional[str] = ...) -> None: ...
 
 class FrameAck(_message.Message):
-    __slots__ = ("stream_id", "sequence", "duplicate", "result", "error_code", "error_message")
+    __slots__ = ("stream_id", "sequence", "duplicate", "result", "error_code", "error_message", "content_sha256", "session")
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
     ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
     stream_id: str
     sequence: int
     duplicate: bool
     result: AnalyzeResult
     error_code: int
     error_message: str
-    def __init__(self, stream_id: _Optional[str] = ..., sequence: _Optional[int] = ..., duplicate: _Optional[bool] = ..., result: _Optional[_Union[AnalyzeResult, _Mapping]] = ..., error_code: _Optional[int] = ..., error_message: _Optional[str] = ...) -> None: ...
+    content_sha256: str
+    session: str
+    def __init__(self, stream_id: _Optional[str] = ..., sequence: _Optional[int] = ..., duplicate: _Optional[bool] = ..., result: _Optional[_Union[AnalyzeResult, _Mapping]] = ..., error_code: _Optional[int] = ..., error_message: _Optional[str] = ..., content_sha256: _Optional[str] = ..., session: _Optional[str] = ...) -> None: ...
