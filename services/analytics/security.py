@@ -19,13 +19,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.analytics.settings import Settings
 from services.common.auth import API_KEY_HEADER, ApiKeys
-from services.common.errors import ErrorCode, ServiceError
+from services.common.errors import PROBLEM_CONTENT_TYPE, ErrorCode, ServiceError
 from services.common.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
 # Probes and load balancers must reach these without keys or limits.
-PROBE_PATHS = frozenset({"/healthz", "/readyz"})
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
 # Open without a key: the web page and its assets (the page asks for the key itself) and
 # the API description; none of them hold data.
 PUBLIC_PATHS = frozenset({*PROBE_PATHS, "/", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
@@ -73,6 +73,12 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def is_public_path(path: str, *, metrics_public: bool = True) -> bool:
+    """Whether the guard lets ``path`` through without an API key."""
+    public = PUBLIC_PATHS | ({"/metrics"} if metrics_public else set())
+    return path in public or path.startswith(PUBLIC_PREFIXES)
 
 
 class Guard:
@@ -132,7 +138,7 @@ class Guard:
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_body_bytes:
             # Refused before a byte of the body is read; chunked bodies (no length) are
-            # counted while they stream in (rest._read_body).
+            # counted while they stream in (routes.analysis.read_body).
             return ServiceError(
                 ErrorCode.PAYLOAD_TOO_LARGE,
                 f"request body exceeds the limit of {self.max_body_bytes} bytes",
@@ -141,9 +147,9 @@ class Guard:
 
 
 async def _send_error(send: Send, error: ServiceError) -> None:
-    body = json.dumps(error.to_json()).encode()
+    body = json.dumps(error.to_problem()).encode()
     headers = [
-        (b"content-type", b"application/json"),
+        (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
         (b"content-length", str(len(body)).encode()),
     ]
     if error.code is ErrorCode.UNAUTHENTICATED:

@@ -21,6 +21,7 @@ from typing import Any
 
 from services.analytics.pipeline import Outcome
 from services.analytics.runtime import Runtime
+from services.analytics.schemas import AnalysisResult
 from services.analytics.store import MAX_SEQUENCE
 from services.common.errors import ErrorCode, ServiceError
 
@@ -39,7 +40,7 @@ class FrameOutcome:
     stream_id: str
     sequence: int
     duplicate: bool = False
-    result: dict[str, Any] | None = None
+    result: AnalysisResult | None = None
     error: ServiceError | None = None
     session: str = ""
     digest: str = ""
@@ -125,7 +126,7 @@ class FrameProcessor:
             frame.stream_id,
             frame.sequence,
             True,
-            result,
+            AnalysisResult.model_validate(result),
             session=frame.session,
             digest=frame.digest,
         )
@@ -164,8 +165,8 @@ class FrameProcessor:
                 stored, inserted = self.runtime.store.put(
                     frame.stream_id,
                     frame.sequence,
-                    outcome.result["task"],
-                    outcome.result,
+                    outcome.result.task,
+                    outcome.result.to_json(),
                     capture_time_ms,
                     session=frame.session,
                     digest=frame.digest,
@@ -179,7 +180,7 @@ class FrameProcessor:
                         frame.stream_id,
                         frame.sequence,
                         False,
-                        stored.result,
+                        AnalysisResult.model_validate(stored.result),
                         session=frame.session,
                         digest=frame.digest,
                     )

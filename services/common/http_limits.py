@@ -1,21 +1,20 @@
-"""HTTP limits: a connection cap and a header read timeout under uvicorn, and a budget
-for request bodies held in memory.
+"""HTTP limits: a connection cap and a header read timeout under uvicorn; a body read
+timeout and a budget for request bodies held in memory (an ASGI middleware).
 
 uvicorn keeps a connection open for as long as a client takes to send its request
 headers, and accepts connections without limit, so slow or half-open sockets can use up
 the process's file descriptors (which the gRPC server shares). This protocol closes
 connections beyond a cap at once, and closes any connection whose next request headers
-have not arrived within a timeout. Body timeouts are the application's (it reads bodies).
+have not arrived within a timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Callable, Iterator
 from typing import Any
 
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from services.common.errors import ErrorCode, ServiceError
@@ -69,25 +68,48 @@ def guarded_http_protocol(*, max_connections: int, header_timeout_s: float) -> t
     )
 
 
-class BodyBudget:
-    """Bytes of request bodies held in memory by all requests together.
+class BodyLimits:
+    """ASGI middleware: request bodies must arrive within a time limit, and the bodies of
+    all requests together may hold at most ``max_buffered_bytes`` at once.
 
-    Used from the event loop only (no lock needed). A request takes bytes as its body
-    arrives and gives them all back when it is answered; one that would go over the
-    budget is refused with 429, so many large uploads at once cannot exhaust memory.
+    It wraps ``receive``, so it covers every route that reads a body: a body still
+    arriving after ``body_timeout_s`` raises REQUEST_TIMEOUT (408) from the route's read,
+    one that would take the process over its budget raises RESOURCE_EXHAUSTED (429,
+    Retry-After). A request's bytes are given back when its response is done. Used from
+    the event loop only, so the counter needs no lock.
     """
 
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
+    def __init__(self, app: ASGIApp, *, max_buffered_bytes: int, body_timeout_s: float) -> None:
+        self.app = app
+        self.max_buffered_bytes = max_buffered_bytes
+        self.body_timeout_s = body_timeout_s
         self.held = 0
 
-    @contextlib.contextmanager
-    def account(self) -> Iterator[Callable[[int], None]]:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         taken = 0
+        body_done = False
+        deadline = asyncio.get_running_loop().time() + self.body_timeout_s
 
-        def take(size: int) -> None:
-            nonlocal taken
-            if self.held + size > self.max_bytes:
+        async def limited_receive() -> Message:
+            nonlocal taken, body_done
+            if body_done:  # later calls only wait for a disconnect
+                return await receive()
+            remaining = deadline - asyncio.get_running_loop().time()
+            try:
+                message = await asyncio.wait_for(receive(), max(remaining, 0.001))
+            except TimeoutError:
+                raise ServiceError(
+                    ErrorCode.REQUEST_TIMEOUT,
+                    f"the request body did not arrive within {self.body_timeout_s:g} s",
+                ) from None
+            if message["type"] != "http.request":
+                body_done = True
+                return message
+            size = len(message.get("body", b""))
+            if self.held + size > self.max_buffered_bytes:
                 raise ServiceError(
                     ErrorCode.RESOURCE_EXHAUSTED,
                     "too many uploads in progress; retry shortly",
@@ -95,8 +117,10 @@ class BodyBudget:
                 )
             self.held += size
             taken += size
+            body_done = not message.get("more_body", False)
+            return message
 
         try:
-            yield take
+            await self.app(scope, limited_receive, send)
         finally:
             self.held -= taken

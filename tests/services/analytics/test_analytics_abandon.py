@@ -73,7 +73,7 @@ def test_abandoned_work_stops_between_stages(started, bitstream: bytes) -> None:
     first.abandon()  # the caller timed out while its frame was being decoded
     second = runtime.submit_bitstream(bitstream, "detection", source="test")
     gate.gate.set()
-    assert second.result(30).result["task"] == "detection"
+    assert second.result(30).result.task == "detection"
     error = first.exception(30)
     assert isinstance(error, ServiceError) and error.code is ErrorCode.CANCELLED
     assert detector(runtime).batches == [1]  # the task network ran for the second only

@@ -15,7 +15,8 @@ from services.analytics.grpc_service import GrpcFrontEnd
 from services.analytics.rest import create_app
 from services.analytics.runtime import Runtime
 from services.analytics.settings import Settings
-from services.analytics.store import SCHEMA_VERSION, FrameStore
+from services.analytics.store import SqliteFrameStore
+from services.analytics.store.migrations import migrations
 from services.analytics.streaming import FrameOutcome, FrameProcessor
 from services.generated.transtic_api.v1 import api_pb2, api_pb2_grpc
 from transtic.codec import ImageCodec
@@ -75,7 +76,7 @@ def test_a_rebooted_camera_starts_again_at_zero(
     assert all(o.error is None and not o.duplicate for o in before)
     after = send(frames, 0, other_bitstream, "boot-2")  # counter reset after a reboot
     assert after.error is None and not after.duplicate
-    assert after.result is not None and after.result["height"] == 96  # the new picture's
+    assert after.result is not None and after.result.height == 96  # the new picture's
     stored = runtime.store.frames("cam-1")
     assert [(f.session, f.sequence, f.digest) for f in stored] == [
         ("boot-2", 0, sha(other_bitstream))
@@ -145,7 +146,7 @@ def test_an_older_store_is_upgraded_in_place(tmp_path: Path) -> None:
         """
     )
     db.close()
-    store = FrameStore(path, max_age_s=1e12)
+    store = SqliteFrameStore(path, max_age_s=1e12)
     try:
         (old,) = store.frames("old")
         assert old.result == {"x": 1} and old.digest is None and old.session == ""
@@ -154,5 +155,5 @@ def test_an_older_store_is_upgraded_in_place(tmp_path: Path) -> None:
     finally:
         store.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert db.execute("PRAGMA user_version").fetchone()[0] == len(migrations("sqlite"))
     db.close()

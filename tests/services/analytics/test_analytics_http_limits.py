@@ -12,12 +12,11 @@ from typing import Any
 
 import pytest
 import uvicorn
-from fastapi.testclient import TestClient
 
 from services.analytics.rest import BITSTREAM_TYPE, create_app
 from services.analytics.runtime import Runtime
 from services.analytics.settings import Settings
-from services.common.http_limits import BodyBudget, guarded_http_protocol
+from services.common.http_limits import guarded_http_protocol
 from services.common.serving import bind_http_socket
 
 from .fakes import FakeDetection
@@ -106,57 +105,76 @@ def runtime(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., Ru
         rt.close()
 
 
-def call(app: Any, receive: Callable[[], Any]) -> list[dict[str, Any]]:
+SCOPE = {
+    "type": "http",
+    "asgi": {"version": "3.0"},
+    "http_version": "1.1",
+    "method": "POST",
+    "scheme": "http",
+    "path": "/v1/analyze",
+    "raw_path": b"/v1/analyze",
+    "query_string": b"task=detection",
+    "headers": [(b"content-type", BITSTREAM_TYPE.encode())],
+    "client": ("127.0.0.1", 5000),
+    "server": ("127.0.0.1", 80),
+    "root_path": "",
+}
+
+
+async def request(app: Any, receive: Callable[[], Any]) -> int:
+    """Run one request through the ASGI app; its response status."""
     sent: list[dict[str, Any]] = []
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/analyze",
-        "raw_path": b"/v1/analyze",
-        "query_string": b"task=detection",
-        "headers": [(b"content-type", BITSTREAM_TYPE.encode())],
-        "client": ("127.0.0.1", 5000),
-        "server": ("127.0.0.1", 80),
-        "root_path": "",
-    }
-    asyncio.run(asyncio.wait_for(app(scope, receive, send), 30))
-    return sent
+    await asyncio.wait_for(app(dict(SCOPE), receive, send), 30)
+    return int(sent[0]["status"])
+
+
+def trickling(first: bytes) -> Callable[[], Any]:
+    """A client that sends ``first`` and then one byte a second, forever."""
+    chunks = [first]
+
+    async def receive() -> dict[str, Any]:
+        if chunks:
+            return {"type": "http.request", "body": chunks.pop(), "more_body": True}
+        await asyncio.sleep(1.0)
+        return {"type": "http.request", "body": b"x", "more_body": True}
+
+    return receive
+
+
+def whole(body: bytes) -> Callable[[], Any]:
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        if messages:
+            return messages.pop()
+        await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
+
+    return receive
 
 
 def test_a_trickling_body_gets_408(runtime: Callable[..., Runtime], bitstream: bytes) -> None:
     rt = runtime(http_body_timeout_s=0.5)
-    chunks = [bitstream[:10]]
-
-    async def trickle() -> dict[str, Any]:
-        if chunks:
-            return {"type": "http.request", "body": chunks.pop(), "more_body": True}
-        await asyncio.sleep(1.0)  # one byte a second, forever
-        return {"type": "http.request", "body": b"x", "more_body": True}
-
-    sent = call(create_app(rt.settings, rt), trickle)
-    assert sent[0]["status"] == 408
+    status = asyncio.run(request(create_app(rt.settings, rt), trickling(bitstream[:10])))
+    assert status == 408
     assert rt.metrics.errors.labels("REQUEST_TIMEOUT")._value.get() == 1  # type: ignore[attr-defined]
 
 
-def test_bodies_in_memory_are_bounded(
-    make_settings: Callable[..., Settings], bitstream: bytes
-) -> None:
-    settings = make_settings(http_max_buffered_bytes=len(bitstream) * 2)
-    headers = {"content-type": BITSTREAM_TYPE}
-    with TestClient(create_app(settings, backends=[FakeDetection()])) as client:
-        budget: BodyBudget = client.app.state.body_budget  # type: ignore[attr-defined]
-        with budget.account() as take:
-            take(len(bitstream) + 1)  # another upload holds half the budget
-            refused = client.post("/v1/analyze?task=detection", content=bitstream, headers=headers)
-            assert refused.status_code == 429, refused.text
-            assert refused.headers["retry-after"] == "1"
-        served = client.post("/v1/analyze?task=detection", content=bitstream, headers=headers)
-        assert served.status_code == 200, served.text
-        assert budget.held == 0
+def test_bodies_in_memory_are_bounded(runtime: Callable[..., Runtime], bitstream: bytes) -> None:
+    rt = runtime(http_max_buffered_bytes=len(bitstream) + 100, http_body_timeout_s=3.0)
+    app = create_app(rt.settings, rt)
+
+    async def scenario() -> tuple[int, int, int]:
+        holder = asyncio.create_task(request(app, trickling(b"\0" * 200)))
+        await asyncio.sleep(0.5)  # the slow upload holds 200 bytes of the budget
+        refused = await request(app, whole(bitstream))
+        held_status = await holder  # its body never completes: 408, and its bytes go back
+        served = await request(app, whole(bitstream))
+        return refused, held_status, served
+
+    refused, held_status, served = asyncio.run(scenario())
+    assert (refused, held_status, served) == (429, 408, 200)

@@ -42,7 +42,7 @@ def test_every_response_carries_the_security_headers(
             ("/static/app.js", 200),
             ("/healthz", 200),
             ("/v1/models", 401),
-            ("/nowhere", 404),
+            ("/nowhere", 401),  # unknown paths need a key too: no probing without one
             ("/openapi.json", 200),
         ]:
             response = client.get(path)
@@ -57,7 +57,9 @@ def test_docs_work_with_keys_on_and_load_nothing_from_elsewhere(
 ) -> None:
     app = create_app(analytics_settings(api_keys=[GOOD_KEY]), backends=[TinyDetection()])
     with TestClient(app) as client:
-        assert client.get("/redoc").status_code == 404
+        key = {"authorization": f"Bearer {GOOD_KEY}"}
+        assert client.get("/redoc", headers=key).status_code == 404
+        assert client.get("/redoc").status_code == 401  # not public any more
         page = client.get("/docs")
         assert page.status_code == 200
         assert not re.search(r"""(src|href)=["']https?://""", page.text)
