@@ -36,6 +36,8 @@ def service_info(runtime: Runtime) -> api_pb2.ServiceInfo:
         version=transtic.__version__,
         device=runtime.hub.device,
         tasks=runtime.hub.tasks(),
+        default_task=runtime.settings.default_task,
+        ready_tasks=runtime.hub.ready_tasks(),
     )
     fields = set(api_pb2.ModelInfo.DESCRIPTOR.fields_by_name)
     for model in runtime.hub.describe():

@@ -175,6 +175,12 @@ class ModelHub:
     def tasks(self) -> list[str]:
         return [t for t in TASKS if t in self.backends]
 
+    def ready_tasks(self) -> list[str]:
+        """Known tasks whose backend is loaded (a codec must be too)."""
+        if not self.codecs:
+            return []
+        return [t for t in self.tasks() if self.backends[t].ready]
+
     def _no_codec(self) -> ServiceError:
         reasons = "; ".join(self.codec_problems.values()) or "no codec configured"
         return ServiceError(ErrorCode.UNAVAILABLE, f"no codec is loaded: {reasons}")

@@ -128,7 +128,9 @@ class StoredFrame(_Model):
     session: str = Field("", description="the device's session (boot epoch) of this frame")
     sequence: int
     received_ms: int
-    capture_time_ms: int | None = None
+    capture_time_unix_ms: int | None = Field(
+        None, description="Frame.capture_time_unix_ms as the device sent it"
+    )
     content_sha256: str | None = Field(
         None, description="hex SHA-256 of the frame's bitstream (absent for old frames)"
     )

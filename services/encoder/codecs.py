@@ -138,6 +138,18 @@ class CodecBank:
     def models(self) -> list[LoadedModel]:
         return [self._models[key] for key in sorted(self._models)]
 
+    def fingerprint(self, task: str, quality: int) -> str:
+        """Hex, first 16 bytes of the weights' sha256, as the bitstream header carries."""
+        model = self._models[(task, quality)].model
+        return bytes(getattr(model, "fingerprint", b""))[:16].hex()
+
+    def default_quality(self, task: str) -> int:
+        """The quality a request with quality 0 gets (0 when the task is not loaded)."""
+        available = self.qualities(task)
+        if not available:
+            return 0
+        return self._settings.quality or available[0]
+
     def codec_id(self, task: str, quality: int) -> str:
         return f"transtic-{task}-q{quality}"
 
@@ -148,7 +160,7 @@ class CodecBank:
             raise _invalid(f"unknown task {task!r}; available: {', '.join(self.tasks())}")
         available = self.qualities(task)
         if not quality:
-            quality = self._settings.quality or available[0]
+            quality = self.default_quality(task)
         if quality not in available:
             raise _invalid(
                 f"quality {quality} is not available for task {task!r}; available: "

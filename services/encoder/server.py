@@ -65,6 +65,9 @@ class EncoderServicer(api_pb2_grpc.EncoderServicer):
                     height=h,
                     timings_ms=timings,
                     codec_id=self.bank.codec_id(task, quality),
+                    fingerprint=self.bank.fingerprint(task, quality),
+                    quality=quality,
+                    task=task,
                 )
         self.metrics.errors.labels(error.grpc_status.name).inc()
         abort_grpc(context, error)
@@ -87,7 +90,7 @@ def service_info(bank: CodecBank, settings: EncoderSettings) -> api_pb2.ServiceI
             kind="codec",
             task=m.task,
             quality=m.quality,
-            fingerprint=bytes(getattr(m.model, "fingerprint", b""))[:16].hex(),
+            fingerprint=bank.fingerprint(m.task, m.quality),
             ready=True,
         )
         for m in bank.models()
@@ -98,6 +101,9 @@ def service_info(bank: CodecBank, settings: EncoderSettings) -> api_pb2.ServiceI
         device=bank.device,
         models=models,
         tasks=bank.tasks(),
+        ready_tasks=bank.tasks(),  # the encoder loads every codec before it serves
+        default_task=settings.task,
+        default_quality=bank.default_quality(settings.task),
     )
 
 

@@ -50,7 +50,8 @@ class StoredFrame:
             "session": self.session,
             "sequence": self.sequence,
             "received_ms": self.received_ms,
-            "capture_time_ms": self.capture_time_ms,
+            # The proto's name (Frame.capture_time_unix_ms): one name on both APIs.
+            "capture_time_unix_ms": self.capture_time_ms,
             "content_sha256": self.digest,
             "task": self.task,
             "result": self.result,

@@ -38,7 +38,7 @@ class EncodeRequest(_message.Message):
     def __init__(self, image: _Optional[bytes] = ..., task: _Optional[str] = ..., quality: _Optional[int] = ..., align_mode: _Optional[str] = ...) -> None: ...
 
 class EncodeResponse(_message.Message):
-    __slots__ = ("bitstream", "bits_per_pixel", "width", "height", "timings_ms", "codec_id")
+    __slots__ = ("bitstream", "bits_per_pixel", "width", "height", "timings_ms", "codec_id", "fingerprint", "quality", "task")
     class TimingsMsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -52,31 +52,43 @@ class EncodeResponse(_message.Message):
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_MS_FIELD_NUMBER: _ClassVar[int]
     CODEC_ID_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
     bitstream: bytes
     bits_per_pixel: float
     width: int
     height: int
     timings_ms: _containers.ScalarMap[str, float]
     codec_id: str
-    def __init__(self, bitstream: _Optional[bytes] = ..., bits_per_pixel: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., timings_ms: _Optional[_Mapping[str, float]] = ..., codec_id: _Optional[str] = ...) -> None: ...
+    fingerprint: str
+    quality: int
+    task: str
+    def __init__(self, bitstream: _Optional[bytes] = ..., bits_per_pixel: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., timings_ms: _Optional[_Mapping[str, float]] = ..., codec_id: _Optional[str] = ..., fingerprint: _Optional[str] = ..., quality: _Optional[int] = ..., task: _Optional[str] = ...) -> None: ...
 
 class GetInfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class ServiceInfo(_message.Message):
-    __slots__ = ("service", "version", "device", "models", "tasks")
+    __slots__ = ("service", "version", "device", "models", "tasks", "default_task", "default_quality", "ready_tasks")
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     TASKS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_TASK_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_QUALITY_FIELD_NUMBER: _ClassVar[int]
+    READY_TASKS_FIELD_NUMBER: _ClassVar[int]
     service: str
     version: str
     device: str
     models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
     tasks: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, service: _Optional[str] = ..., version: _Optional[str] = ..., device: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., tasks: _Optional[_Iterable[str]] = ...) -> None: ...
+    default_task: str
+    default_quality: int
+    ready_tasks: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, service: _Optional[str] = ..., version: _Optional[str] = ..., device: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., tasks: _Optional[_Iterable[str]] = ..., default_task: _Optional[str] = ..., default_quality: _Optional[int] = ..., ready_tasks: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AnalyzeRequest(_message.Message):
     __slots__ = ("bitstream", "task")
