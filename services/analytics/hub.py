@@ -214,7 +214,8 @@ class ModelHub:
             ErrorCode.FAILED_PRECONDITION,
             f"bitstream was coded with codec weights {header.weights_fingerprint.hex()} "
             f"({header.codec}, task {header.task}, quality {header.quality}), which this "
-            "service does not hold; re-encode with a codec listed by GetInfo or /v1/models",
+            "service does not hold; re-encode with a codec listed by GetInfo (gRPC) or the "
+            "REST model list",
         )
 
     def codec_for_image(self, task: str, quality: int | None) -> CodecSlot:

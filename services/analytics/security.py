@@ -32,11 +32,12 @@ PUBLIC_PATHS = frozenset({*PROBE_PATHS, "/", "/openapi.json", "/docs", "/docs/oa
 # The Swagger UI files /docs loads: a browser fetches them without the key.
 PUBLIC_PREFIXES = ("/static/", "/docs-assets/")
 
-# Only this origin's scripts, styles and images (plus data: images: the decoded PNGs), no
+# Only this origin's scripts, styles and images (plus data: and blob: images: the decoded
+# PNGs and the picked file's preview), no
 # plugins, no framing (clickjacking), no <base> or form tricks. Pages that need an
 # inline script set their own policy with that script's hash (rest._install_docs).
 CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+    "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; "
     "form-action 'self'; frame-ancestors 'none'"
 )
 _SECURITY_HEADERS = (

@@ -50,6 +50,10 @@ def content_digest(bitstream: bytes) -> str:
     return hashlib.sha256(bitstream).hexdigest()
 
 
+# An empty bitstream is no frame: it asks for the stored result of its key.
+_EMPTY_DIGEST = content_digest(b"")
+
+
 def check_frame_key(stream_id: str, sequence: int, session: str = "") -> None:
     if not _STREAM_ID.fullmatch(stream_id):
         raise ServiceError(
@@ -102,7 +106,9 @@ class FrameProcessor:
                 # so no copy can slip between the two lookups and run twice.
                 stored = self.runtime.store.get(stream_id, sequence)
                 if stored is not None and stored.session == session:
-                    done.set_result(self._stored(frame, stored.digest, stored.result))
+                    # An empty bitstream asks for the stored result (it is no frame).
+                    digest = stored.digest if not bitstream else frame.digest
+                    done.set_result(self._stored(frame, stored.digest, stored.result, digest))
                     return done
                 work = self.runtime.submit_bitstream(bitstream, task, source="stream")
             except Exception as exc:
@@ -115,11 +121,16 @@ class FrameProcessor:
             return done
 
     def _stored(
-        self, frame: _Frame, stored_digest: str | None, result: dict[str, Any]
+        self,
+        frame: _Frame,
+        stored_digest: str | None,
+        result: dict[str, Any],
+        sent_digest: str | None = None,
     ) -> FrameOutcome:
         """The answer for a frame whose key is stored already: the stored result if the
         content is the same (or predates digests), else ALREADY_EXISTS."""
-        if stored_digest is not None and stored_digest != frame.digest:
+        sent_digest = frame.digest if sent_digest is None else sent_digest
+        if stored_digest is not None and stored_digest != sent_digest:
             return frame.failed(self.runtime.record_error(frame.conflict(stored_digest)))
         self.runtime.metrics.duplicates.inc()
         return FrameOutcome(
@@ -136,7 +147,7 @@ class FrameProcessor:
     ) -> Future[FrameOutcome]:
         """A copy of a frame still in flight shares its work, if it is the same frame."""
         copy: Future[FrameOutcome] = Future()
-        if first_digest != frame.digest:
+        if first_digest != frame.digest and frame.digest != _EMPTY_DIGEST:
             copy.set_result(frame.failed(self.runtime.record_error(frame.conflict(first_digest))))
             return copy
         self.runtime.metrics.duplicates.inc()
