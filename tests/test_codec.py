@@ -13,7 +13,7 @@ from transtic.models import create_model, load_checkpoint
 
 @pytest.fixture(scope="module")
 def codec(tiny_transtic) -> ImageCodec:
-    return ImageCodec(tiny_transtic, quality=3, task="classification")
+    return ImageCodec(tiny_transtic, quality=3, task="classification", precision="float32")
 
 
 SIZES = [(1, 1), (17, 333), (256, 256)]
@@ -48,7 +48,7 @@ def test_header_describes_the_stream(codec):
 
 def test_decoding_is_identical_across_thread_counts(reference_weights, reference_vectors):
     model = load_checkpoint(reference_weights)
-    codec = ImageCodec(model)
+    codec = ImageCodec(model, precision="float32")
     image = reference_vectors["inputs"]["256x512"]
     threads = torch.get_num_threads()
     try:

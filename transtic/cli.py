@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .bitstream import AlignMode, BitstreamError, EntropyParamMode, peek_header
+from .precision import PRECISIONS
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
 STREAM_SUFFIX = ".ttic"
@@ -167,7 +168,12 @@ def _codec_options(parser: argparse.ArgumentParser, required: bool = True) -> No
     )
     parser.add_argument("--cache-dir", type=Path, default=None, help="weights cache directory")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument(
+        "--precision",
+        choices=list(PRECISIONS),
+        default="auto",
+        help="auto: bf16 where the CPU/GPU has native bf16, else float32; int8: lossy, CPU",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

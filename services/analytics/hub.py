@@ -126,6 +126,7 @@ class ModelHub:
             quality=quality or 0,
             task=task,
             max_pixels=self.settings.max_pixels,
+            precision=self.settings.precision,
         )
         if any(s.id == codec_id for s in self.codecs):
             codec_id = f"{codec_id}#{len(self.codecs)}"
@@ -247,6 +248,7 @@ class ModelHub:
                 "ready": True,
                 "detail": s.source,
                 "codec": s.codec.codec_name,
+                "precision": s.codec.precision,
             }
             for s in self.codecs
         ]

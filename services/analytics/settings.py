@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -28,6 +29,11 @@ class Settings(ServiceSettings):
         default_factory=dict,
         description="codecs per task: {'classification': path, 'detection:2': name, ...}; "
         "a 'task:quality' key selects by quality too",
+    )
+    precision: Literal["auto", "float32", "bfloat16", "int8"] = Field(
+        default="auto",
+        description="synthesis transforms: auto = bf16 where the CPU/GPU has native bf16, "
+        "else float32; int8 = quantised (CPU, lossy)",
     )
     default_task: str = Field(
         default="classification", description="task when neither request nor stream names one"

@@ -88,6 +88,7 @@ def service_info(bank: CodecBank, settings: EncoderSettings) -> api_pb2.ServiceI
             quality=m.quality,
             fingerprint=bytes(getattr(m.model, "fingerprint", b""))[:16].hex(),
             ready=True,
+            precision=bank.precision,
         )
         for m in bank.models()
     ]

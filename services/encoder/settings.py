@@ -47,7 +47,11 @@ class EncoderSettings(ServiceSettings):
     quality: int = Field(
         default=0, ge=0, description="default quality (serve) / fixed quality (stream); 0 = lowest"
     )
-    precision: Literal["float32", "bfloat16"] = "float32"
+    precision: Literal["auto", "float32", "bfloat16", "int8"] = Field(
+        default="auto",
+        description="auto: bf16 where the CPU/GPU has native bf16, else float32; "
+        "int8: quantised transforms (CPU, lossy)",
+    )
     align_mode: Literal["pad", "resize"] = "pad"
     torch_threads: int = Field(
         default=0, ge=0, description="torch intra-op threads; 0 = torch default"
