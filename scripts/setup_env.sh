@@ -13,6 +13,15 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
     echo "note: chromium/chromedriver missing; browser tests will be skipped" >&2
   fi
 fi
+# The PostgreSQL store tests start a throwaway server from Debian's postgresql package.
+if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    (apt-get update -qq && apt-get install -y -qq postgresql >/dev/null) \
+      || echo "note: could not install postgresql; PostgreSQL store tests will be skipped" >&2
+  else
+    echo "note: postgresql server missing; PostgreSQL store tests will be skipped" >&2
+  fi
+fi
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi

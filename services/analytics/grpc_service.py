@@ -12,7 +12,6 @@ from typing import Any
 import grpc
 
 import transtic
-from services.analytics.results import to_proto
 from services.analytics.runtime import Runtime
 from services.analytics.streaming import FrameOutcome, FrameProcessor
 from services.common.auth import ApiKeys
@@ -61,7 +60,7 @@ class AnalyticsServicer(api_pb2_grpc.AnalyticsServicer):
             except Exception as exc:
                 abort_grpc(context, self.runtime.record_error(exc))
                 raise  # unreachable: abort raises
-        return to_proto(outcome.result)
+        return outcome.result.to_proto()
 
     def AnalyzeStream(
         self, request_iterator: Iterator[Any], context: grpc.ServicerContext
@@ -121,7 +120,7 @@ def _ack(outcome: FrameOutcome) -> api_pb2.FrameAck:
         ack.error_code = outcome.error.grpc_code_value
         ack.error_message = outcome.error.message
     elif outcome.result is not None:
-        ack.result.CopyFrom(to_proto(outcome.result))
+        ack.result.CopyFrom(outcome.result.to_proto())
     return ack
 
 

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from services.analytics.hub import BackendSlot, CodecSlot
 from services.analytics.metrics import Metrics
-from services.analytics.results import task_output
+from services.analytics.schemas import AnalysisResult
 from transtic.codec import DecodeResult, ImageCodec
 from transtic.tasks import TaskBackend
 
@@ -35,7 +35,7 @@ class Job:
 
 @dataclass
 class Outcome:
-    result: dict[str, Any]
+    result: AnalysisResult
     bitstream: bytes
     image: Tensor | None = None
 
@@ -163,21 +163,21 @@ class Pipeline:
 
     def _result(
         self, job: Job, dec: DecodeResult, pred: dict[str, Any], timings: dict[str, float]
-    ) -> dict[str, Any]:
+    ) -> AnalysisResult:
         h, w = dec.header.original_size
-        result: dict[str, Any] = {
-            "task": job.task,
-            **task_output(job.task, pred),
-            "bits_per_pixel": dec.bpp,
-            "num_bytes": dec.num_bytes,
-            "width": w,
-            "height": h,
-            "quality": dec.header.quality,
-            "codec_id": job.codec.id,
-            "codec_fingerprint": job.codec.fingerprint,
-            "task_model_id": job.backend.model_id,
-            "timings_ms": {k: round(v, 3) for k, v in timings.items()},
-        }
+        result = AnalysisResult.from_task_output(
+            pred,
+            task=job.task,
+            bits_per_pixel=dec.bpp,
+            num_bytes=dec.num_bytes,
+            width=w,
+            height=h,
+            quality=dec.header.quality,
+            codec_id=job.codec.id,
+            codec_fingerprint=job.codec.fingerprint,
+            task_model_id=job.backend.model_id,
+            timings_ms={k: round(v, 3) for k, v in timings.items()},
+        )
         m = self.metrics
         m.frames.labels(job.task, job.source).inc()
         m.bytes.labels(job.task).inc(dec.num_bytes)

@@ -13,7 +13,7 @@ from services.analytics.hub import ModelHub
 from services.analytics.metrics import Metrics
 from services.analytics.pipeline import Job, Outcome, Pipeline
 from services.analytics.settings import Settings
-from services.analytics.store import FrameStore
+from services.analytics.store import open_store
 from services.common.errors import ServiceError, to_service_error
 from transtic.bitstream import peek_header
 from transtic.tasks import TaskBackend
@@ -37,12 +37,7 @@ class Runtime:
             on_batch=self.metrics.batch_size.observe,
             on_depth=self.metrics.queue_depth.set,
         )
-        self.store = FrameStore(
-            settings.db_path,
-            max_frames_per_stream=settings.retention_max_frames,
-            max_age_s=settings.retention_max_age_s,
-            synchronous=settings.db_synchronous,
-        )
+        self.store = open_store(settings)
         self.draining = False
         self._started = False
 

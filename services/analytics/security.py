@@ -18,19 +18,25 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.analytics.settings import Settings
 from services.common.auth import API_KEY_HEADER, ApiKeys
-from services.common.errors import ErrorCode, ServiceError
+from services.common.errors import PROBLEM_CONTENT_TYPE, ErrorCode, ServiceError
 from services.common.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
 # Probes and load balancers must reach these without keys or limits.
-PROBE_PATHS = frozenset({"/healthz", "/readyz"})
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
 # Open without a key: the web page and its assets (the page asks for the key itself) and
 # the API description; none of them hold data.
 PUBLIC_PATHS = frozenset(
     {*PROBE_PATHS, "/", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 )
 PUBLIC_PREFIXES = ("/static/",)
+
+
+def is_public_path(path: str, *, metrics_public: bool = True) -> bool:
+    """Whether the guard lets ``path`` through without an API key."""
+    public = PUBLIC_PATHS | ({"/metrics"} if metrics_public else set())
+    return path in public or path.startswith(PUBLIC_PREFIXES)
 
 
 class Guard:
@@ -99,9 +105,9 @@ class Guard:
 
 
 async def _send_error(send: Send, error: ServiceError) -> None:
-    body = json.dumps(error.to_json()).encode()
+    body = json.dumps(error.to_problem()).encode()
     headers = [
-        (b"content-type", b"application/json"),
+        (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
         (b"content-length", str(len(body)).encode()),
     ]
     if error.code is ErrorCode.UNAUTHENTICATED:

@@ -46,9 +46,14 @@ class Settings(ServiceSettings):
         default=5, ge=1, le=1000, description="labels per classified image"
     )
 
+    db_url: str | None = Field(
+        default=None,
+        description="PostgreSQL database shared by replicas (postgresql://user@host:5432/db; "
+        "password from PGPASSWORD or PGPASSFILE); unset = the SQLite file db_path",
+    )
     db_path: Path = Field(
         default=Path("var/analytics/frames.db"),
-        description="SQLite file for streamed frame results",
+        description="SQLite file for streamed frame results (when db_url is unset)",
     )
     db_synchronous: str = Field(
         default="FULL",
@@ -100,6 +105,14 @@ class Settings(ServiceSettings):
     def _known_task(cls, value: str) -> str:
         if value not in TASKS:
             raise ValueError(f"unknown task {value!r}; expected one of {', '.join(TASKS)}")
+        return value
+
+    @field_validator("db_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+            # The message leaves the URL out: it may carry a password.
+            raise ValueError("db_url must be a postgresql:// URL (unset it for SQLite)")
         return value
 
     @field_validator("cors_origins")

@@ -11,10 +11,10 @@ import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 from services.analytics.pipeline import Outcome
 from services.analytics.runtime import Runtime
+from services.analytics.schemas import AnalysisResult
 from services.analytics.store import MAX_SEQUENCE
 from services.common.errors import ErrorCode, ServiceError
 
@@ -27,7 +27,7 @@ class FrameOutcome:
     stream_id: str
     sequence: int
     duplicate: bool = False
-    result: dict[str, Any] | None = None
+    result: AnalysisResult | None = None
     error: ServiceError | None = None
 
 
@@ -80,7 +80,14 @@ class FrameProcessor:
                     return done
                 if stored is not None:
                     self.runtime.metrics.duplicates.inc()
-                    done.set_result(FrameOutcome(stream_id, sequence, True, stored.result))
+                    done.set_result(
+                        FrameOutcome(
+                            stream_id,
+                            sequence,
+                            True,
+                            AnalysisResult.model_validate(stored.result),
+                        )
+                    )
                     return done
                 self._inflight[key] = done
                 work.add_done_callback(
@@ -113,7 +120,7 @@ class FrameProcessor:
             try:
                 outcome = work.result()
                 frame, inserted = self.runtime.store.put(
-                    key[0], key[1], outcome.result["task"], outcome.result, capture_time_ms
+                    key[0], key[1], outcome.result.task, outcome.result.to_json(), capture_time_ms
                 )
             except BaseException as exc:
                 # Failures are not stored: a resend after a transient error is retried.
@@ -121,7 +128,9 @@ class FrameProcessor:
             else:
                 if not inserted:
                     self.runtime.metrics.duplicates.inc()
-                result = FrameOutcome(key[0], key[1], not inserted, frame.result)
+                result = FrameOutcome(
+                    key[0], key[1], not inserted, AnalysisResult.model_validate(frame.result)
+                )
         finally:
             with self._lock:
                 self._inflight.pop(key, None)

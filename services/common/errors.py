@@ -53,6 +53,11 @@ GRPC_STATUS: dict[ErrorCode, grpc.StatusCode] = {
 }
 
 
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+# A URN, not a URL: the type names the error kind and is never fetched.
+PROBLEM_TYPE_PREFIX = "urn:transtic:error:"
+
+
 class ServiceError(Exception):
     """An error a client caused or can act on; its message is safe to show."""
 
@@ -78,6 +83,23 @@ class ServiceError(Exception):
 
     def to_json(self) -> dict[str, Any]:
         return {"error": {"code": self.code.value, "message": self.message}}
+
+    def to_problem(
+        self, *, status: int | None = None, instance: str | None = None
+    ) -> dict[str, Any]:
+        """RFC 9457 problem details with the stable ``code``; ``error`` repeats the
+        pre-1.0 body so that clients written against it keep working."""
+        problem: dict[str, Any] = {
+            "type": f"{PROBLEM_TYPE_PREFIX}{self.code.value}",
+            "title": self.code.value.replace("_", " ").capitalize(),
+            "status": status or self.http_status,
+            "detail": self.message,
+            "code": self.code.value,
+            **self.to_json(),
+        }
+        if instance:
+            problem["instance"] = instance
+        return problem
 
     def __str__(self) -> str:
         return self.message

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,8 @@ REPO = Path(__file__).resolve().parents[2]
 # The services are top-level packages of the repository, not installed ones.
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from postgres_server import PostgresServer, find_bindir  # noqa: E402
 
 
 def png_bytes(height: int = 64, width: int = 64, seed: int = 0) -> bytes:
@@ -81,3 +83,33 @@ def foreign_bitstream(other_codec_checkpoint: Path, sample_png: bytes) -> bytes:
 
     codec = ImageCodec.from_checkpoint(str(other_codec_checkpoint))
     return codec.encode(decode_image_bytes(sample_png)).data
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for this test session (skipped if it is not installed)."""
+    bindir = find_bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL server programs not installed (scripts/setup_env.sh adds them)")
+    server = PostgresServer(bindir).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def stored_result() -> dict[str, object]:
+    """A complete stored detection result (the form the frame store keeps), no model run."""
+    from services.analytics.schemas import AnalysisResult
+
+    return AnalysisResult(
+        task="detection",
+        bits_per_pixel=0.25,
+        num_bytes=96,
+        width=64,
+        height=48,
+        quality=1,
+        codec_id="tiny",
+        task_model_id="fake-detector",
+    ).to_json()

@@ -42,7 +42,7 @@ from e2e_helpers import (
     write_frames,
 )
 
-from services.analytics.store import FrameStore
+from services.analytics.store import SqliteFrameStore
 from services.generated.transtic_api.v1 import api_pb2, api_pb2_grpc
 
 pytestmark = pytest.mark.integration
@@ -201,7 +201,7 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(stack: Stack, tmp_path:
     assert service.kill() == -signal.SIGKILL
     # What the dead process had stored (every acknowledged frame, and perhaps a few
     # whose ack was still on its way), read from its SQLite file.
-    store = FrameStore(service.db)
+    store = SqliteFrameStore(service.db)
     snapshot = {f.sequence: f.to_json() for f in store.frames(stream_id, -1, 1000)}
     store.close()
     # The isolated range-decoder worker sees its pipe close and exits with its parent.

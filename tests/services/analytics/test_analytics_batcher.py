@@ -122,7 +122,7 @@ def test_pipeline_isolates_a_corrupt_stream_in_a_batch(
     assert isinstance(results[0], Outcome) and isinstance(results[3], Outcome)
     assert isinstance(results[1], BitstreamError)
     assert isinstance(results[2], ValueError)
-    first = results[0].result
+    first = results[0].result.to_json()
     assert first["task"] == "detection" and first["width"] == 48 and first["height"] == 32
     assert first["detections"][0]["box"] == [12.0, 8.0, 36.0, 24.0]
     assert first["detections"][0]["mask"]["size"] == [32, 48]

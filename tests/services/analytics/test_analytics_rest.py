@@ -13,6 +13,7 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.analytics.rest import BITSTREAM_TYPE, create_app
+from services.analytics.schemas import AnalysisResult
 from services.analytics.settings import Settings
 from transtic.tasks import TaskBackend
 
@@ -35,10 +36,14 @@ def metric(client: TestClient, name: str, **labels: str) -> float:
 
 def error_of(response: Any, status: int, code: str) -> str:
     assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
     body = response.json()
-    assert set(body) == {"error"} and body["error"]["code"] == code
-    assert "Traceback" not in body["error"]["message"]
-    return str(body["error"]["message"])
+    # RFC 9457 members, the stable code, and the pre-1.0 "error" object kept for old clients
+    assert set(body) >= {"type", "title", "status", "detail", "code", "error"}
+    assert body["status"] == status and body["code"] == body["error"]["code"] == code
+    assert body["type"] == f"urn:transtic:error:{code}"
+    assert "Traceback" not in body["detail"]
+    return str(body["detail"])
 
 
 def test_image_upload_multipart_is_coded_then_classified(
@@ -92,7 +97,7 @@ def test_bitstream_upload(client: TestClient, bitstream: bytes) -> None:
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["input"]["kind"] == "bitstream"
-    assert body["bitstream_bytes"] == len(bitstream) and body["compression_ratio"] is None
+    assert body["bitstream_bytes"] == len(bitstream) and body.get("compression_ratio") is None
     assert body["bits_per_pixel"] == pytest.approx(len(bitstream) * 8 / (64 * 64))
     assert "encode_analysis" not in body["timings_ms"]
     after = metric(client, "transtic_analytics_bitstream_bytes_total", task="classification")
@@ -225,12 +230,22 @@ def test_metrics_exposition(client: TestClient, bitstream: bytes) -> None:
 
 def test_streams_endpoints(client: TestClient) -> None:
     store = client.app.state.runtime.store  # type: ignore[attr-defined]
-    result = {"task": "classification", "labels": [], "detections": [], "bits_per_pixel": 0.1}
+    result = AnalysisResult(
+        task="classification",
+        bits_per_pixel=0.1,
+        num_bytes=20,
+        width=32,
+        height=16,
+        quality=1,
+        codec_id="tiny",
+        task_model_id="fake",
+    )
     for seq in range(5):
-        store.put("rest-cam", seq, "classification", result)
+        store.put("rest-cam", seq, "classification", result.to_json())
     streams = client.get("/v1/streams").json()["streams"]
     cam = next(s for s in streams if s["stream_id"] == "rest-cam")
     assert cam["frames_stored"] == 5 and cam["latest"]["sequence"] == 4
+    assert AnalysisResult.model_validate(cam["latest"]["result"]) == result
     page = client.get("/v1/streams/rest-cam/frames", params={"since": 1, "limit": 2}).json()
     assert [f["sequence"] for f in page["frames"]] == [2, 3] and page["next_since"] == 3
     rest = client.get("/v1/streams/rest-cam/frames", params={"since": 3}).json()
@@ -253,7 +268,7 @@ def test_full_queue_gives_429_with_retry_after(
         assert "queue is full" in error_of(response, 429, "RESOURCE_EXHAUSTED")
         assert response.headers["retry-after"] == "1"
         backend.gate.set()
-        assert busy.result(30).result["task"] == queued.result(30).result["task"] == "detection"
+        assert busy.result(30).result.task == queued.result(30).result.task == "detection"
         assert c.post("/v1/analyze?task=detection", content=bitstream, headers=headers).is_success
 
 
@@ -281,7 +296,7 @@ def test_frames_from_many_requests_share_a_batch(
         assert metric(c, "transtic_analytics_queue_depth") == 3
         backend.gate.set()
         for future in [busy, *waiting]:
-            assert future.result(30).result["task"] == "detection"
+            assert future.result(30).result.task == "detection"
         assert backend.batches == [1, 3]
         assert metric(c, "transtic_analytics_batch_size_count") == 2
         assert metric(c, "transtic_analytics_batch_size_sum") == 4

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import io
-import shutil
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import uvicorn
+from http_helpers import serve_in_thread
 from PIL import Image
 
 from services.analytics.rest import create_app
@@ -21,66 +18,29 @@ from transtic.tasks import TaskBackend
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
 BOX_GREEN = (0x00, 0xC8, 0x53)  # PALETTE[0] in app.js: category 0's box colour
 BANNER = (0xFF, 0xC4, 0x00)  # the classification banner
 
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
-if CHROMIUM is None or CHROMEDRIVER is None:
-    pytest.skip(
-        "chromium and chromium-driver are not installed (apt-get install -y chromium "
-        "chromium-driver)",
-        allow_module_level=True,
-    )
-
+from browser_helpers import headless_chromium  # noqa: E402  (skips without a browser)
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.select import Select  # noqa: E402
 from selenium.webdriver.support.wait import WebDriverWait  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def base_url(module_settings: Settings, backends: list[TaskBackend]) -> Iterator[str]:
+def base_url(
+    module_settings: Settings, backends: list[TaskBackend], stored_result: dict[str, object]
+) -> Iterator[str]:
     app = create_app(module_settings, backends=backends)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    result = {"task": "detection", "labels": [], "detections": [], "bits_per_pixel": 0.25}
-    app.state.runtime.store.put("gate-cam", 41, "detection", result)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(30)
+    with serve_in_thread(app) as port:
+        app.state.runtime.store.put("gate-cam", 41, "detection", stored_result)
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--no-first-run",
-        "--disable-sync",
-        "--window-size=1280,1400",
-        "--force-device-scale-factor=1",
-        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
-    ):
-        options.add_argument(flag)
-    service = webdriver.ChromeService(executable_path=str(CHROMEDRIVER))
-    driver = webdriver.Chrome(options=options, service=service)
-    driver.set_page_load_timeout(60)
-    try:
+    with headless_chromium(tmp_path_factory.mktemp("chromium-profile")) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def count_colour(png: bytes, colour: tuple[int, int, int], tolerance: int = 12) -> int:

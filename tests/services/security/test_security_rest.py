@@ -38,9 +38,10 @@ def client(settings: Settings) -> Iterator[TestClient]:
 
 def error_code(response: Any, status: int) -> str:
     assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
     body = response.json()
-    assert set(body) == {"error"}
-    return str(body["error"]["code"])
+    assert body["status"] == status and body["code"] == body["error"]["code"]
+    return str(body["code"])
 
 
 @pytest.fixture

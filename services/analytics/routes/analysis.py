@@ -1,0 +1,210 @@
+"""POST /v1/analyze: an image (coded with the edge codec first) or a TransTIC bitstream."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import Future
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from services.analytics.pipeline import Outcome
+from services.analytics.problems import problem_responses
+from services.analytics.results import png_base64
+from services.analytics.routes.deps import RuntimeDep, SettingsDep
+from services.analytics.runtime import Runtime
+from services.analytics.schemas import AnalyzeResponse, UploadInfo
+from services.analytics.settings import Settings
+from services.common.errors import ErrorCode, ServiceError
+from transtic.bitstream import MAGIC
+from transtic.images import decode_image_bytes
+
+BITSTREAM_TYPE = "application/x-transtic"
+
+_ANALYZE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            },
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+            BITSTREAM_TYPE: {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+router = APIRouter(tags=["analysis"])
+
+
+@router.post(
+    "/v1/analyze",
+    operation_id="analyze",
+    response_model_exclude_none=True,
+    openapi_extra=_ANALYZE_BODY,
+    responses=problem_responses(
+        ErrorCode.INVALID_ARGUMENT,
+        ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+        ErrorCode.FAILED_PRECONDITION,
+        ErrorCode.UNAVAILABLE,
+        ErrorCode.DEADLINE_EXCEEDED,
+    ),
+)
+async def analyze(
+    request: Request,
+    settings: SettingsDep,
+    runtime: RuntimeDep,
+    task: Annotated[str | None, Query(description="empty: stream's task, else default")] = None,
+    quality: Annotated[
+        int | None, Query(ge=0, le=255, description="codec quality (images)")
+    ] = None,
+    return_image: Annotated[bool, Query(description="include the decoded PNG (base64)")] = False,
+) -> AnalyzeResponse:
+    """Analyse an image (coded at the edge codec first) or a TransTIC bitstream.
+
+    Body: multipart form field ``file``, a raw ``image/*`` body, or
+    ``application/x-transtic``.
+    """
+    start = time.perf_counter()
+    try:
+        return await _analyze(request, settings, runtime, task, quality, return_image, start)
+    except Exception as exc:
+        raise runtime.record_error(exc) from None
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    too_large = ServiceError(
+        ErrorCode.PAYLOAD_TOO_LARGE, f"request body exceeds the limit of {limit} bytes"
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _multipart_file(request: Request, body: bytes) -> tuple[bytes, str]:
+    """The ``file`` field of an already size-checked multipart body."""
+    sent = False
+
+    async def replay() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, replay).form(max_files=1, max_fields=8)
+    except StarletteHTTPException as exc:  # malformed multipart, too many files or fields
+        raise ServiceError(
+            ErrorCode.INVALID_ARGUMENT, f"bad multipart body: {exc.detail}"
+        ) from None
+    part = form.get("file")
+    if not isinstance(part, UploadFile):
+        raise ServiceError(ErrorCode.INVALID_ARGUMENT, "multipart body needs a file field 'file'")
+    return await part.read(), (part.content_type or "").lower()
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def is_bitstream(media_type: str, data: bytes) -> bool:
+    return media_type == BITSTREAM_TYPE or data[: len(MAGIC)] == MAGIC
+
+
+async def submit_upload(
+    runtime: Runtime,
+    settings: Settings,
+    data: bytes,
+    is_stream: bool,
+    task: str | None,
+    quality: int | None,
+    source: str,
+    *,
+    keep_image: bool = False,
+) -> Future[Outcome]:
+    """Queue one uploaded bitstream or image (decoded and coded at the edge codec first)."""
+    if is_stream:
+        # Off the event loop: validation checksums the whole (possibly large) stream.
+        return await run_in_threadpool(
+            runtime.submit_bitstream, data, task, source=source, keep_image=keep_image
+        )
+    image = await run_in_threadpool(decode_image_bytes, data, max_pixels=settings.max_pixels)
+    return runtime.submit_image(image, task, quality, source=source, keep_image=keep_image)
+
+
+async def await_outcome(future: Future[Outcome], settings: Settings) -> Outcome:
+    try:
+        return await asyncio.wait_for(asyncio.wrap_future(future), settings.request_timeout_s)
+    except TimeoutError:
+        raise ServiceError(
+            ErrorCode.DEADLINE_EXCEEDED,
+            f"no result within {settings.request_timeout_s} s; the service is overloaded",
+        ) from None
+
+
+async def _analyze(
+    request: Request,
+    settings: Settings,
+    runtime: Runtime,
+    task: str | None,
+    quality: int | None,
+    return_image: bool,
+    start: float,
+) -> AnalyzeResponse:
+    media_type = _media_type(request)
+    allowed = ("multipart/form-data", BITSTREAM_TYPE, "application/octet-stream")
+    if not (media_type in allowed or media_type.startswith("image/")):
+        raise ServiceError(
+            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+            f"unsupported content type {media_type or '(none)'!r}; send multipart/form-data "
+            f"(field 'file'), an image/* body, or {BITSTREAM_TYPE}",
+        )
+    body = await read_body(request, settings.max_upload_bytes)
+    data, part_type = (
+        await _multipart_file(request, body)
+        if media_type == "multipart/form-data"
+        else (body, media_type)
+    )
+    if not data:
+        raise ServiceError(ErrorCode.INVALID_ARGUMENT, "the upload is empty")
+    is_stream = is_bitstream(part_type, data)
+    source = "rest_bitstream" if is_stream else "rest_image"
+    future = await submit_upload(
+        runtime, settings, data, is_stream, task, quality, source, keep_image=return_image
+    )
+    outcome = await await_outcome(future, settings)
+    coded = len(outcome.bitstream)
+    result = outcome.result
+    image_png = None
+    if outcome.image is not None:
+        image_png = await run_in_threadpool(png_base64, outcome.image)
+    elapsed = time.perf_counter() - start
+    runtime.metrics.request_seconds.labels(source).observe(elapsed)
+    return AnalyzeResponse(
+        **result.model_dump(exclude={"timings_ms"}),
+        timings_ms={**result.timings_ms, "total": round(elapsed * 1e3, 3)},
+        input=UploadInfo(
+            kind="bitstream" if is_stream else "image", content_type=part_type, bytes=len(data)
+        ),
+        bitstream_bytes=coded,
+        # Against the upload's own (already compressed) size, as the user sees it.
+        compression_ratio=None if is_stream else len(data) / coded,
+        compression_ratio_raw=result.width * result.height * 3 / coded,
+        image_png_base64=image_png,
+    )

@@ -1,0 +1,232 @@
+"""What every frame store guarantees, written once in SQL both backends understand.
+
+A backend (SQLite for one process, PostgreSQL for replicas sharing one database)
+supplies a connection and runs each unit of work in one transaction; the queries,
+dedupe, retention and read shapes live here so the backends cannot drift apart.
+SQL is written with ``?`` placeholders and the PostgreSQL backend translates them.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+_AGE_PRUNE_EVERY_S = 60.0
+MAX_SEQUENCE = 2**63 - 1  # signed 64-bit in both SQLite and PostgreSQL (BIGINT)
+
+T = TypeVar("T")
+
+
+class Cursor(Protocol):
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+Execute = Callable[[str, Sequence[Any]], Cursor]
+
+
+@dataclass(frozen=True)
+class StoredFrame:
+    stream_id: str
+    sequence: int
+    received_ms: int
+    capture_time_ms: int | None
+    task: str
+    result: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stream_id": self.stream_id,
+            "sequence": self.sequence,
+            "received_ms": self.received_ms,
+            "capture_time_ms": self.capture_time_ms,
+            "task": self.task,
+            "result": self.result,
+        }
+
+
+_FRAME_COLUMNS = "stream_id, sequence, received_ms, capture_time_ms, task, result"
+_SELECT_FRAME = f"SELECT {_FRAME_COLUMNS} FROM frames WHERE stream_id = ? AND sequence = ?"
+
+
+class FrameStore(ABC):
+    """Frame results keyed by (stream, sequence): the first stored copy wins, forever.
+
+    ``put`` returns only after the transaction committed, so a result acknowledged
+    to a client survives a crash of the service (persist-before-ack).
+    """
+
+    backend: str = ""
+
+    def __init__(
+        self,
+        *,
+        max_frames_per_stream: int,
+        max_age_s: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self.max_frames_per_stream = max_frames_per_stream
+        self.max_age_s = max_age_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last_age_prune = float("-inf")
+
+    @abstractmethod
+    def _run(self, work: Callable[[Execute], T], *, write: bool = False) -> T:
+        """Run ``work`` in one transaction (committed when it returns, rolled back if it
+        raises), holding the store's lock; ``write`` takes the write lock up front."""
+
+    @abstractmethod
+    def schema_version(self) -> int:
+        """The migration version the open database is at."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    # -- writes -------------------------------------------------------------------
+    def put(
+        self,
+        stream_id: str,
+        sequence: int,
+        task: str,
+        result: dict[str, Any],
+        capture_time_ms: int | None = None,
+    ) -> tuple[StoredFrame, bool]:
+        """Store a frame's result unless one is stored already.
+
+        Returns the stored frame and whether this call inserted it (False: an
+        earlier or concurrent copy of the frame won, and its result is returned).
+        """
+        now = self._now_ms()
+        row_values = (stream_id, sequence, now, capture_time_ms, task, json.dumps(result))
+
+        def work(execute: Execute) -> tuple[Any, bool]:
+            inserted = (
+                execute(
+                    f"INSERT INTO frames ({_FRAME_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (stream_id, sequence) DO NOTHING",
+                    row_values,
+                ).rowcount
+                == 1
+            )
+            if inserted:
+                execute(
+                    "INSERT INTO streams (stream_id, first_seen_ms, last_seen_ms, frames_total, "
+                    "last_sequence) VALUES (?, ?, ?, 1, ?) ON CONFLICT (stream_id) DO UPDATE SET "
+                    "last_seen_ms = excluded.last_seen_ms, "
+                    "frames_total = streams.frames_total + 1, "
+                    "last_sequence = CASE WHEN excluded.last_sequence > streams.last_sequence "
+                    "THEN excluded.last_sequence ELSE streams.last_sequence END",
+                    (stream_id, now, now, sequence),
+                )
+                # Keep the newest max_frames_per_stream sequences; NULL deletes nothing.
+                execute(
+                    "DELETE FROM frames WHERE stream_id = ? AND sequence < ("
+                    "SELECT sequence FROM frames WHERE stream_id = ? "
+                    "ORDER BY sequence DESC LIMIT 1 OFFSET ?)",
+                    (stream_id, stream_id, self.max_frames_per_stream - 1),
+                )
+            return execute(_SELECT_FRAME, (stream_id, sequence)).fetchone(), inserted
+
+        row, inserted = self._run(work, write=True)
+        if now / 1000 - self._last_age_prune > _AGE_PRUNE_EVERY_S:
+            self.prune()
+        # The row can only be missing if retention dropped it at once (max 1 frame, old seq).
+        frame = (
+            _frame(row)
+            if row is not None
+            else StoredFrame(stream_id, sequence, now, capture_time_ms, task, result)
+        )
+        return frame, inserted
+
+    def prune(self) -> int:
+        """Drop frames older than the retention age, and streams left without frames."""
+        now = self._now_ms()
+        cutoff = now - int(self.max_age_s * 1000)
+
+        def work(execute: Execute) -> int:
+            removed = execute("DELETE FROM frames WHERE received_ms < ?", (cutoff,)).rowcount
+            execute(
+                "DELETE FROM streams WHERE last_seen_ms < ? AND NOT EXISTS ("
+                "SELECT 1 FROM frames WHERE frames.stream_id = streams.stream_id)",
+                (cutoff,),
+            )
+            return int(removed)
+
+        removed = self._run(work, write=True)
+        self._last_age_prune = now / 1000
+        return removed
+
+    # -- reads --------------------------------------------------------------------
+    def get(self, stream_id: str, sequence: int) -> StoredFrame | None:
+        row = self._run(lambda execute: execute(_SELECT_FRAME, (stream_id, sequence)).fetchone())
+        return _frame(row) if row is not None else None
+
+    def frames(self, stream_id: str, since: int = -1, limit: int = 100) -> list[StoredFrame]:
+        """Stored frames of a stream with sequence > ``since``, oldest first."""
+        rows = self._run(
+            lambda execute: execute(
+                f"SELECT {_FRAME_COLUMNS} FROM frames WHERE stream_id = ? AND sequence > ? "
+                "ORDER BY sequence LIMIT ?",
+                (stream_id, since, limit),
+            ).fetchall()
+        )
+        return [_frame(r) for r in rows]
+
+    def streams(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Streams, most recently active first, each with its latest stored frame."""
+
+        def work(execute: Execute) -> tuple[list[Any], dict[str, Any]]:
+            rows = execute(
+                "SELECT s.stream_id, s.first_seen_ms, s.last_seen_ms, s.frames_total, "
+                "s.last_sequence, (SELECT COUNT(*) FROM frames f WHERE f.stream_id = s.stream_id) "
+                "FROM streams s ORDER BY s.last_seen_ms DESC, s.stream_id LIMIT ?",
+                (limit,),
+            ).fetchall()
+            latest = {
+                r[0]: execute(
+                    f"SELECT {_FRAME_COLUMNS} FROM frames WHERE stream_id = ? "
+                    "ORDER BY sequence DESC LIMIT 1",
+                    (r[0],),
+                ).fetchone()
+                for r in rows
+            }
+            return rows, latest
+
+        rows, latest = self._run(work)
+        return [
+            {
+                "stream_id": sid,
+                "first_seen_ms": first,
+                "last_seen_ms": last,
+                "frames_total": total,
+                "frames_stored": int(stored),
+                "last_sequence": last_seq,
+                "latest": _frame(latest[sid]).to_json() if latest[sid] is not None else None,
+            }
+            for sid, first, last, total, last_seq, stored in rows
+        ]
+
+    def has_stream(self, stream_id: str) -> bool:
+        row = self._run(
+            lambda execute: execute(
+                "SELECT 1 FROM streams WHERE stream_id = ?", (stream_id,)
+            ).fetchone()
+        )
+        return row is not None
+
+
+def _frame(row: Sequence[Any]) -> StoredFrame:
+    stream_id, sequence, received_ms, capture_ms, task, result = row
+    return StoredFrame(stream_id, sequence, received_ms, capture_ms, task, json.loads(result))
