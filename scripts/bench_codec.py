@@ -78,7 +78,7 @@ def load_model(checkpoint: str | None) -> tuple[HyperpriorCodec, str]:
 
 
 @dataclass
-class Path_:
+class CodingPath:
     """One way to code the image: encode() -> opaque stream, decode(stream) -> (3,H,W)."""
 
     name: str
@@ -101,11 +101,11 @@ class Path_:
 
 def our_path(
     model: HyperpriorCodec, image: torch.Tensor, name: str, precision: str, attention: str = "sdpa"
-) -> Path_:
+) -> CodingPath:
     model = load_checkpoint(model.state_dict())  # a private copy per path
     model.set_attention_impl(attention)
     codec = ImageCodec(model, precision=precision, entropy_mode=EntropyParamMode.FIXED_POINT)
-    return Path_(
+    return CodingPath(
         name,
         lambda: codec.encode(image),
         lambda enc: codec.decode(enc.data).image,
@@ -113,10 +113,10 @@ def our_path(
     )
 
 
-def official_path(source: Path, model: HyperpriorCodec, image: torch.Tensor) -> Path_:
+def official_path(source: Path, model: HyperpriorCodec, image: torch.Tensor) -> CodingPath:
     official = OfficialCodec(source, model.state_dict())
     x = image.float().div(255)[None]  # 768x512 is a multiple of 256: no alignment needed
-    return Path_(
+    return CodingPath(
         "official code (float32)",
         lambda: official.encode(x),
         lambda enc: official.decode(enc["strings"], enc["shape"])[0],
@@ -124,7 +124,9 @@ def official_path(source: Path, model: HyperpriorCodec, image: torch.Tensor) -> 
     )
 
 
-def build_paths(args: argparse.Namespace, model: HyperpriorCodec, image: torch.Tensor) -> list[Path_]:
+def build_paths(
+    args: argparse.Namespace, model: HyperpriorCodec, image: torch.Tensor
+) -> list[CodingPath]:
     paths = []
     if args.official_src:
         paths.append(official_path(args.official_src, model, image))
@@ -149,7 +151,7 @@ def machine() -> dict[str, Any]:
     }
 
 
-def summarise(paths: list[Path_], image: torch.Tensor) -> list[dict[str, Any]]:
+def summarise(paths: list[CodingPath], image: torch.Tensor) -> list[dict[str, Any]]:
     megapixels = image.shape[1] * image.shape[2] / 1e6
     reference = image.float() / 255
     rows = []
@@ -184,11 +186,15 @@ def main() -> None:
     model, source = load_model(args.checkpoint)
     image = test_image()
     info = machine()
-    print(f"machine: {info['processor']}, {args.threads} threads, torch {info['torch']}, "
-          f"cpu capability {info['cpu_capability']}")
+    print(
+        f"machine: {info['processor']}, {args.threads} threads, torch {info['torch']}, "
+        f"cpu capability {info['cpu_capability']}"
+    )
     print(f"cpu flags: {' '.join(info['cpu_flags'])}")
-    print(f"precision='auto' picks {info['auto_precision']} "
-          f"({info['auto_precision_lossy_allowed']} with allow_int8=True)")
+    print(
+        f"precision='auto' picks {info['auto_precision']} "
+        f"({info['auto_precision_lossy_allowed']} with allow_int8=True)"
+    )
     print(f"weights: {source}; image {SIZE[1]}x{SIZE[0]}; median of {args.repeats}, interleaved")
     paths = build_paths(args, model, image)
     for p in paths:  # warm-up: mask caches, oneDNN primitives, quantised weights
@@ -200,12 +206,16 @@ def main() -> None:
             p.run_once()
     rows = summarise(paths, image)
     label = "vs official" if args.official_src else f"vs {rows[0]['path']}"
-    print(f"{'path':<32}{'enc ms/MP':>11}{'dec ms/MP':>11}{'enc x':>7}{'dec x':>7}"
-          f"{'bpp':>9}{'PSNR':>8}   (x = {label})")
+    print(
+        f"{'path':<32}{'enc ms/MP':>11}{'dec ms/MP':>11}{'enc x':>7}{'dec x':>7}"
+        f"{'bpp':>9}{'PSNR':>8}   (x = {label})"
+    )
     for row in rows:
-        print(f"{row['path']:<32}{row['encode_ms_per_mp']:>11.0f}{row['decode_ms_per_mp']:>11.0f}"
-              f"{row['encode_x']:>7.2f}{row['decode_x']:>7.2f}"
-              f"{row['bpp']:>9.4f}{row['psnr_db']:>8.2f}")
+        print(
+            f"{row['path']:<32}{row['encode_ms_per_mp']:>11.0f}{row['decode_ms_per_mp']:>11.0f}"
+            f"{row['encode_x']:>7.2f}{row['decode_x']:>7.2f}"
+            f"{row['bpp']:>9.4f}{row['psnr_db']:>8.2f}"
+        )
     if args.json:
         report = {
             "date": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -48,7 +48,9 @@ def _is_compressai(name: str) -> bool:
 def import_official_model_class(source: Path) -> type[nn.Module]:
     """``TIC_PromptModel_first2`` from the checkout at ``source``."""
     if not (source / "compressai/models/tic_promptmodel.py").is_file():
-        raise SystemExit(f"{source} is not a TransTIC checkout (no compressai/models/tic_promptmodel.py)")
+        raise SystemExit(
+            f"{source} is not a TransTIC checkout (no compressai/models/tic_promptmodel.py)"
+        )
     for name in _COMPILED:
         importlib.import_module(name)
     ours = {k: m for k, m in sys.modules.items() if _is_compressai(k)}
@@ -75,8 +77,9 @@ class OfficialCodec:
         config = types.SimpleNamespace(**PROMPT_CONFIG)
         n, m = state_dict["g_a0.weight"].shape[0], state_dict["g_a6.weight"].shape[0]
         self.model = cls(N=n, M=m, prompt_config=config).eval()
-        self.model.load_state_dict({k: v.float() if v.is_floating_point() else v
-                                    for k, v in state_dict.items()})
+        self.model.load_state_dict(
+            {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
+        )
 
     @torch.no_grad()
     def encode(self, x: Tensor) -> dict[str, Any]:

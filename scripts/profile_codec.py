@@ -96,14 +96,17 @@ def main() -> None:
         gflop = flops.get(name, 0.0) / 1e9
         total += seconds
         rate = f"{gflop / seconds:.0f}" if gflop else "-"
-        print(sep.join([name, f"{seconds * 1e3 / megapixels:.0f}",
-                        f"{gflop / megapixels:.1f}", rate]))
+        print(
+            sep.join([name, f"{seconds * 1e3 / megapixels:.0f}", f"{gflop / megapixels:.1f}", rate])
+        )
     for stage in ("entropy_encode", "entropy_decode", "pack", "parse"):
         if stage in coding:
             ms = statistics.median(coding[stage]) * 1e3 / megapixels
             print(sep.join([stage, f"{ms:.0f}", "-", "-"]))
-    print(f"encode+decode transforms: {total * 1e3 / megapixels:.0f} ms/MP, "
-          f"{sum(flops.values()) / 1e9 / megapixels:.0f} GFLOP/MP")
+    print(
+        f"encode+decode transforms: {total * 1e3 / megapixels:.0f} ms/MP, "
+        f"{sum(flops.values()) / 1e9 / megapixels:.0f} GFLOP/MP"
+    )
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         codec.decode(codec.encode(image).data)
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=18))
