@@ -58,7 +58,8 @@ def test_decoding_is_identical_across_thread_counts(reference_weights, reference
         decoded = codec.decode(encoded.data, keep_latent=True)
     finally:
         torch.set_num_threads(threads)
-    y, z = model.analyze(image.float().div(255)[None])
+    x = image.float().div(255)[None].contiguous(memory_format=torch.channels_last)
+    y, z = codec._transforms.analyze(x)  # the encoder's own (channels-last) transforms
     _, _, y_hat_encoder = model.entropy_encode(y, z, "fixed")
     assert decoded.y_hat is not None and torch.equal(decoded.y_hat, y_hat_encoder)
 

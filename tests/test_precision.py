@@ -123,6 +123,20 @@ def test_fast_paths_keep_streams_decodable_by_float32(tiny_transtic, fast):
     assert (exact.decode(exact.encode(image).data).image - by_exact.image).abs().mean() < 0.05
 
 
+def test_float32_fast_copy_matches_the_reference_model(tiny_transtic):
+    """Channels-last, BN-folded float32 transforms compute the model's function."""
+    fast = ImageCodec(tiny_transtic, precision="float32")._transforms
+    assert fast is not tiny_transtic
+    x = torch.rand(1, 3, 256, 256)
+    y_ref, z_ref = tiny_transtic.analyze(x)
+    y, z = fast.analyze(x.contiguous(memory_format=torch.channels_last))
+    assert (y - y_ref).abs().max() <= 1e-4 * y_ref.abs().max()
+    assert (z - z_ref).abs().max() <= 1e-4 * z_ref.abs().max()
+    y_hat = torch.round(y_ref)
+    x_ref = tiny_transtic.synthesize(y_hat)
+    assert (fast.synthesize(y_hat) - x_ref).abs().max() <= 1e-4
+
+
 def test_int8_quantises_the_transforms_only(tiny_transtic):
     quick = ImageCodec(tiny_transtic, precision="int8")
     names = {type(m).__module__ for m in quick._transforms.g_a1.modules()}

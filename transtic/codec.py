@@ -101,10 +101,9 @@ class ImageCodec:
         self.entropy_mode = EntropyParamMode(entropy_mode)
         self.precision = self.precision_choice.precision
         log_choice(self.precision_choice, f"codec {type(model).__name__} on {self.device}")
-        # bf16 / int8: a private copy with fast transforms (no per-op casts at run time)
-        self._transforms = (
-            self.model if self.precision == "float32" else model.fast_transforms(self.precision)
-        )
+        # A private copy with fast transforms (channels-last, BN folded, no per-op casts);
+        # the model itself stays as loaded, for the reference computation.
+        self._transforms = model.fast_transforms(self.precision)
         self.max_pixels = max_pixels
         self.divisor = model.config.alignment
         if isolate_decoding:
@@ -137,8 +136,7 @@ class ImageCodec:
         mode = _ENTROPY_MODES[self.entropy_mode]
         with torch.no_grad():
             with _timed(timings, "analysis"):
-                if self.precision != "float32":
-                    x = x.contiguous(memory_format=torch.channels_last)
+                x = x.contiguous(memory_format=torch.channels_last)
                 y, z = self._transforms.analyze(x)
             with _timed(timings, "entropy_encode"):
                 y_strings, z_strings, _ = self.model.entropy_encode(y, z, mode)  # type: ignore[arg-type]

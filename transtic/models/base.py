@@ -245,26 +245,32 @@ class HyperpriorCodec(nn.Module):
         return torch.float32 if weights is None else weights.dtype
 
     def fast_transforms(self, precision: str = "bfloat16") -> HyperpriorCodec:
-        """A copy whose analysis/synthesis transforms run fast, channels-last.
+        """A copy whose analysis/synthesis transforms run fast: channels-last, BN folded.
 
+        ``float32``: same weights (results equal up to float rounding, ~1e-6 relative).
         ``bfloat16``: the transforms' weights in bf16. ``int8``: their Linear layers
         dynamically quantised (int8 weights, per-batch int8 activations), the rest float32.
         Only ``analyze`` and ``synthesize`` of the copy are meant to be used: the
         hyper-synthesis and entropy models, which decide the bitstream's meaning, keep
         their float32 weights, so streams stay decodable by a float32 decoder.
         """
-        if precision not in ("bfloat16", "int8"):
+        if precision not in ("float32", "bfloat16", "int8"):
             raise ValueError(f"no fast transforms for precision {precision!r}")
-        fast = copy.deepcopy(self)
+        from ..layers import InstancePromptGenerator
+
+        fast = copy.deepcopy(self).eval()
         for name, module in fast.named_children():
             if name.startswith(("g_a", "g_s", "h_a")):
+                if isinstance(module, InstancePromptGenerator):
+                    module.fold_batch_norms()
                 if precision == "bfloat16":
                     module.to(dtype=torch.bfloat16)
+                # oneDNN convs run fastest on NHWC, and the Swin stages read NHWC tokens
                 module.to(memory_format=torch.channels_last)
                 if precision == "int8":
                     setattr(fast, name, quantize_linear_layers(module))
         fast.set_attention_impl("sdpa")
-        return fast.eval()
+        return fast
 
     def compress(self, x: Tensor, *, entropy_mode: EntropyMode | None = None) -> dict[str, Any]:
         y, z = self.analyze(x)
