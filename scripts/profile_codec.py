@@ -50,16 +50,26 @@ def add_timing_hooks(model: torch.nn.Module, times: dict[str, list[float]]) -> N
 
 
 def stage_flops(codec: ImageCodec, image: torch.Tensor) -> dict[str, float]:
-    counter = FlopCounterMode(display=False, depth=2)
-    with counter:
-        encoded = codec.encode(image)
-        codec.decode(encoded.data)
-    flops: dict[str, float] = {}
-    for key, ops in counter.get_flop_counts().items():
-        name = key.split(".")[-1]
-        if name in stage_modules(codec._transforms) and "." in key:
-            flops[name] = flops.get(name, 0.0) + sum(ops.values())
-    return flops
+    """FLOPs of one encode + decode per stage, each stage counted by its own counter."""
+    flops: dict[str, float] = defaultdict(float)
+    handles = []
+    for name, module in stage_modules(codec._transforms).items():
+        counters: list[FlopCounterMode] = []
+
+        def pre(_m, _i, counters=counters):  # type: ignore[no-untyped-def]
+            counters.append(FlopCounterMode(display=False))
+            counters[-1].__enter__()
+
+        def post(_m, _i, _o, name=name, counters=counters):  # type: ignore[no-untyped-def]
+            counter = counters.pop()
+            counter.__exit__(None, None, None)
+            flops[name] += counter.get_total_flops()
+
+        handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+    codec.decode(codec.encode(image).data)
+    for handle in handles:
+        handle.remove()
+    return dict(flops)
 
 
 def main() -> None:
