@@ -54,7 +54,7 @@ class AnalysisResult(_Model):
     codec_fingerprint: str = ""
     task_model_id: str
     timings_ms: dict[str, float] = {}
-    request_id: str = Field("", description="the caller's request id, if it sent one")
+    request_id: str = Field(default="", description="the caller's request id, if it sent one")
 
     @classmethod
     def from_task_output(cls, output: Mapping[str, Any], **fields: Any) -> AnalysisResult:
