@@ -77,6 +77,13 @@ class Settings(ServiceSettings):
     max_pixels: int = Field(
         default=2**25, ge=64, description="largest image or coded stream, in pixels (32 MP)"
     )
+    stream_thumbnail_px: int = Field(
+        default=96,
+        ge=0,
+        le=512,
+        description="height in pixels of the JPEG thumbnail of each decoded stream frame, "
+        "stored with its result for the web page; 0 = no thumbnails",
+    )
     grpc_max_workers: int = Field(
         default=16, ge=2, description="gRPC handler threads (streams hold one each)"
     )
