@@ -108,10 +108,12 @@ class Settings(ServiceSettings):
             raise ValueError(f"unknown task {value!r}; expected one of {', '.join(TASKS)}")
         return value
 
-    @field_validator("db_url")
+    @field_validator("db_url", mode="before")
     @classmethod
-    def _postgres_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+    def _postgres_url(cls, value: object) -> object:
+        if value == "":
+            return None  # an empty env value (compose's ${TRANSTIC_DB_URL:-}) means SQLite
+        if isinstance(value, str) and not value.startswith(("postgresql://", "postgres://")):
             # The message leaves the URL out: it may carry a password.
             raise ValueError("db_url must be a postgresql:// URL (unset it for SQLite)")
         return value
