@@ -83,6 +83,13 @@ class Settings(ServiceSettings):
     max_pixels: int = Field(
         default=2**25, ge=64, description="largest image or coded stream, in pixels (32 MP)"
     )
+    stream_thumbnail_px: int = Field(
+        default=96,
+        ge=0,
+        le=512,
+        description="height in pixels of the JPEG thumbnail of each decoded stream frame, "
+        "stored with its result for the web page; 0 = no thumbnails",
+    )
     grpc_max_workers: int = Field(
         default=16, ge=2, description="gRPC handler threads (streams hold one each)"
     )
@@ -107,10 +114,12 @@ class Settings(ServiceSettings):
             raise ValueError(f"unknown task {value!r}; expected one of {', '.join(TASKS)}")
         return value
 
-    @field_validator("db_url")
+    @field_validator("db_url", mode="before")
     @classmethod
-    def _postgres_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+    def _postgres_url(cls, value: object) -> object:
+        if value == "":
+            return None  # an empty env value (compose's ${TRANSTIC_DB_URL:-}) means SQLite
+        if isinstance(value, str) and not value.startswith(("postgresql://", "postgres://")):
             # The message leaves the URL out: it may carry a password.
             raise ValueError("db_url must be a postgresql:// URL (unset it for SQLite)")
         return value

@@ -13,6 +13,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from services.analytics.pipeline import Outcome
+from services.analytics.results import jpeg_thumbnail_base64
 from services.analytics.runtime import Runtime
 from services.analytics.schemas import AnalysisResult
 from services.analytics.store import MAX_SEQUENCE
@@ -51,6 +52,7 @@ class FrameProcessor:
         # the batch worker so decoding never waits for the disk.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-store")
         self._lock = threading.Lock()
+        self._thumbnail_px = runtime.settings.stream_thumbnail_px
 
     def close(self) -> None:
         self._writer.shutdown(wait=True)
@@ -74,7 +76,9 @@ class FrameProcessor:
                     # so no copy can slip between the two lookups and run twice.
                     stored = self.runtime.store.get(stream_id, sequence)
                     if stored is None:
-                        work = self.runtime.submit_bitstream(bitstream, task, source="stream")
+                        work = self.runtime.submit_bitstream(
+                            bitstream, task, source="stream", keep_image=self._thumbnail_px > 0
+                        )
                 except Exception as exc:
                     done.set_result(self._failed(key, exc))
                     return done
@@ -119,8 +123,12 @@ class FrameProcessor:
         try:
             try:
                 outcome = work.result()
+                stored = outcome.result
+                if outcome.image is not None:
+                    thumb = jpeg_thumbnail_base64(outcome.image, self._thumbnail_px)
+                    stored = stored.model_copy(update={"thumbnail_jpeg_base64": thumb})
                 frame, inserted = self.runtime.store.put(
-                    key[0], key[1], outcome.result.task, outcome.result.to_json(), capture_time_ms
+                    key[0], key[1], stored.task, stored.to_json(), capture_time_ms
                 )
             except BaseException as exc:
                 # Failures are not stored: a resend after a transient error is retried.

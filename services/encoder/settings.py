@@ -78,7 +78,15 @@ class EncoderSettings(ServiceSettings):
 
     # ---------------------------------------------------------------- stream
     source: str | None = Field(
-        default=None, description="image folder, video file, /dev/videoN or camera:N"
+        default=None,
+        description="image folder, video file, /dev/videoN, camera:N, rtsp:// or http(s):// "
+        "(MJPEG) camera stream, or gst:<GStreamer pipeline>",
+    )
+    source_reconnect_attempts: int = Field(
+        default=20,
+        ge=0,
+        description="network sources: failed reopenings in a row before the stream ends "
+        "(waits as for reconnect_initial_s / reconnect_max_s); 0 = forever",
     )
     target: str = Field(
         default=DEFAULT_ANALYTICS_TARGET, description="Analytics gRPC address host:port"

@@ -62,3 +62,26 @@ def test_bad_curves_raise(rates: list[float], quality: list[float]) -> None:
 def test_no_overlap_raises() -> None:
     with pytest.raises(BDRateError, match="overlap"):
         bd_rate(RATES, QUALITY, [1.0, 2.0], [40.0, 42.0])
+
+
+# Rate-quality curves of the shapes evaluations produce: PSNR-like and accuracy-like,
+# equal and unequal point counts, partial overlap.
+CROSS_CHECK_CURVES = [
+    (([0.1, 0.2, 0.4, 0.8], [28.0, 31.0, 33.5, 36.0]),
+     ([0.09, 0.21, 0.35, 0.7], [28.3, 31.1, 33.2, 36.4])),
+    (([0.12, 0.25, 0.5, 0.9], [41.0, 55.0, 66.0, 71.0]),
+     ([0.15, 0.3, 0.45, 0.8], [50.0, 60.0, 67.0, 73.0])),
+    (([0.05, 0.1, 0.2, 0.4, 0.8], [26.0, 28.5, 31.0, 33.0, 35.0]),
+     ([0.04, 0.08, 0.18, 0.3, 0.6], [26.5, 28.8, 31.5, 33.4, 35.5])),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("anchor", "test"), CROSS_CHECK_CURVES)
+def test_matches_the_bjontegaard_package(
+    anchor: tuple[list[float], list[float]], test: tuple[list[float], list[float]]
+) -> None:
+    """Our PCHIP BD-rate against an independent implementation (PyPI ``bjontegaard``)."""
+    import bjontegaard  # dev extra; a missing package must fail, not skip
+
+    theirs = bjontegaard.bd_rate(*anchor, *test, method="pchip", min_overlap=0.0)
+    assert bd_rate(*anchor, *test) == pytest.approx(theirs, abs=1e-6)

@@ -14,8 +14,7 @@ from PIL import Image
 from transtic.evaluation import EvalSet, TaskScorer, eval_main, evaluate, load_eval_set
 from transtic.evaluation.anchors import AnchorCodec
 from transtic.evaluation.metrics import detections_agreement
-from transtic.models import create_model, load_checkpoint
-from transtic.training import export_weights
+from transtic.models import load_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -29,16 +28,6 @@ def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
         array = (img.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
         Image.fromarray(array).save(root / f"img{i}.png")
     return root
-
-
-@pytest.fixture(scope="module")
-def tiny_codecs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    root = tmp_path_factory.mktemp("codecs")
-    paths = []
-    for seed in (0, 1):
-        torch.manual_seed(seed)
-        paths.append(export_weights(create_model("tic-tiny"), root / f"tiny{seed}.pth.tar", {}))
-    return paths
 
 
 class ConstantDetector:
@@ -136,7 +125,8 @@ def test_imagenet_folders_map_wordnet_ids_to_classifier_indices(tmp_path: Path) 
     assert scorer.score(data.images) == {"top1_agreement": 100.0, "top1_accuracy": 50.0}
 
 
-def test_coco_map_with_annotation_file(tmp_path: Path) -> None:
+def _two_image_coco(tmp_path: Path) -> Path:
+    """Two black 200x200 images whose one box each is where ConstantDetector puts it."""
     images: list[dict[str, Any]] = [
         {"id": 7, "file_name": "a.png", "height": 200, "width": 200},
         {"id": 9, "file_name": "b.png", "height": 200, "width": 200},
@@ -152,6 +142,11 @@ def test_coco_map_with_annotation_file(tmp_path: Path) -> None:
     ann_file.write_text(
         json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "p"}]})
     )
+    return ann_file
+
+
+def test_coco_map_with_annotation_file(tmp_path: Path) -> None:
+    ann_file = _two_image_coco(tmp_path)
     data = load_eval_set("coco", tmp_path, annotations=ann_file)
     assert data.image_ids == [7, 9]
     scorer = TaskScorer("detection", ConstantDetector(), data)
@@ -173,3 +168,27 @@ def test_heldout_photos_with_anchors_only(tmp_path: Path) -> None:
     assert result["images"][0] in {f"{p.name}.png" for p in available(HELDOUT)}
     assert [p["point"] for p in result["points"]] == ["q30"]
     assert not (tmp_path / "heldout_photos").exists()
+
+
+def test_coco_map_counts_only_the_evaluated_images(tmp_path: Path) -> None:
+    """1 of 2 images evaluated, perfectly: 100, not 50.5 (the other image's box is no miss)."""
+    ann_file = _two_image_coco(tmp_path)
+    data = load_eval_set("coco", tmp_path, annotations=ann_file, max_images=1)
+    assert data.image_ids == [7]
+    scorer = TaskScorer("detection", ConstantDetector(), data)
+    assert scorer.reference_scores()["mAP"] == pytest.approx(100.0)
+
+
+def test_coco_results_drop_detections_below_the_score_threshold() -> None:
+    from transtic.evaluation.metrics import coco_map, coco_results
+
+    dets = [{"box": [0, 0, 5, 5], "score": s, "category_id": 1} for s in (0.9, 0.05, 0.049)]
+    kept = coco_results([3], [{"detections": dets}], min_score=0.05)
+    assert [r["score"] for r in kept] == [0.9, 0.05]
+    with pytest.raises(ValueError, match="outside the evaluated set"):
+        coco_map(_FakeGT(), kept, image_ids=[4])
+
+
+class _FakeGT:
+    def getImgIds(self) -> list[int]:  # noqa: N802 (pycocotools' name)
+        return [3, 4]

@@ -18,6 +18,8 @@ CODEC_ARGS = [
     "--model", "tic-tiny", "--lambda", "0.0067", "--data", "folder", "--batch-size", "1",
     "--lr", "1e-3", "--log-every", "1", "--checkpoint-every", "1", "--no-progress",
     "--threads", "1",
+    # no decay: milestones are fractions of --steps, which the resume test changes
+    "--lr-milestones",
 ]  # fmt: skip
 
 

@@ -5,6 +5,9 @@ Example (the shipped weights on the held-out photos)::
     transtic eval --task classification --heldout-photos \\
         --codec transtic=transtic_small_cls_q1 \\
         --codec tic=transtic_small_base_q1,transtic_small_base_q3 --out docs/eval
+
+``--protocol paper`` prepares images as the TransTIC paper evaluates (see
+``transtic.evaluation.protocol`` and docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -25,13 +28,23 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--task", required=True, choices=["classification", "detection", "segmentation"])
+    p.add_argument(
+        "--task",
+        required=True,
+        choices=["classification", "detection", "segmentation"],
+        help="the machine task to score",
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", type=Path, help="image folder, ImageNet class folders or COCO dir")
     src.add_argument(
         "--heldout-photos", action="store_true", help="the photos held out from training"
     )
-    p.add_argument("--data-kind", choices=["folder", "imagenet", "coco"], default="folder")
+    p.add_argument(
+        "--data-kind",
+        choices=["folder", "imagenet", "coco"],
+        default="folder",
+        help="layout of --data: plain folder, ImageNet class folders or COCO",
+    )
     p.add_argument("--annotations", type=Path, default=None, help="COCO instances json")
     p.add_argument(
         "--codec",
@@ -40,15 +53,52 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="METHOD=SRC[,SRC...]",
         help="a method's rate points: checkpoint files or weights registry names",
     )
-    p.add_argument("--anchors", nargs="*", default=["jpeg", "webp"], choices=["jpeg", "webp"])
-    p.add_argument("--anchor-qualities", type=int, nargs="*", default=[])
+    p.add_argument(
+        "--anchors",
+        nargs="*",
+        default=["jpeg", "webp"],
+        choices=["jpeg", "webp"],
+        help="classic codecs to compare against",
+    )
+    p.add_argument(
+        "--anchor-qualities",
+        type=int,
+        nargs="*",
+        default=[],
+        help="extra anchor quality settings (the anchors are also matched to the codecs' rates)",
+    )
+    p.add_argument(
+        "--protocol",
+        choices=["native", "paper"],
+        default="native",
+        help="native: code images at their own size; paper: 256 crops (classification) "
+        "or 800/1333 resizes (detection) as the paper evaluates",
+    )
+    p.add_argument(
+        "--task-backend",
+        default=None,
+        help="task backend (default: the --task name; e.g. detectron2, detectron2_segmentation)",
+    )
     p.add_argument("--task-weights", default=None, help="task network: registry name or file")
-    p.add_argument("--cache-dir", type=Path, default=None)
-    p.add_argument("--max-images", type=int, default=None)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--out", type=Path, required=True, help="directory for table, CSV, JSON, plot")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--score-threshold",
+        type=float,
+        default=0.05,
+        help="detections below this score are not counted in mAP (COCO evaluation: 0.05)",
+    )
+    p.add_argument("--cache-dir", type=Path, default=None, help="weights cache directory")
+    p.add_argument(
+        "--max-images", type=int, default=None, help="evaluate on at most this many images"
+    )
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("eval_out"),
+        help="directory for tables, CSV, JSON and plots (default: eval_out)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
 
@@ -75,14 +125,30 @@ def codec_loader(cache_dir: Path | None, device: str) -> Any:
     return load
 
 
-def task_backend(task: str, weights: str | None, cache_dir: Path | None, device: str) -> Any:
-    from ..tasks import create_backend
+def task_backend(
+    task: str,
+    weights: str | None,
+    cache_dir: Path | None,
+    device: str,
+    *,
+    name: str | None = None,
+    options: dict[str, Any] | None = None,
+) -> Any:
+    """The loaded backend ``name`` (default: the task's own) with constructor ``options``."""
+    from ..tasks import TASK_BACKENDS, create_backend
     from ..weights import default_cache_dir
 
-    kwargs: dict[str, Any] = {"cache_dir": cache_dir or default_cache_dir()}
+    name = name or task
+    try:
+        backend_class = TASK_BACKENDS.get(name)
+    except LookupError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    if backend_class.task != task:
+        raise SystemExit(f"error: task backend {name!r} does not do {task}")
+    kwargs: dict[str, Any] = {"cache_dir": cache_dir or default_cache_dir(), **(options or {})}
     if weights:
         kwargs["weights_path" if Path(weights).is_file() else "weights"] = weights
-    backend = create_backend(task, **kwargs)
+    backend = create_backend(name, **kwargs)
     backend.load(device)
     return backend
 
@@ -90,6 +156,7 @@ def task_backend(task: str, weights: str | None, cache_dir: Path | None, device:
 def eval_main(argv: Sequence[str] | None = None) -> int:
     import torch
 
+    from .protocol import align_mode, prepare
     from .report import markdown, write_all
     from .runner import evaluate, load_eval_set
 
@@ -113,7 +180,20 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         data = load_eval_set(
             args.data_kind, args.data, annotations=args.annotations, max_images=args.max_images
         )
-    backend = task_backend(args.task, args.task_weights, args.cache_dir, args.device)
+    data = prepare(data, args.task, args.protocol)
+    options: dict[str, Any] = {}
+    if args.task == "classification":
+        options["whole_image"] = args.protocol == "paper"
+    else:
+        options["score_threshold"] = args.score_threshold
+    backend = task_backend(
+        args.task,
+        args.task_weights,
+        args.cache_dir,
+        args.device,
+        name=args.task_backend,
+        options=options,
+    )
     result = evaluate(
         args.task,
         data,
@@ -124,7 +204,10 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         anchor_qualities=args.anchor_qualities,
         device=args.device,
         progress=not args.no_progress,
+        align_mode=align_mode(args.protocol),
+        min_score=args.score_threshold,
     )
+    result["protocol"] = args.protocol
     command = "transtic eval " + shlex.join(argv)
     paths = write_all(result, args.out, command)
     print(markdown(result))

@@ -42,12 +42,20 @@ def _xywh(box: Sequence[float]) -> list[float]:
 
 
 def coco_results(
-    image_ids: Sequence[int], predictions: Sequence[dict[str, Any]], segm: bool = False
+    image_ids: Sequence[int],
+    predictions: Sequence[dict[str, Any]],
+    segm: bool = False,
+    min_score: float = 0.0,
 ) -> list[dict[str, Any]]:
-    """Backend detections -> COCO result entries (bbox xywh; RLE masks for segm)."""
+    """Backend detections -> COCO result entries (bbox xywh; RLE masks for segm).
+
+    Detections scoring below ``min_score`` are dropped (COCO evaluations use 0.05).
+    """
     results = []
     for image_id, pred in zip(image_ids, predictions, strict=True):
         for det in pred["detections"]:
+            if float(det["score"]) < min_score:
+                continue
             entry: dict[str, Any] = {
                 "image_id": int(image_id),
                 "category_id": int(det["category_id"]),
@@ -62,16 +70,29 @@ def coco_results(
     return results
 
 
-def coco_map(coco_gt: Any, results: list[dict[str, Any]], iou_type: str = "bbox") -> float:
-    """AP@[.5:.95] in percent from pycocotools (0 when nothing was detected)."""
+def coco_map(
+    coco_gt: Any,
+    results: list[dict[str, Any]],
+    iou_type: str = "bbox",
+    image_ids: Sequence[int] | None = None,
+) -> float:
+    """AP@[.5:.95] in percent from pycocotools over ``image_ids`` (default: all of the GT).
+
+    Pass the images actually evaluated: ground truth of images that were never run
+    would otherwise count as misses (1 of 2 images perfect scored 50.5, not 100).
+    """
     from pycocotools.cocoeval import COCOeval
 
     if not results:
         return 0.0
+    evaluated = sorted(set(coco_gt.getImgIds() if image_ids is None else image_ids))
+    unknown = {int(r["image_id"]) for r in results} - set(evaluated)
+    if unknown:
+        raise ValueError(f"detections for images outside the evaluated set: {sorted(unknown)[:5]}")
     with _quiet():
         dt = coco_gt.loadRes(results)
         ev = COCOeval(coco_gt, dt, iou_type)
-        ev.params.imgIds = sorted({r["image_id"] for r in results} | set(coco_gt.getImgIds()))
+        ev.params.imgIds = evaluated
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
@@ -113,6 +134,8 @@ def pseudo_ground_truth(
                 rle = {"size": det["mask"]["size"], "counts": det["mask"]["counts"].encode()}
                 ann["segmentation"] = det["mask"]
                 ann["area"] = float(mask_utils.area(rle))
+                if ann["area"] == 0:
+                    continue  # an empty mask matches nothing, not even itself
             annotations.append(ann)
             categories.add(int(det["category_id"]))
     coco = COCO()
@@ -131,10 +154,46 @@ def detections_agreement(
     reference: Sequence[dict[str, Any]],
     decoded: Sequence[dict[str, Any]],
     segm: bool = False,
+    min_score: float = 0.0,
 ) -> float:
     gt = pseudo_ground_truth(image_sizes, reference, segm=segm)
     if not gt.dataset["annotations"]:
         return math.nan
-    return coco_map(
-        gt, coco_results(range(len(decoded)), decoded, segm), "segm" if segm else "bbox"
+    results = coco_results(range(len(decoded)), decoded, segm, min_score)
+    return coco_map(gt, results, "segm" if segm else "bbox", image_ids=range(len(decoded)))
+
+
+def rescale_detections(
+    prediction: dict[str, Any], size: tuple[int, int], original: tuple[int, int]
+) -> dict[str, Any]:
+    """A detection answer on an image of ``size`` moved to the ``original`` (H, W) image.
+
+    Boxes are scaled per axis; RLE masks are decoded, resized (nearest) and re-encoded.
+    """
+    if tuple(size) == tuple(original):
+        return prediction
+    sy, sx = original[0] / size[0], original[1] / size[1]
+    detections = []
+    for det in prediction["detections"]:
+        x1, y1, x2, y2 = (float(v) for v in det["box"])
+        moved = {**det, "box": [x1 * sx, y1 * sy, x2 * sx, y2 * sy]}
+        if "mask" in det:
+            moved["mask"] = _rescale_mask(det["mask"], original)
+        detections.append(moved)
+    return {
+        **prediction,
+        "image_size": [int(original[0]), int(original[1])],
+        "detections": detections,
+    }
+
+
+def _rescale_mask(rle: dict[str, Any], original: tuple[int, int]) -> dict[str, Any]:
+    from pycocotools import mask as mask_utils
+
+    from ..tasks.detection import encode_masks
+
+    binary = mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode()})
+    resized = torch.nn.functional.interpolate(
+        torch.from_numpy(binary).float()[None, None], size=tuple(original), mode="nearest"
     )
+    return encode_masks(resized)[0]

@@ -11,14 +11,25 @@ from typing import Any
 
 from .bdrate import bd_rate_or_none
 
+#: The two rates of every point: real container bytes, and the entropy-coded payload.
+RATES = {"bpp": "container bytes", "bpp_payload": "payload"}
 
-def curves(result: dict[str, Any], metric: str) -> dict[str, tuple[list[float], list[float]]]:
-    """method -> (bpps, metric values), points sorted by rate."""
+
+def _rate(point: dict[str, Any], rate: str) -> float:
+    # Results written before payload rates existed only have container bytes.
+    value = point.get(rate)
+    return float(point["bpp"] if value is None else value)
+
+
+def curves(
+    result: dict[str, Any], metric: str, rate: str = "bpp"
+) -> dict[str, tuple[list[float], list[float]]]:
+    """method -> (rates, metric values), points sorted by rate (``bpp`` or ``bpp_payload``)."""
     out: dict[str, tuple[list[float], list[float]]] = {}
-    for p in sorted(result["points"], key=lambda p: p["bpp"]):
+    for p in sorted(result["points"], key=lambda p: _rate(p, rate)):
         value = p["psnr"] if metric == "psnr" else p["scores"].get(metric, math.nan)
         rates, values = out.setdefault(p["method"], ([], []))
-        rates.append(p["bpp"])
+        rates.append(_rate(p, rate))
         values.append(value)
     return out
 
@@ -45,10 +56,10 @@ def pareto(rates: list[float], values: list[float]) -> tuple[list[float], list[f
     return kept_r, kept_v
 
 
-def bd_matrix(result: dict[str, Any], metric: str) -> dict[str, dict[str, Any]]:
+def bd_matrix(result: dict[str, Any], metric: str, rate: str = "bpp") -> dict[str, dict[str, Any]]:
     """``matrix[test][anchor]``: BD-rate (%) of test against anchor on the curves'
     Pareto fronts, or the reason there is none."""
-    data = {m: pareto(*c) for m, c in curves(result, metric).items()}
+    data = {m: pareto(*c) for m, c in curves(result, metric, rate).items()}
     matrix: dict[str, dict[str, Any]] = {}
     for test, (tr, tq) in data.items():
         row: dict[str, Any] = {}
@@ -83,26 +94,28 @@ def markdown(result: dict[str, Any], command: str | None = None) -> str:
         lines += ["```", command, "```", ""]
     ref = ", ".join(f"{k} {_fmt(v, 1)}" for k, v in result["reference"].items())
     lines += [f"Uncompressed images: {ref}.", ""]
-    head = ["method", "point", "bpp (bytes)", "bpp (likelihoods)", "PSNR dB", *names]
+    head = ["method", "point", "bpp (bytes)", "bpp (payload)", "bpp (likelihoods)", "PSNR dB"]
+    head += names
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for p in sorted(result["points"], key=lambda p: (p["method"], p["bpp"])):
         row = [
             p["method"],
             p["point"],
             _fmt(p["bpp"], 4),
+            _fmt(p.get("bpp_payload"), 4),
             _fmt(p.get("bpp_likelihood"), 4),
             _fmt(p["psnr"], 2),
             *(_fmt(p["scores"].get(n), 1) for n in names),
         ]
         lines.append("| " + " | ".join(row) + " |")
-    for metric in [result["primary_metric"], "psnr"]:
-        matrix = bd_matrix(result, metric)
+    for rate, metric in [(r, m) for r in RATES for m in (result["primary_metric"], "psnr")]:
+        matrix = bd_matrix(result, metric, rate)
         methods = list(matrix)
         lines += [
             "",
-            f"BD-rate (%) on {metric}: row method against column anchor "
-            "(negative = fewer bits for the same quality; PCHIP on log-rate over each "
-            "curve's Pareto front).",
+            f"BD-rate (%) on {metric}, rate from {RATES[rate]}: row method against column "
+            "anchor (negative = fewer bits for the same quality; PCHIP on log-rate over "
+            "each curve's Pareto front).",
             "",
             "| test \\ anchor | " + " | ".join(methods) + " |",
             "|" + "---|" * (len(methods) + 1),
@@ -129,13 +142,14 @@ def write_csv(result: dict[str, Any], path: Path) -> None:
     names = _metrics(result)
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["method", "point", "bpp", "bpp_likelihood", "psnr", *names])
+        writer.writerow(["method", "point", "bpp", "bpp_payload", "bpp_likelihood", "psnr", *names])
         for p in result["points"]:
             writer.writerow(
                 [
                     p["method"],
                     p["point"],
                     p["bpp"],
+                    p.get("bpp_payload"),
                     p.get("bpp_likelihood"),
                     p["psnr"],
                     *(p["scores"].get(n) for n in names),
@@ -158,7 +172,7 @@ def plot(result: dict[str, Any], path: Path, metrics: Sequence[str] | None = Non
             ax.axhline(
                 result["reference"][metric], color="gray", ls="--", lw=1, label="uncompressed"
             )
-        ax.set_xlabel("bits per pixel")
+        ax.set_xlabel("bits per pixel (container bytes)")
         ax.set_ylabel("PSNR (dB)" if metric == "psnr" else metric)
         ax.grid(alpha=0.3)
         ax.legend()
@@ -170,9 +184,11 @@ def plot(result: dict[str, Any], path: Path, metrics: Sequence[str] | None = Non
 
 def write_all(result: dict[str, Any], out_dir: Path, command: str | None = None) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
+    metrics = (result["primary_metric"], "psnr")
     result = {
         **result,
-        "bd_rate": {m: bd_matrix(result, m) for m in (result["primary_metric"], "psnr")},
+        "bd_rate": {m: bd_matrix(result, m) for m in metrics},
+        "bd_rate_payload": {m: bd_matrix(result, m, "bpp_payload") for m in metrics},
     }
     if command:
         result["command"] = command
@@ -181,9 +197,13 @@ def write_all(result: dict[str, Any], out_dir: Path, command: str | None = None)
         "csv": out_dir / "results.csv",
         "markdown": out_dir / "results.md",
         "plot": out_dir / "curves.png",
+        "rate_accuracy": out_dir / "rate_accuracy.png",
+        "rate_psnr": out_dir / "rate_psnr.png",
     }
     paths["json"].write_text(json.dumps(result, indent=2, default=float) + "\n")
     write_csv(result, paths["csv"])
     paths["markdown"].write_text(markdown(result, command))
     plot(result, paths["plot"])
+    plot(result, paths["rate_accuracy"], [result["primary_metric"]])
+    plot(result, paths["rate_psnr"], ["psnr"])
     return paths

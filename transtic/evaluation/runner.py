@@ -12,7 +12,7 @@ import torch
 from tqdm import tqdm
 
 from ..alignment import align
-from ..bitstream import AlignMode
+from ..bitstream import AlignMode, decode_container
 from ..codec import ImageCodec
 from ..images import to_tensor
 from ..models import HyperpriorCodec
@@ -31,6 +31,9 @@ class EvalSet:
     labels: list[int] | None = None
     coco_gt: Any = None
     image_ids: list[int] | None = None
+    # (H, W) the task predictions are mapped back to when ``images`` were resized
+    # before coding (the paper protocol for detection); None: the images' own sizes.
+    original_sizes: list[tuple[int, int]] | None = None
 
     @property
     def pixels(self) -> list[int]:
@@ -103,6 +106,9 @@ class Point:
     psnr: float
     scores: dict[str, float]
     bpp_likelihood: float | None = None
+    # the entropy-coded strings alone, container header and checksum excluded (the
+    # paper's bpp); anchors: the whole file, as the paper counts JPEG/WebP
+    bpp_payload: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -112,16 +118,28 @@ class Point:
 class TaskScorer:
     """Scores decoded images on a task against labels, COCO GT or the originals' answers."""
 
-    def __init__(self, task: str, backend: Any, data: EvalSet, batch: int = 8) -> None:
+    def __init__(
+        self, task: str, backend: Any, data: EvalSet, batch: int = 8, min_score: float = 0.0
+    ) -> None:
         self.task, self.backend, self.data, self.batch = task, backend, data, batch
         self.segm = task == "segmentation"
+        self.min_score = min_score
+        self.sizes = data.original_sizes or [
+            (int(i.shape[-2]), int(i.shape[-1])) for i in data.images
+        ]
         self.reference = self.predict(data.images)
 
     def predict(self, images: Sequence[torch.Tensor]) -> list[dict[str, Any]]:
+        """Backend answers, in the original images' coordinates."""
         out: list[dict[str, Any]] = []
         for i in range(0, len(images), self.batch):
             out += self.backend.predict(list(images[i : i + self.batch]))
-        return out
+        if self.data.original_sizes is None or self.task == "classification":
+            return out
+        return [
+            metrics.rescale_detections(pred, (int(img.shape[-2]), int(img.shape[-1])), size)
+            for pred, img, size in zip(out, images, self.data.original_sizes, strict=True)
+        ]
 
     @property
     def primary(self) -> str:
@@ -130,8 +148,12 @@ class TaskScorer:
             return "top1_accuracy" if self.data.labels is not None else "top1_agreement"
         return "mAP" if self.data.coco_gt is not None else "mAP_agreement"
 
-    def score(self, images: Sequence[torch.Tensor]) -> dict[str, float]:
-        preds = self.predict(images)
+    def score(
+        self,
+        images: Sequence[torch.Tensor],
+        predictions: list[dict[str, Any]] | None = None,
+    ) -> dict[str, float]:
+        preds = self.predict(images) if predictions is None else predictions
         if self.task == "classification":
             found = metrics.top1(preds)
             scores = {
@@ -140,27 +162,36 @@ class TaskScorer:
             if self.data.labels is not None:
                 scores["top1_accuracy"] = 100 * metrics.top1_score(found, self.data.labels)
             return scores
-        sizes = [(int(i.shape[-2]), int(i.shape[-1])) for i in self.data.images]
         scores = {
-            "mAP_agreement": metrics.detections_agreement(sizes, self.reference, preds, self.segm)
+            "mAP_agreement": metrics.detections_agreement(
+                self.sizes, self.reference, preds, self.segm, self.min_score
+            )
         }
         if self.data.coco_gt is not None:
             assert self.data.image_ids is not None
-            results = metrics.coco_results(self.data.image_ids, preds, self.segm)
+            results = metrics.coco_results(self.data.image_ids, preds, self.segm, self.min_score)
             scores["mAP"] = metrics.coco_map(
-                self.data.coco_gt, results, "segm" if self.segm else "bbox"
+                self.data.coco_gt,
+                results,
+                "segm" if self.segm else "bbox",
+                image_ids=self.data.image_ids,
             )
         return scores
 
     def reference_scores(self) -> dict[str, float]:
         """The uncompressed images' scores (the ceiling of every curve)."""
-        return self.score(self.data.images)
+        return self.score(self.data.images, self.reference)
 
 
 @torch.no_grad()
-def likelihood_bits(model: HyperpriorCodec, image: torch.Tensor, device: torch.device) -> float:
-    """Bits the entropy models estimate for the (padded) image, eval-mode rounding."""
-    x = align(image[None].to(device), model.config.alignment, AlignMode.PAD)
+def likelihood_bits(
+    model: HyperpriorCodec,
+    image: torch.Tensor,
+    device: torch.device,
+    align_mode: AlignMode = AlignMode.PAD,
+) -> float:
+    """Bits the entropy models estimate for the (aligned) image, eval-mode rounding."""
+    x = align(image[None].to(device), model.config.alignment, align_mode)
     out = model.eval()(x)
     return float(bpp_from_likelihoods(out["likelihoods"], 1))
 
@@ -174,21 +205,33 @@ def evaluate_codec(
     *,
     device: str = "cpu",
     progress: bool = True,
+    align_mode: AlignMode = AlignMode.PAD,
 ) -> tuple[Point, list[torch.Tensor]]:
-    """Encode every image to real bytes, decode, score; also the likelihood estimate."""
-    codec = ImageCodec(model, device=device)
-    decoded, bits, est = [], [], []
+    """Encode every image to real bytes, decode, score; also the likelihood estimate.
+
+    Rates are per pixel of the image given to the codec (``data.images``), before
+    its alignment to multiples of 256.
+    """
+    codec = ImageCodec(model, device=device, align_mode=align_mode)
+    decoded, bits, payload, est = [], [], [], []
     for image in tqdm(data.images, desc=f"{method}:{name}", leave=False, disable=not progress):
         result = codec.encode(image)
         decoded.append(codec.decode(result.data).image)
         bits.append(len(result.data) * 8)
-        est.append(likelihood_bits(model, image, codec.device))
+        container = decode_container(result.data)
+        payload.append((len(container.y_string) + len(container.z_string)) * 8)
+        est.append(likelihood_bits(model, image, codec.device, align_mode))
     pixels = data.pixels
+
+    def per_pixel(values: Sequence[float]) -> float:
+        return _mean([v / p for v, p in zip(values, pixels, strict=True)])
+
     point = Point(
         method=method,
         point=name,
-        bpp=_mean([b / p for b, p in zip(bits, pixels, strict=True)]),
-        bpp_likelihood=_mean([b / p for b, p in zip(est, pixels, strict=True)]),
+        bpp=per_pixel(bits),
+        bpp_payload=per_pixel(payload),
+        bpp_likelihood=per_pixel(est),
         psnr=_mean([metrics.psnr(d, o) for d, o in zip(decoded, data.images, strict=True)]),
         scores=scorer.score(decoded),
     )
@@ -214,11 +257,13 @@ def evaluate_anchors(
         chosen = {anchor.match(t).quality for t in targets} | set(qualities)
         for q in sorted(chosen):
             ap = anchor.at(q)
+            bpp = ap.bpp(data.pixels)
             points.append(
                 Point(
                     method=method,
                     point=f"q{q}",
-                    bpp=ap.bpp(data.pixels),
+                    bpp=bpp,
+                    bpp_payload=bpp,
                     psnr=_mean(
                         [metrics.psnr(d, o) for d, o in zip(ap.images, data.images, strict=True)]
                     ),
@@ -243,19 +288,29 @@ def evaluate(
     anchor_qualities: Sequence[int] = (),
     device: str = "cpu",
     progress: bool = True,
+    align_mode: AlignMode = AlignMode.PAD,
+    min_score: float = 0.0,
 ) -> dict[str, Any]:
     """All methods' rate points plus anchors matched to their rates.
 
     ``methods`` maps a method name (e.g. ``transtic``, ``tic``) to its rate points
-    (checkpoint paths or registry names, resolved by ``load``).
+    (checkpoint paths or registry names, resolved by ``load``). ``min_score`` drops
+    weaker detections before COCO mAP.
     """
-    scorer = TaskScorer(task, backend, data)
+    scorer = TaskScorer(task, backend, data, min_score=min_score)
     points: list[Point] = []
     for method, sources in methods.items():
         for source in sources:
             model = load(source)
             point, _ = evaluate_codec(
-                method, Path(source).name, model, data, scorer, device=device, progress=progress
+                method,
+                Path(source).name,
+                model,
+                data,
+                scorer,
+                device=device,
+                progress=progress,
+                align_mode=align_mode,
             )
             points.append(point)
     targets = [p.bpp for p in points]

@@ -78,6 +78,17 @@ class SwinBlock(nn.Module):
         self.attn = WindowAttention(dim, self.window, num_heads)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        # Stochastic depth for training (set_drop_path); a plain float, so the state
+        # dict keeps the released checkpoints' keys.
+        self.drop_path_rate = 0.0
+
+    def _drop_path(self, branch: Tensor) -> Tensor:
+        """Drop the residual branch for whole samples at ``drop_path_rate`` (training only)."""
+        if not self.training or self.drop_path_rate <= 0.0:
+            return branch
+        keep = 1.0 - self.drop_path_rate
+        mask = branch.new_empty(branch.shape[0], *([1] * (branch.ndim - 1))).bernoulli_(keep)
+        return branch * mask / keep
 
     def _mask(self, h: int, w: int, num_prompts: int, like: Tensor) -> WindowMask | None:
         if self.shift == 0:
@@ -120,8 +131,8 @@ class SwinBlock(nn.Module):
             tokens = shared_prompts.to(windows.dtype).unsqueeze(1).expand(b, per_image, prompts, c)
             windows = torch.cat([tokens.reshape(-1, prompts, c), windows], dim=1)
         out = self.attn(windows, num_prompts=prompts, mask=self._mask(h, w, prompts, windows))
-        x = x + out.view(b, h * w, c).index_select(1, inverse)
-        return x + self.mlp(self.norm2(x))
+        x = x + self._drop_path(out.view(b, h * w, c).index_select(1, inverse))
+        return x + self._drop_path(self.mlp(self.norm2(x)))
 
 
 class SwinStage(nn.Module):
@@ -197,3 +208,14 @@ class RSTB(nn.Module):
             maps = [m.permute(0, 2, 3, 1).reshape(b, -1, c) for m in instance_prompts]
         out = self.residual_group(tokens, (h, w), maps)
         return out.view(b, h, w, c).permute(0, 3, 1, 2) + x
+
+
+def set_drop_path(model: nn.Module, rate: float) -> int:
+    """Stochastic depth rising linearly from 0 to ``rate`` over the model's Swin blocks
+    in module order (as Swin and TIC assign it); returns the number of blocks."""
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"drop-path rate must be in [0, 1), got {rate}")
+    blocks = [m for m in model.modules() if isinstance(m, SwinBlock)]
+    for i, block in enumerate(blocks):
+        block.drop_path_rate = rate * i / max(1, len(blocks) - 1)
+    return len(blocks)

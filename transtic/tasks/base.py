@@ -22,8 +22,9 @@ class Normalization:
 
     ``resize`` names the geometry step: ``"shorter_side_center_crop"`` (resize so
     the crop covers ``crop_pct`` of the shorter side, then centre-crop
-    ``input_size``) or ``"internal"`` (the model resizes itself, e.g. R-CNNs keep
-    aspect ratio between ``min_size`` and ``max_size``).
+    ``input_size``), ``"internal"`` (the model resizes itself, e.g. R-CNNs keep
+    aspect ratio between ``min_size`` and ``max_size``) or ``"none"`` (the image is
+    taken whole, at its own size).
     """
 
     mean: tuple[float, float, float]

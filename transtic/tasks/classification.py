@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import torch
 
 from transtic.tasks.base import Normalization, TaskBackend, TaskName
-from transtic.tasks.preprocess import normalize_batch
+from transtic.tasks.preprocess import normalize_batch, standardize
 from transtic.weights import WeightsRegistry, default_registry
 
 DEFAULT_CLASSIFIER_WEIGHTS = "efficientnet_lite0_imagenet"
@@ -74,6 +74,8 @@ class ClassificationBackend(TaskBackend):
     The weights entry's metadata chooses the architecture, the input
     normalisation and how keys map (``key_mapping: positional`` for checkpoints
     written under another naming scheme, otherwise strict by name).
+    ``whole_image`` classifies each image as given, without the resize and centre
+    crop (the paper's protocol classifies its 256x256 coded image whole).
     """
 
     name: ClassVar[str] = "classification"
@@ -85,6 +87,7 @@ class ClassificationBackend(TaskBackend):
         weights: str = DEFAULT_CLASSIFIER_WEIGHTS,
         model_name: str | None = None,
         top_k: int = 5,
+        whole_image: bool = False,
         cache_dir: str | os.PathLike[str] | None = None,
         weights_registry: WeightsRegistry | None = None,
         weights_path: str | os.PathLike[str] | None = None,
@@ -96,6 +99,7 @@ class ClassificationBackend(TaskBackend):
             raise ValueError("top_k must be >= 1")
         self.weights = weights
         self.top_k = top_k
+        self.whole_image = whole_image
         registry = weights_registry if weights_registry is not None else default_registry()
         self._meta: Mapping[str, Any] = registry.get(weights).metadata
         self.model_name = model_name or str(self._meta.get("architecture", ""))
@@ -115,7 +119,7 @@ class ClassificationBackend(TaskBackend):
         return Normalization(
             mean=_triple(meta.get("mean", (0.485, 0.456, 0.406))),
             std=_triple(meta.get("std", (0.229, 0.224, 0.225))),
-            resize="shorter_side_center_crop",
+            resize="none" if self.whole_image else "shorter_side_center_crop",
             input_size=(int(size[0]), int(size[1])),
             crop_pct=float(meta.get("crop_pct", 0.875)),
             interpolation=str(meta.get("interpolation", "bicubic")),
@@ -146,8 +150,14 @@ class ClassificationBackend(TaskBackend):
 
     def _predict(self, images: list[torch.Tensor]) -> list[dict[str, Any]]:
         assert self.model is not None
-        batch = normalize_batch(images, self.normalization)
-        probs = self.model(batch).float().softmax(dim=-1)
+        norm = self.normalization
+        if not self.whole_image:
+            logits = self.model(normalize_batch(images, norm))
+        elif len({tuple(i.shape) for i in images}) == 1:
+            logits = self.model(standardize(torch.stack(images), norm))
+        else:  # whole images of different sizes cannot share a batch
+            logits = torch.cat([self.model(standardize(i[None], norm)) for i in images])
+        probs = logits.float().softmax(dim=-1)
         k = min(self.top_k, probs.shape[-1])
         scores, indices = probs.topk(k, dim=-1)
         return [

@@ -24,6 +24,9 @@ class DetectionBackend(TaskBackend):
     name: ClassVar[str] = "detection"
     task: ClassVar[TaskName] = "detection"
     default_weights: ClassVar[str] = "fasterrcnn_resnet50_fpn_coco"
+    # How training reads the backbone: its FPN outputs for p2..p6, RGB input.
+    fpn_levels: ClassVar[tuple[str, ...]] = ("0", "1", "2", "3", "pool")
+    bgr_input: ClassVar[bool] = False
 
     def __init__(
         self,

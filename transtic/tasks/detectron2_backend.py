@@ -27,12 +27,19 @@ def detectron2_available() -> bool:
 
 
 class Detectron2Backend(TaskBackend):
-    """Faster R-CNN R50-FPN 3x from the detectron2 model zoo (80 contiguous COCO classes)."""
+    """Faster R-CNN R50-FPN 3x from the detectron2 model zoo.
+
+    Detectron2 numbers the 80 COCO classes 0..79; answers carry the COCO json
+    ``category_id`` (1..90, with gaps) like the torchvision backends, so COCO mAP
+    and clients see one numbering.
+    """
 
     name: ClassVar[str] = "detectron2"
     task: ClassVar[TaskName] = "detection"
     default_weights: ClassVar[str] = "detectron2_faster_rcnn_R_50_FPN_3x"
     with_masks: ClassVar[bool] = False
+    fpn_levels: ClassVar[tuple[str, ...]] = ("p2", "p3", "p4", "p5", "p6")
+    bgr_input: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -56,6 +63,7 @@ class Detectron2Backend(TaskBackend):
         meta = registry.get(self.weights).metadata
         self.config_name = str(meta["config"])
         self.categories: tuple[str, ...] = tuple(meta.get("categories", ()))
+        self.category_ids: tuple[int, ...] = tuple(meta.get("category_ids", ()))
         self.model: Any = None
 
     @property
@@ -97,6 +105,12 @@ class Detectron2Backend(TaskBackend):
         size = (round(h * scale), round(w * scale))
         return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
 
+    def coco_id(self, contiguous: int) -> int:
+        """Detectron2's class index -> the COCO json category id."""
+        if not 0 <= contiguous < len(self.category_ids):
+            raise ValueError(f"class index {contiguous} outside the {len(self.category_ids)} known")
+        return self.category_ids[contiguous]
+
     def _predict(self, images: list[torch.Tensor]) -> list[dict[str, Any]]:
         inputs = [
             {
@@ -114,7 +128,7 @@ class Detectron2Backend(TaskBackend):
                 {
                     "box": [float(v) for v in box],
                     "score": float(score),
-                    "category_id": int(label),
+                    "category_id": self.coco_id(label),
                     "label": self.categories[label] if label < len(self.categories) else str(label),
                 }
                 for box, score, label in zip(

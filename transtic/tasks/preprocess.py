@@ -50,6 +50,11 @@ def normalize_batch(images: list[torch.Tensor], norm: Normalization) -> torch.Te
     batch = torch.stack(
         [resize_center_crop(i, norm.input_size, norm.crop_pct, norm.interpolation) for i in images]
     )
+    return standardize(batch, norm)
+
+
+def standardize(batch: torch.Tensor, norm: Normalization) -> torch.Tensor:
+    """(B, 3, H, W) in [0, 1] -> the network's input scale, no geometry change."""
     mean = torch.tensor(norm.mean, dtype=batch.dtype, device=batch.device).view(1, 3, 1, 1)
     std = torch.tensor(norm.std, dtype=batch.dtype, device=batch.device).view(1, 3, 1, 1)
     return (batch - mean) / std

@@ -5,60 +5,129 @@
             against a frozen task network (classification, detection, segmentation).
 
 Single process by default; under ``torchrun`` (WORLD_SIZE > 1) every rank trains a
-DistributedDataParallel replica on its share of each batch order.
+DistributedDataParallel replica on its share of each batch (``--batch-size`` is the
+global batch, split evenly over the ranks).
+
+Defaults follow the paper: global batch 12 for the codec, 16 for classification
+prompts and 8 for detection/segmentation prompts, Adam at 1e-4 halved at 80 % and 95 %
+of the steps. With validation (``--val-path``/``--val-heldout`` and ``--val-every``),
+the exported weights are the step with the lowest validation loss; the last step stays
+in ``checkpoint.pth.tar`` for resuming.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from ..models import HyperpriorCodec, TransTIC, create_model
+from ..layers.swin import set_drop_path
+from ..models import HyperpriorCodec, create_model
 from .data import CropDataset, build_dataset
-from .loop import LoopConfig, Trainer, atomic_save, log
+from .export import export_weights, run_export
+from .loop import LoopConfig, Trainer, log
+from .prompts import load_prompts, prompted_from_base, task_loss
 
 # The paper's lambda per quality (codec and classification prompts), and the
 # detection/segmentation prompt lambdas (weight of the rate term) per quality.
 QUALITY_LAMBDA = {1: 0.0018, 2: 0.0035, 3: 0.0067, 4: 0.013}
 DETECTION_LAMBDA = {1: 2.0, 2: 1.0, 3: 0.5, 4: 0.2}
-_CDF_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
+# The paper's (global) batch sizes per training stage.
+DEFAULT_BATCH = {"codec": 12, "classification": 16, "detection": 8, "segmentation": 8}
+# Runs are step-counted; these make the README's commands complete (a GPU-scale
+# schedule) and every run resumable, so a shorter budget just stops earlier.
+DEFAULT_STEPS = {"codec": 300_000, "prompts": 60_000}
+DEFAULT_LR_MILESTONES = (0.8, 0.95)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="run directory (checkpoints, logs)")
-    p.add_argument("--quality", type=int, choices=sorted(QUALITY_LAMBDA), default=None)
+    p.add_argument(
+        "--quality",
+        type=int,
+        choices=sorted(QUALITY_LAMBDA),
+        default=None,
+        help="paper quality index 1-8: picks lambda from the paper's table",
+    )
     p.add_argument("--lambda", dest="lmbda", type=float, default=None, help="overrides --quality")
-    p.add_argument("--data", default="photos", choices=["photos", "folder", "imagenet", "coco"])
-    p.add_argument("--data-path", type=Path, default=None)
+    p.add_argument(
+        "--data",
+        default="photos",
+        choices=["photos", "folder", "imagenet", "coco"],
+        help="training images: the bundled photos, a folder, ImageNet or COCO",
+    )
+    p.add_argument(
+        "--data-path",
+        type=Path,
+        default=None,
+        help="where the --data images are (folder, ImageNet train dir or COCO root)",
+    )
     p.add_argument("--annotations", type=Path, default=None, help="COCO instances json")
     p.add_argument("--val-path", type=Path, default=None, help="folder of validation images")
     p.add_argument("--val-heldout", action="store_true", help="validate on the held-out photos")
-    p.add_argument("--patch-size", type=int, default=256)
+    p.add_argument(
+        "--patch-size", type=int, default=256, help="side of the random training crops, pixels"
+    )
     p.add_argument("--repeats", type=int, default=1, help="crops per image per epoch")
-    p.add_argument("--scale-jitter", type=float, nargs=2, default=(1.0, 1.0), metavar=("LO", "HI"))
-    p.add_argument("--steps", type=int, required=True)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--lr-milestones", type=float, nargs="*", default=[])
-    p.add_argument("--lr-gamma", type=float, default=0.5)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument(
+        "--scale-jitter",
+        type=float,
+        nargs=2,
+        default=(1.0, 1.0),
+        metavar=("LO", "HI"),
+        help="random rescale range applied before cropping",
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help=f"optimisation steps (default: codec {DEFAULT_STEPS['codec']}, "
+        f"prompts {DEFAULT_STEPS['prompts']})",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="global batch (default: the paper's, 12 codec, 16 classification, 8 det/seg)",
+    )
+    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate")
+    p.add_argument(
+        "--lr-milestones",
+        type=float,
+        nargs="*",
+        default=list(DEFAULT_LR_MILESTONES),
+        help="fractions of --steps where the learning rate is multiplied by --lr-gamma",
+    )
+    p.add_argument(
+        "--lr-gamma", type=float, default=0.5, help="learning-rate factor at each milestone"
+    )
+    p.add_argument(
+        "--drop-path",
+        type=float,
+        default=0.0,
+        help="stochastic depth of the Swin blocks, rising to this rate (paper's TIC: 0.1)",
+    )
+    p.add_argument("--seed", type=int, default=42, help="random seed (crops, initialisation)")
+    p.add_argument("--num-workers", type=int, default=0, help="data-loader worker processes")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward pass")
-    p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--device", default="auto", help="torch device; auto = cuda when available, else cpu"
+    )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--log-every", type=int, default=10)
-    p.add_argument("--checkpoint-every", type=int, default=100)
-    p.add_argument("--val-every", type=int, default=0)
+    p.add_argument("--log-every", type=int, default=10, help="steps between log lines")
+    p.add_argument(
+        "--checkpoint-every", type=int, default=100, help="steps between checkpoints (for --resume)"
+    )
+    p.add_argument(
+        "--val-every", type=int, default=0, help="steps between validations; 0 = only at the end"
+    )
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pth.tar")
     p.add_argument("--export", type=Path, default=None, help="final float16 weights file")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,8 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
     _common(codec)
     codec.add_argument("--model", default="tic", help="registered architecture, e.g. tic-small")
     codec.add_argument("--init", type=Path, default=None, help="start from these codec weights")
-    codec.add_argument("--aux-lr", type=float, default=1e-3)
-    codec.add_argument("--clip-max-norm", type=float, default=1.0)
+    codec.add_argument(
+        "--aux-lr",
+        type=float,
+        default=1e-3,
+        help="learning rate of the entropy bottleneck's auxiliary loss",
+    )
+    codec.add_argument(
+        "--clip-max-norm", type=float, default=1.0, help="gradient-norm clipping; 0 = none"
+    )
     codec.add_argument(
         "--no-vflip", dest="vflip", action="store_false", help="no vertical flips (paper: on)"
     )
@@ -78,45 +154,44 @@ def build_parser() -> argparse.ArgumentParser:
     prompts = sub.add_parser("prompts", help="train TransTIC prompts on a frozen base codec")
     _common(prompts)
     prompts.add_argument(
-        "--task", required=True, choices=["classification", "detection", "segmentation"]
+        "--task",
+        required=True,
+        choices=["classification", "detection", "segmentation"],
+        help="the machine task the prompts are trained for",
     )
     prompts.add_argument("--base", type=Path, required=True, help="base codec (or TransTIC) file")
     prompts.add_argument(
         "--init-prompts", type=Path, default=None, help="start from the prompts of this TransTIC"
     )
-    prompts.add_argument("--num-tokens", type=int, default=16)
-    prompts.add_argument("--generator-channels", type=int, default=32)
+    prompts.add_argument(
+        "--num-tokens", type=int, default=16, help="task prompt tokens per decoder block"
+    )
+    prompts.add_argument(
+        "--generator-channels", type=int, default=32, help="width of the instance prompt generator"
+    )
     # The official prompt scripts step Adam without clipping.
-    prompts.add_argument("--clip-max-norm", type=float, default=0.0)
-    prompts.add_argument("--task-weights", default=None, help="registry name or file; 'random'")
+    prompts.add_argument(
+        "--clip-max-norm", type=float, default=0.0, help="gradient-norm clipping; 0 = none"
+    )
+    prompts.add_argument(
+        "--task-backend",
+        default=None,
+        help="task network backend (default: the --task name; detectron2 backends when installed)",
+    )
+    prompts.add_argument(
+        "--task-weights",
+        default=None,
+        help="registry name (e.g. resnet50_imagenet1k_v1) or file; 'random'",
+    )
     prompts.add_argument("--cache-dir", type=Path, default=None, help="weights cache directory")
     export = sub.add_parser("export", help="training checkpoint -> float16 release weights")
     export.add_argument("run", type=Path, help="run directory (or its checkpoint file)")
     export.add_argument("--out", type=Path, required=True, help="weights file to write")
     export.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="metadata")
+    export.add_argument(
+        "--last", action="store_true", help="the last step even when a best checkpoint exists"
+    )
     return parser
-
-
-def run_export(args: argparse.Namespace) -> int:
-    """Re-export a run's last checkpoint, with the metadata of its ``final.json``."""
-    from ..models import load_checkpoint
-
-    ckpt_path = args.run / "checkpoint.pth.tar" if args.run.is_dir() else args.run
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    model = load_checkpoint(ckpt["state_dict"])
-    final = ckpt_path.parent / "final.json"
-    metadata: dict[str, Any] = json.loads(final.read_text()) if final.is_file() else {}
-    metadata.setdefault("steps", int(ckpt["step"]))
-    metadata.setdefault("train_seconds", round(float(ckpt.get("elapsed", 0.0)), 1))
-    for item in args.set:
-        key, _, value = item.partition("=")
-        try:
-            metadata[key] = json.loads(value)
-        except json.JSONDecodeError:
-            metadata[key] = value
-    export_weights(model, args.out, metadata)
-    print(f"exported step {ckpt['step']} of {ckpt_path} -> {args.out}")
-    return 0
 
 
 def _lambda(args: argparse.Namespace, table: dict[int, float]) -> float:
@@ -171,48 +246,6 @@ def _loop_config(args: argparse.Namespace, aux_lr: float) -> LoopConfig:
     )
 
 
-def _compact(key: str, value: torch.Tensor) -> torch.Tensor:
-    """Smallest exact dtype for the structural buffers (loading casts them back).
-
-    Shift masks hold only 0 and -100 and index tables small integers; stored as
-    float16/int64 they would be ~80% of a small model's file.
-    """
-    leaf = key.rsplit(".", 1)[-1]
-    if leaf == "attn_mask":
-        small = value.to(torch.int8)
-        if torch.equal(small.to(value.dtype), value):
-            return small
-    if leaf == "relative_position_index" and value.numel() and int(value.abs().max()) < 2**15:
-        return value.to(torch.int16)
-    return value
-
-
-def export_weights(model: HyperpriorCodec, path: Path, metadata: dict[str, Any]) -> Path:
-    """Float16 parameters without CDF tables, in ``save_checkpoint``'s layout.
-
-    The loader rebuilds the tables from the rounded weights, so encoder and
-    decoder always agree on them; structural buffers are stored compactly.
-    """
-    clone = copy.deepcopy(model).cpu()
-    for module in (clone.entropy_bottleneck, clone.gaussian_conditional):
-        for name in _CDF_BUFFERS:
-            buf = getattr(module, name, None)
-            if isinstance(buf, torch.Tensor):
-                setattr(module, name, torch.empty(0, dtype=buf.dtype))
-    # Only parameters go to float16: float buffers such as the 1e-9 likelihood
-    # lower bound would underflow to 0 and make rate estimates infinite.
-    params = {name for name, _ in clone.named_parameters()}
-    state = {}
-    for key, value in clone.state_dict().items():
-        value = value.detach()
-        if key in params and value.is_floating_point():
-            value = value.half()
-        state[key] = _compact(key, value)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_save({"state_dict": state, "metadata": dict(metadata)}, path)
-    return path
-
-
 def _data_description(args: argparse.Namespace) -> str:
     if args.data == "photos":
         return "shipped natural photos (transtic.training.photos.TRAIN)"
@@ -226,21 +259,28 @@ def _finish(
     final = trainer.validate()
     if final:
         log.info("final validation %s", json.dumps(final))
+        trainer.consider_best(final)
     if not trainer.dist.main:
         return 0
+    # With validation the lowest-loss step is exported, with its own figures.
+    best = trainer.load_best() if final else None
+    chosen = {k: v for k, v in (best or final).items() if k.startswith("val_")}
     metadata = {
         **meta,
         "steps": result["step"],
+        "exported_step": int(best["step"]) if best else result["step"],
         "batch_size": args.batch_size,
         "patch_size": args.patch_size,
         "train_seconds": round(result["elapsed"], 1),
         "data": _data_description(args),
         "seed": args.seed,
-        **{k: round(v, 5) for k, v in final.items()},
+        **{k: round(v, 5) for k, v in chosen.items()},
     }
+    if args.drop_path:
+        metadata["drop_path"] = args.drop_path
     path = export_weights(model, args.export or args.out / "final.pth.tar", metadata)
     (args.out / "final.json").write_text(json.dumps(metadata, indent=2) + "\n")
-    log.info("exported %s", path)
+    log.info("exported %s (step %d)", path, metadata["exported_step"])
     return 0
 
 
@@ -250,6 +290,7 @@ def run_codec(args: argparse.Namespace) -> int:
     lmbda = _lambda(args, QUALITY_LAMBDA)
     torch.manual_seed(args.seed)  # the weights' random initialisation
     model = create_model(args.model)
+    set_drop_path(model, args.drop_path)
     if args.init is not None:
         from ..models import load_checkpoint
 
@@ -274,85 +315,6 @@ def run_codec(args: argparse.Namespace) -> int:
     return _finish(trainer, model, args, meta)
 
 
-def prompted_from_base(base: str | Path, prompts: Any = None) -> TransTIC:
-    """A TransTIC whose frozen part is ``base`` (a TIC or TransTIC file).
-
-    Only prompt tensors may be missing from the base; anything else missing or
-    unexpected means the base does not fit and is an error.
-    """
-    from ..models import PromptConfig, infer_architecture, normalize_state_dict
-
-    raw = torch.load(base, map_location="cpu", weights_only=True)
-    state = normalize_state_dict(raw)
-    config, found = infer_architecture(state)
-    model = TransTIC(config, found or prompts or PromptConfig())
-    state = {
-        k: v
-        for k, v in state.items()
-        if not (k.rsplit(".", 1)[-1] in _CDF_BUFFERS and v.numel() == 0)
-    }
-    result = model.load_state_dict(state, strict=False)
-    missing = [
-        k
-        for k in result.missing_keys
-        if "prompt" not in k and k.rsplit(".", 1)[-1] not in _CDF_BUFFERS
-    ]
-    if missing or result.unexpected_keys:
-        raise ValueError(
-            f"base codec does not fit: missing {missing}, unexpected {result.unexpected_keys}"
-        )
-    return model
-
-
-def load_prompts(model: TransTIC, source: Path) -> None:
-    """Copy every prompt tensor of another TransTIC (e.g. tuned at a neighbouring rate)."""
-    from ..models import normalize_state_dict
-
-    state = normalize_state_dict(torch.load(source, map_location="cpu", weights_only=True))
-    wanted = {k for k, _ in model.named_parameters() if "prompt" in k}
-    found = {k: v for k, v in state.items() if k in wanted}
-    if set(found) != wanted:
-        raise ValueError(f"{source} lacks prompt tensors: {sorted(wanted - set(found))[:3]}")
-    model.load_state_dict(found, strict=False)
-
-
-def _task_loss(args: argparse.Namespace, lmbda: float) -> nn.Module:
-    from ..tasks import create_backend
-    from ..weights import default_cache_dir
-    from .losses import ClassificationFeatureLoss, FPNFeatureLoss
-
-    random_weights = args.task_weights == "random"
-    cache = args.cache_dir or default_cache_dir()
-    if args.task == "classification":
-        kwargs: dict[str, Any] = {"cache_dir": cache}
-        if args.task_weights and not random_weights:
-            path = Path(args.task_weights)
-            kwargs["weights_path" if path.is_file() else "weights"] = args.task_weights
-        backend = create_backend("classification", **kwargs)
-        norm = backend.normalization
-        if random_weights:
-            import timm
-
-            classifier = timm.create_model(backend.model_name, pretrained=False)  # type: ignore[attr-defined]
-        else:
-            classifier = backend.timm_model()  # type: ignore[attr-defined]
-        return ClassificationFeatureLoss(classifier, lmbda, mean=norm.mean, std=norm.std)
-    if random_weights:
-        from torchvision.models.detection import fasterrcnn_resnet50_fpn, maskrcnn_resnet50_fpn
-
-        build = fasterrcnn_resnet50_fpn if args.task == "detection" else maskrcnn_resnet50_fpn
-        backbone = build(weights=None, weights_backbone=None).backbone
-    else:
-        kwargs = {"cache_dir": cache}
-        if args.task_weights:
-            path = Path(args.task_weights)
-            kwargs["weights_path" if path.is_file() else "weights"] = args.task_weights
-        backend = create_backend(args.task, **kwargs)
-        backend.load("cpu")
-        backbone = backend.model.backbone  # type: ignore[attr-defined]
-    return FPNFeatureLoss(backbone, lmbda)
-
-
 def run_prompts(args: argparse.Namespace) -> int:
     from ..models import PromptConfig
 
@@ -363,10 +325,11 @@ def run_prompts(args: argparse.Namespace) -> int:
     model = prompted_from_base(args.base, prompts)
     if args.init_prompts is not None:
         load_prompts(model, args.init_prompts)
+    set_drop_path(model, args.drop_path)
     for name, p in model.named_parameters():
         p.requires_grad_("prompt" in name)
     params = model.prompt_parameters()
-    criterion = _task_loss(args, lmbda)
+    criterion = task_loss(args, lmbda)
     train, val = _datasets(args, vflip=False)
     trainer = Trainer(model, criterion, train, _loop_config(args, 0.0), params=params, val_set=val)
     log.info(
@@ -389,8 +352,19 @@ def run_prompts(args: argparse.Namespace) -> int:
     return _finish(trainer, model, args, meta)
 
 
+def _fill_defaults(args: argparse.Namespace) -> None:
+    """Defaults that depend on the command and task."""
+    if args.command not in DEFAULT_STEPS:
+        return
+    if args.steps is None:
+        args.steps = DEFAULT_STEPS[args.command]
+    if args.batch_size is None:
+        args.batch_size = DEFAULT_BATCH["codec" if args.command == "codec" else args.task]
+
+
 def train_main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _fill_defaults(args)
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
     if args.command == "codec":

@@ -15,7 +15,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,20 +23,24 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .data import CropDataset
+from .distributed import DistInfo, EpochSampler, init_distributed, split_batch
 from .losses import psnr
 
 log = logging.getLogger("transtic.training")
 CHECKPOINT_NAME = "checkpoint.pth.tar"
+# Weights of the step with the lowest validation loss so far (what gets exported).
+BEST_NAME = "best.pth.tar"
 
 
 @dataclass
 class LoopConfig:
     out_dir: Path
     steps: int
+    # The global batch: under torchrun each of the W ranks takes batch_size / W.
     batch_size: int = 8
     lr: float = 1e-4
     aux_lr: float = 1e-3
@@ -60,53 +64,6 @@ class LoopConfig:
         d["out_dir"] = str(self.out_dir)
         d["lr_milestones"] = list(self.lr_milestones)
         return d
-
-
-@dataclass(frozen=True)
-class DistInfo:
-    rank: int
-    world: int
-    device: torch.device
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device: str = "auto") -> DistInfo:
-    """Single process, or one rank of a ``torchrun`` job when WORLD_SIZE > 1."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    cuda = torch.cuda.is_available() and device in ("auto", "cuda")
-    if world <= 1:
-        dev = torch.device("cuda" if cuda else ("cpu" if device == "auto" else device))
-        return DistInfo(0, 1, dev)
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if cuda:
-        torch.cuda.set_device(local)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
-    dev = torch.device(f"cuda:{local}" if cuda else "cpu")
-    return DistInfo(dist.get_rank(), dist.get_world_size(), dev)
-
-
-class EpochSampler(Sampler[int]):
-    """A seeded permutation per epoch, split across ranks, that can start mid-epoch."""
-
-    def __init__(self, size: int, *, rank: int, world: int, seed: int) -> None:
-        self.size, self.rank, self.world, self.seed = size, rank, world, seed
-        self.per_rank = size // world
-        self.epoch, self.start = 0, 0
-
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        self.epoch, self.start = epoch, start
-
-    def __iter__(self) -> Iterator[int]:
-        gen = torch.Generator().manual_seed(self.seed + self.epoch)
-        order = torch.randperm(self.size, generator=gen)[: self.per_rank * self.world]
-        return iter(order[self.rank :: self.world][self.start :].tolist())
-
-    def __len__(self) -> int:
-        return self.per_rank - self.start
 
 
 def lr_at(step: int, cfg: LoopConfig, base: float) -> float:
@@ -185,7 +142,8 @@ class Trainer:
         self.sampler = EpochSampler(
             len(train_set), rank=self.dist.rank, world=self.dist.world, seed=cfg.seed
         )
-        self.steps_per_epoch = self.sampler.per_rank // cfg.batch_size
+        self.rank_batch = split_batch(cfg.batch_size, self.dist.world)
+        self.steps_per_epoch = self.sampler.per_rank // self.rank_batch
         if self.steps_per_epoch < 1:
             raise ValueError(
                 f"{len(train_set)} samples cannot fill a batch of {cfg.batch_size} on "
@@ -193,6 +151,7 @@ class Trainer:
             )
         self.step = 0
         self.elapsed = 0.0  # wall seconds over all runs of this job, resumes included
+        self.best: dict[str, Any] | None = None  # {"step", "val_loss"} of best.pth.tar
         self.history: list[dict[str, Any]] = []
         torch.manual_seed(cfg.seed + self.dist.rank)
 
@@ -209,6 +168,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "rng": {"torch": torch.get_rng_state()},
             "config": json.dumps(self.cfg.to_dict(), default=str),
+            "best": json.dumps(self.best),
         }
         if torch.cuda.is_available():
             state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
@@ -230,12 +190,47 @@ class Trainer:
             self.aux_optimizer.load_state_dict(ckpt["aux_optimizer"])
         self.step = int(ckpt["step"])
         self.elapsed = float(ckpt.get("elapsed", 0.0))
+        self.best = json.loads(ckpt.get("best", "null"))
+        if self.best_path.is_file():
+            # The file is the truth: it may be newer than the checkpoint resumed from.
+            saved = torch.load(self.best_path, map_location="cpu", weights_only=True)
+            self.best = {"step": int(saved["step"]), **saved["validation"]}
         rng = ckpt.get("rng", {})
         if self.dist.world == 1 and "torch" in rng:
             torch.set_rng_state(rng["torch"])
             if "cuda" in rng and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(rng["cuda"])
         log.info("resumed from %s at step %d", path, self.step)
+
+    @property
+    def best_path(self) -> Path:
+        return self.cfg.out_dir / BEST_NAME
+
+    def consider_best(self, val: Mapping[str, float]) -> bool:
+        """Keep the current weights as ``best.pth.tar`` if their validation loss is the
+        lowest so far (the untrained step 0 never counts)."""
+        loss = val.get("val_loss")
+        if not self.dist.main or self.step == 0 or loss is None or not math.isfinite(loss):
+            return False
+        if self.best is not None and loss >= self.best["val_loss"]:
+            return False
+        self.best = {"step": self.step, **{k: float(v) for k, v in val.items()}}
+        # The checkpoint layout (step, state_dict), so `export` reads either file.
+        atomic_save(
+            {"step": self.step, "elapsed": self.elapsed, "state_dict": self.core.state_dict(),
+             "validation": dict(val)},
+            self.best_path,
+        )  # fmt: skip
+        log.info("best validation loss %.5g at step %d -> %s", loss, self.step, self.best_path)
+        return True
+
+    def load_best(self) -> dict[str, Any] | None:
+        """Put the best validated weights into the model; their record, or None."""
+        if self.best is None or not self.best_path.is_file():
+            return None
+        ckpt = torch.load(self.best_path, map_location="cpu", weights_only=True)
+        self.core.load_state_dict(ckpt["state_dict"])
+        return self.best
 
     # -- loop -------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -244,11 +239,11 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     def _loader(self, epoch: int, start_batch: int) -> DataLoader[Any]:
-        self.sampler.set_epoch(epoch, start_batch * self.cfg.batch_size)
+        self.sampler.set_epoch(epoch, start_batch * self.rank_batch)
         self.train_set.set_epoch(epoch)
         return DataLoader(
             self.train_set,
-            batch_size=self.cfg.batch_size,
+            batch_size=self.rank_batch,
             sampler=self.sampler,
             num_workers=self.cfg.num_workers,
             drop_last=True,
@@ -364,6 +359,7 @@ class Trainer:
                     if val:
                         self._record({"step": self.step, **val})
                         log.info("validation %s", " ".join(f"{k}={v:.4g}" for k, v in val.items()))
+                        self.consider_best(val)
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                     self.save()
                 if self.step >= cfg.steps:

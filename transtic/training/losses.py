@@ -114,11 +114,12 @@ FPN_LEVELS = ("0", "1", "2", "3", "pool")  # torchvision's names for p2, p3, p4,
 
 
 class FPNFeatureLoss(nn.Module):
-    """``mean_{p2..p6} MSE + lambda * bpp`` against a frozen torchvision R-CNN backbone.
+    """``mean_{p2..p6} MSE + lambda * bpp`` against a frozen R-CNN FPN backbone.
 
-    The paper uses Detectron2's backbone on BGR 0..255 inputs minus the pixel mean;
+    The paper uses Detectron2's backbone on BGR 0..255 inputs minus the pixel mean
+    (``bgr=True``, its ``levels`` named p2..p6, mean/std from the backend);
     torchvision's weights expect RGB normalised by ImageNet mean and std. The loss
-    form is kept, the scale of the features (and so the useful lambda) differs.
+    form is the same, the scale of the features (and so the useful lambda) differs.
     """
 
     mean: Tensor
@@ -131,10 +132,13 @@ class FPNFeatureLoss(nn.Module):
         *,
         mean: Sequence[float] = (0.485, 0.456, 0.406),
         std: Sequence[float] = (0.229, 0.224, 0.225),
+        levels: Sequence[str] = FPN_LEVELS,
+        bgr: bool = False,
     ) -> None:
         super().__init__()
         self.backbone = backbone.eval().requires_grad_(False)
         self.lmbda = lmbda
+        self.levels, self.bgr = tuple(levels), bgr
         self.register_buffer("mean", torch.tensor(list(mean)).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(list(std)).view(1, 3, 1, 1), persistent=False)
 
@@ -144,8 +148,10 @@ class FPNFeatureLoss(nn.Module):
         return self
 
     def features(self, x: Tensor) -> list[Tensor]:
+        if self.bgr:
+            x = x.flip(1)
         out = self.backbone((x - self.mean.to(x.dtype)) / self.std.to(x.dtype))
-        return [out[k] for k in FPN_LEVELS]
+        return [out[k] for k in self.levels]
 
     def forward(self, output: Mapping[str, Any], target: Tensor) -> dict[str, Tensor]:
         n, _, h, w = target.shape

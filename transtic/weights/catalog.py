@@ -104,12 +104,13 @@ def transtic_entries() -> list[WeightsEntry]:
     return entries
 
 
-def _torchvision_entry(name: str, task: str, weights: Any) -> WeightsEntry:
+def _torchvision_entry(
+    name: str, task: str, weights: Any, metadata: dict[str, Any]
+) -> WeightsEntry:
     url: str = weights.url
     filename = url.rsplit("/", 1)[-1]
     # torchvision names files '<stem>-<first hex digits of sha256>.pth'.
     prefix = filename.rsplit(".", 1)[0].rsplit("-", 1)[-1]
-    meta = weights.meta
     return WeightsEntry(
         name=name,
         kind="task",
@@ -126,13 +127,54 @@ def _torchvision_entry(name: str, task: str, weights: Any) -> WeightsEntry:
         ),
         metadata={
             "torchvision_weights": str(weights),
-            "categories": tuple(meta["categories"]),
-            "num_classes": len(meta["categories"]),
-            "mean": (0.485, 0.456, 0.406),
-            "std": (0.229, 0.224, 0.225),
+            "mean": IMAGENET_MEAN,
+            "std": IMAGENET_STD,
+            "metrics": weights.meta.get("_metrics", {}),
+            **metadata,
+        },
+    )
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _detector_entry(name: str, task: str, weights: Any) -> WeightsEntry:
+    categories = tuple(weights.meta["categories"])
+    return _torchvision_entry(
+        name,
+        task,
+        weights,
+        {
+            "categories": categories,
+            "num_classes": len(categories),
             "min_size": 800,
             "max_size": 1333,
-            "metrics": meta.get("_metrics", {}),
+        },
+    )
+
+
+def resnet50_entry() -> WeightsEntry:
+    """torchvision's ResNet-50 V1 ImageNet weights, the classifier TransTIC's paper used.
+
+    timm's ``resnet50`` has the same state-dict keys and computes the same function
+    (checked in tests/tasks), so the classification backend loads the file by name.
+    """
+    from torchvision.models import ResNet50_Weights
+
+    weights = ResNet50_Weights.IMAGENET1K_V1
+    return _torchvision_entry(
+        "resnet50_imagenet1k_v1",
+        "classification",
+        weights,
+        {
+            "architecture": "resnet50",
+            "num_classes": 1000,
+            "label_set": "imagenet-1k",
+            # torchvision's V1 evaluation transform: Resize(256) bilinear, crop 224
+            "input_size": (3, 224, 224),
+            "crop_pct": 0.875,
+            "interpolation": "bilinear",
         },
     )
 
@@ -144,12 +186,13 @@ def torchvision_entries() -> list[WeightsEntry]:
     )
 
     return [
-        _torchvision_entry(
+        _detector_entry(
             "fasterrcnn_resnet50_fpn_coco", "detection", FasterRCNN_ResNet50_FPN_Weights.COCO_V1
         ),
-        _torchvision_entry(
+        _detector_entry(
             "maskrcnn_resnet50_fpn_coco", "segmentation", MaskRCNN_ResNet50_FPN_Weights.COCO_V1
         ),
+        resnet50_entry(),
     ]
 
 
@@ -157,7 +200,10 @@ def detectron2_entries(coco91: tuple[str, ...]) -> list[WeightsEntry]:
     """Detectron2 model-zoo weights that TransTIC's det/seg prompts were tuned against."""
     # Detectron2 numbers the 80 COCO classes contiguously; torchvision's 91-slot
     # list has '__background__' and 'N/A' holes in the same order.
-    coco80 = tuple(c for c in coco91 if c not in ("__background__", "N/A"))
+    holes = ("__background__", "N/A")
+    coco80 = tuple(c for c in coco91 if c not in holes)
+    # The COCO json id of each contiguous class: its slot in the 91-slot list (1..90).
+    coco_ids = tuple(i for i, c in enumerate(coco91) if c not in holes)
     base = "https://dl.fbaipublicfiles.com/detectron2"
     specs = [
         (
@@ -184,7 +230,12 @@ def detectron2_entries(coco91: tuple[str, ...]) -> list[WeightsEntry]:
             license="Apache-2.0 (detectron2 model zoo)",
             filename=f"{config.rsplit('/', 1)[-1]}_{tail.rsplit('/', 1)[-1]}",
             notes=_NO_SHA_RELEASE,
-            metadata={"config": f"{config}.yaml", "categories": coco80, "num_classes": 80},
+            metadata={
+                "config": f"{config}.yaml",
+                "categories": coco80,
+                "category_ids": coco_ids,
+                "num_classes": 80,
+            },
         )
         for name, task, config, tail in specs
     ]
