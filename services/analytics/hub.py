@@ -127,6 +127,7 @@ class ModelHub:
             task=task,
             max_pixels=self.settings.max_pixels,
             max_aspect_ratio=self.settings.max_aspect_ratio,
+            precision=self.settings.precision,
         )
         if any(s.id == codec_id for s in self.codecs):
             codec_id = f"{codec_id}#{len(self.codecs)}"
@@ -256,6 +257,7 @@ class ModelHub:
                 "ready": True,
                 "detail": f"weights file {Path(s.source).name}",
                 "codec": s.codec.codec_name,
+                "precision": s.codec.precision,
             }
             for s in self.codecs
         ]

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 _NS = "transtic_analytics"
 _STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -12,10 +21,35 @@ _BPP_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0, 
 _BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128)
 
 
+def latency_buckets(timeout_s: float) -> tuple[float, ...]:
+    """The stage buckets, extended up to the request timeout (the longest possible wait),
+    so a slow-but-answered request never falls into +Inf only."""
+    longer = [b for b in (20.0, 30.0, 60.0, 120.0, 300.0, 600.0) if b < timeout_s]
+    return tuple(sorted({*_STAGE_BUCKETS, *longer, float(timeout_s)}))
+
+
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, *, request_timeout_s: float = 60.0) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        # Process (CPU, memory, file descriptors), Python platform and GC: what an operator
+        # looks at first, in this registry too since the service serves only its own.
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            r.register(collector)
+        self.build_info = Gauge(
+            f"{_NS}_build_info",
+            "Always 1; the labels name the running build",
+            ["version", "python", "torch", "cuda"],
+            registry=r,
+        )
+        self.model_ready = Gauge(
+            f"{_NS}_model_ready",
+            "1 when the codecs and task backends are loaded and the service takes work",
+            registry=r,
+        )
+        self.queue_capacity = Gauge(
+            f"{_NS}_queue_capacity", "Queued frames at which requests are refused", registry=r
+        )
         self.frames = Counter(
             f"{_NS}_frames", "Frames analysed successfully", ["task", "source"], registry=r
         )
@@ -40,7 +74,7 @@ class Metrics:
             f"{_NS}_request_seconds",
             "End-to-end time per analysed frame",
             ["api"],
-            buckets=_STAGE_BUCKETS,
+            buckets=latency_buckets(request_timeout_s),
             registry=r,
         )
         self.queue_depth = Gauge(f"{_NS}_queue_depth", "Frames waiting for a batch", registry=r)

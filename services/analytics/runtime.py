@@ -21,13 +21,35 @@ from transtic.tasks import TaskBackend
 log = logging.getLogger(__name__)
 
 
+def build_labels() -> dict[str, str]:
+    """Versions that decide behaviour: the package, Python, torch and its CUDA build."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    try:
+        package = version("transtic")
+    except PackageNotFoundError:  # run from a checkout without installing
+        package = "unknown"
+    return {
+        "version": package,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda or "none",
+    }
+
+
 class Runtime:
     def __init__(
         self, settings: Settings, *, backends: Sequence[TaskBackend] | None = None
     ) -> None:
         self.settings = settings
-        self.metrics = Metrics()
+        self.metrics = Metrics(request_timeout_s=settings.request_timeout_s)
         self.hub = ModelHub(settings, backends=backends)
+        self.metrics.model_ready.set_function(lambda: float(self.ready))
+        self.metrics.queue_capacity.set(settings.max_queue)
+        self.metrics.build_info.labels(**build_labels()).set(1)
         self.pipeline = Pipeline(self.metrics)
         self.batcher: Batcher[Job, Outcome] = Batcher(
             self.pipeline.process,

@@ -54,7 +54,10 @@ class AnalysisResult(_Model):
     codec_fingerprint: str = ""
     task_model_id: str
     timings_ms: dict[str, float] = {}
-    request_id: str = Field("", description="the caller's request id, if it sent one")
+    request_id: str = Field(default="", description="the caller's request id, if it sent one")
+    thumbnail_jpeg_base64: str | None = Field(
+        default=None, description="small JPEG of the decoded frame (streamed frames)"
+    )
 
     @classmethod
     def from_task_output(cls, output: Mapping[str, Any], **fields: Any) -> AnalysisResult:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -28,6 +29,11 @@ class Settings(ServiceSettings):
         default_factory=dict,
         description="codecs per task: {'classification': path, 'detection:2': name, ...}; "
         "a 'task:quality' key selects by quality too",
+    )
+    precision: Literal["auto", "float32", "bfloat16", "int8"] = Field(
+        default="auto",
+        description="synthesis transforms: auto = bf16 where the CPU/GPU has native bf16, "
+        "else float32; int8 = quantised (CPU, lossy)",
     )
     default_task: str = Field(
         default="classification", description="task when neither request nor stream names one"
@@ -86,6 +92,13 @@ class Settings(ServiceSettings):
         description="longest over shortest side of an image or coded stream; slivers above "
         "it are refused (their padding and task resize would cost far more than their pixels)",
     )
+    stream_thumbnail_px: int = Field(
+        default=96,
+        ge=0,
+        le=512,
+        description="height in pixels of the JPEG thumbnail of each decoded stream frame, "
+        "stored with its result for the web page; 0 = no thumbnails",
+    )
     grpc_max_workers: int = Field(
         default=48,
         ge=2,
@@ -142,10 +155,12 @@ class Settings(ServiceSettings):
             raise ValueError(f"unknown task {value!r}; expected one of {', '.join(TASKS)}")
         return value
 
-    @field_validator("db_url")
+    @field_validator("db_url", mode="before")
     @classmethod
-    def _postgres_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+    def _postgres_url(cls, value: object) -> object:
+        if value == "":
+            return None  # an empty env value (compose's ${TRANSTIC_DB_URL:-}) means SQLite
+        if isinstance(value, str) and not value.startswith(("postgresql://", "postgres://")):
             # The message leaves the URL out: it may carry a password.
             raise ValueError("db_url must be a postgresql:// URL (unset it for SQLite)")
         return value

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.analytics.pipeline import Outcome
+from services.analytics.results import jpeg_thumbnail_base64
 from services.analytics.runtime import Runtime
 from services.analytics.schemas import AnalysisResult
 from services.analytics.store import MAX_SEQUENCE
@@ -80,6 +81,7 @@ class FrameProcessor:
         # the batch worker so decoding never waits for the disk.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-store")
         self._lock = threading.Lock()
+        self._thumbnail_px = runtime.settings.stream_thumbnail_px
 
     def close(self) -> None:
         self._writer.shutdown(wait=True)
@@ -110,7 +112,9 @@ class FrameProcessor:
                     digest = stored.digest if not bitstream else frame.digest
                     done.set_result(self._stored(frame, stored.digest, stored.result, digest))
                     return done
-                work = self.runtime.submit_bitstream(bitstream, task, source="stream")
+                work = self.runtime.submit_bitstream(
+                    bitstream, task, source="stream", keep_image=self._thumbnail_px > 0
+                )
             except Exception as exc:
                 done.set_result(frame.failed(self.runtime.record_error(exc)))
                 return done
@@ -173,11 +177,17 @@ class FrameProcessor:
         try:
             try:
                 outcome = work.result()
+                result_to_store = outcome.result
+                if outcome.image is not None:
+                    thumb = jpeg_thumbnail_base64(outcome.image, self._thumbnail_px)
+                    result_to_store = result_to_store.model_copy(
+                        update={"thumbnail_jpeg_base64": thumb}
+                    )
                 stored, inserted = self.runtime.store.put(
                     frame.stream_id,
                     frame.sequence,
-                    outcome.result.task,
-                    outcome.result.to_json(),
+                    result_to_store.task,
+                    result_to_store.to_json(),
                     capture_time_ms,
                     session=frame.session,
                     digest=frame.digest,

@@ -141,7 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         cmd = sub.add_parser(name, help=what, allow_abbrev=False)
         cmd.add_argument("--address", default=None, help="host:port (default localhost:grpc_port)")
-        cmd.add_argument("--timeout", type=float, default=3.0)
+        cmd.add_argument(
+            "--timeout", type=float, default=3.0, help="seconds to wait for the answer"
+        )
         _add_fields(cmd, _CLIENT_FLAGS)
     return parser
 

@@ -26,6 +26,7 @@ from transtic.images import (
     to_tensor,
 )
 from transtic.models import HyperpriorCodec, load_checkpoint
+from transtic.precision import log_choice, resolve_precision
 from transtic.weights import WeightsEntry, WeightsError, default_registry, resolve
 
 from .settings import EncoderSettings
@@ -99,6 +100,9 @@ class CodecBank:
         self._models = dict(models)
         self._settings = settings
         self.device = settings.resolved_device()
+        choice = resolve_precision(settings.precision, self.device)
+        log_choice(choice, "encoder codecs")
+        self.precision: str = choice.precision
         self._codecs: dict[tuple[str, int, AlignMode], ImageCodec] = {}
         self._codecs_lock = threading.Lock()
 
@@ -180,7 +184,7 @@ class CodecBank:
                     quality=quality,
                     task=task,
                     align_mode=align,
-                    precision=self._settings.precision,
+                    precision=self.precision,
                     device=self.device,
                     max_pixels=self._settings.max_pixels,
                     max_aspect_ratio=self._settings.max_aspect_ratio,

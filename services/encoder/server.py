@@ -92,6 +92,7 @@ def service_info(bank: CodecBank, settings: EncoderSettings) -> api_pb2.ServiceI
             quality=m.quality,
             fingerprint=bank.fingerprint(m.task, m.quality),
             ready=True,
+            precision=bank.precision,
         )
         for m in bank.models()
     ]

@@ -24,7 +24,7 @@ from .report import StreamStats, build_summary, report
 from .resend import PendingFrame, ResendBuffer
 from .sender import AckEvent, Backoff, StreamSender
 from .settings import EncoderSettings
-from .sources import SourceFrame, open_source
+from .sources import Reconnect, SourceFrame, open_source
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +105,13 @@ class StreamRun:
         )
         if frames is None:
             if not settings.source:
-                raise ValueError("no source: pass --source DIR|VIDEO|/dev/videoN")
-            frames = open_source(settings.source, max_pixels=settings.max_pixels)
+                raise ValueError("no source: pass --source DIR|VIDEO|/dev/videoN|rtsp://...")
+            source_backoff = Backoff(settings.reconnect_initial_s, settings.reconnect_max_s)
+            frames = open_source(
+                settings.source,
+                max_pixels=settings.max_pixels,
+                reconnect=Reconnect(source_backoff.delay, settings.source_reconnect_attempts),
+            )
         self.frames = frames
         self.metrics = metrics or EncoderMetrics()
         self.stats = StreamStats()

@@ -197,6 +197,7 @@ def test_models_health_and_docs(client: TestClient) -> None:
     assert info["tasks"] == ["classification", "detection", "segmentation"]
     kinds = {(m["kind"], m["task"]): m for m in info["models"]}
     assert kinds[("codec", "")]["ready"] and kinds[("codec", "")]["id"] == "tiny"
+    assert kinds[("codec", "")]["precision"] in ("float32", "bfloat16")  # "auto", resolved
     assert kinds[("task", "classification")]["ready"]
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json() == {"status": "ready"}

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ModelInfo(_message.Message):
-    __slots__ = ("id", "kind", "task", "quality", "fingerprint", "ready", "detail")
+    __slots__ = ("id", "kind", "task", "quality", "fingerprint", "ready", "detail", "precision")
     ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
@@ -16,6 +16,7 @@ class ModelInfo(_message.Message):
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     READY_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
     id: str
     kind: str
     task: str
@@ -23,7 +24,8 @@ class ModelInfo(_message.Message):
     fingerprint: str
     ready: bool
     detail: str
-    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., task: _Optional[str] = ..., quality: _Optional[int] = ..., fingerprint: _Optional[str] = ..., ready: _Optional[bool] = ..., detail: _Optional[str] = ...) -> None: ...
+    precision: str
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., task: _Optional[str] = ..., quality: _Optional[int] = ..., fingerprint: _Optional[str] = ..., ready: _Optional[bool] = ..., detail: _Optional[str] = ..., precision: _Optional[str] = ...) -> None: ...
 
 class EncodeRequest(_message.Message):
     __slots__ = ("image", "task", "quality", "align_mode")
