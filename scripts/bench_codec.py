@@ -1,13 +1,17 @@
-"""Codec speed, side by side in one run: the plain float32 eager path vs. the optimised ones.
+"""Codec speed, side by side in one run: the official TransTIC code and every path of ours.
 
-Encodes and decodes a 768x512 photo (scikit-image's coffee, resized) and prints
-milliseconds per megapixel, the speed-up over the plain path, and what each path
-costs in bits and PSNR. Usage:
+Encodes and decodes a 768x512 photo (scikit-image's coffee, resized) with the
+paper-size model and the same weights on every path. Runs are interleaved (every path
+once per round, ``--repeats`` rounds), so a machine shared with other jobs slows every
+path alike; the ratios to the official code are the figures to read. Prints the CPU
+flags that decide the fast paths, what ``precision="auto"`` picks, milliseconds per
+megapixel, ratios, and each path's bits and PSNR. Usage:
 
-    python scripts/bench_codec.py [--checkpoint FILE] [--repeats 3] [--threads 2]
+    python scripts/bench_codec.py --official-src ../official-src [--repeats 3] [--json F]
 
-Without --checkpoint it uses ../shared/conformance's reference weights when present,
-else a randomly initialised paper-size TransTIC (speed does not depend on weights).
+``--official-src`` is a checkout of github.com/NYCU-MAPL/TransTIC (never part of this
+repository). Without --checkpoint the weights are ../shared/conformance's reference
+weights when present, else a randomly initialised paper-size TransTIC.
 """
 
 from __future__ import annotations
@@ -16,20 +20,36 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from transtic.bitstream import EntropyParamMode
-from transtic.cli import psnr
-from transtic.codec import ImageCodec
-from transtic.models import HyperpriorCodec, create_model, load_checkpoint
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from official_baseline import OfficialCodec  # noqa: E402
+
+from transtic.bitstream import EntropyParamMode  # noqa: E402
+from transtic.cli import psnr  # noqa: E402
+from transtic.codec import ImageCodec  # noqa: E402
+from transtic.models import HyperpriorCodec, create_model, load_checkpoint  # noqa: E402
+from transtic.precision import (  # noqa: E402
+    NATIVE_BF16_CPU_FLAGS,
+    NATIVE_INT8_CPU_FLAGS,
+    cpu_flags,
+    resolve_precision,
+)
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared/conformance"
 SIZE = (512, 768)  # H, W
+SHOWN_FLAGS = {"avx2", "fma", "avx512f", "avx512bw"} | NATIVE_BF16_CPU_FLAGS | NATIVE_INT8_CPU_FLAGS
 
 
 def test_image() -> torch.Tensor:
@@ -57,66 +77,156 @@ def load_model(checkpoint: str | None) -> tuple[HyperpriorCodec, str]:
     return model.eval(), "random paper-size TransTIC"
 
 
-PATHS = {
-    # name: (attention, precision, channels_last)
-    "plain float32 eager": ("eager", "float32", False),
-    "optimised float32": ("sdpa", "float32", True),
-    "optimised bfloat16": ("sdpa", "bfloat16", True),
-}
+@dataclass
+class CodingPath:
+    """One way to code the image: encode() -> opaque stream, decode(stream) -> (3,H,W)."""
 
+    name: str
+    encode: Callable[[], Any]
+    decode: Callable[[Any], torch.Tensor]
+    size_of: Callable[[Any], int]
+    enc_s: list[float] = field(default_factory=list)
+    dec_s: list[float] = field(default_factory=list)
+    stream: Any = None
+    image: torch.Tensor | None = None
 
-def run_path(model: HyperpriorCodec, image: torch.Tensor, name: str, repeats: int) -> dict:
-    attention, precision, channels_last = PATHS[name]
-    model.set_attention_impl(attention)
-    model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    codec = ImageCodec(model, precision=precision, entropy_mode=EntropyParamMode.FIXED_POINT)
-    codec.encode(image)  # warm-up: mask caches, oneDNN primitives
-    enc_times, dec_times = [], []
-    for _ in range(repeats):
+    def run_once(self) -> None:
         start = time.perf_counter()
-        encoded = codec.encode(image)
+        self.stream = self.encode()
         mid = time.perf_counter()
-        decoded = codec.decode(encoded.data)
-        enc_times.append(mid - start)
-        dec_times.append(time.perf_counter() - mid)
-    megapixels = image.shape[1] * image.shape[2] / 1e6
+        self.image = self.decode(self.stream)
+        self.enc_s.append(mid - start)
+        self.dec_s.append(time.perf_counter() - mid)
+
+
+def our_path(
+    model: HyperpriorCodec, image: torch.Tensor, name: str, precision: str, attention: str = "sdpa"
+) -> CodingPath:
+    model = load_checkpoint(model.state_dict())  # a private copy per path
+    model.set_attention_impl(attention)
+    codec = ImageCodec(model, precision=precision, entropy_mode=EntropyParamMode.FIXED_POINT)
+    return CodingPath(
+        name,
+        lambda: codec.encode(image),
+        lambda enc: codec.decode(enc.data).image,
+        lambda enc: len(enc.data),
+    )
+
+
+def official_path(source: Path, model: HyperpriorCodec, image: torch.Tensor) -> CodingPath:
+    official = OfficialCodec(source, model.state_dict())
+    x = image.float().div(255)[None]  # 768x512 is a multiple of 256: no alignment needed
+    return CodingPath(
+        "official code (float32)",
+        lambda: official.encode(x),
+        lambda enc: official.decode(enc["strings"], enc["shape"])[0],
+        lambda enc: len(enc["strings"][0][0]) + len(enc["strings"][1][0]),
+    )
+
+
+def build_paths(
+    args: argparse.Namespace, model: HyperpriorCodec, image: torch.Tensor
+) -> list[CodingPath]:
+    paths = []
+    if args.official_src:
+        paths.append(official_path(args.official_src, model, image))
+    if args.plain:
+        paths.append(our_path(model, image, "ours float32, eager attention", "float32", "eager"))
+    paths.append(our_path(model, image, "ours float32 (exact)", "float32"))
+    paths.append(our_path(model, image, "ours bfloat16", "bfloat16"))
+    paths.append(our_path(model, image, "ours int8", "int8"))
+    return paths
+
+
+def machine() -> dict[str, Any]:
+    flags = cpu_flags()
     return {
-        "path": name,
-        "encode_ms_per_mp": statistics.median(enc_times) * 1e3 / megapixels,
-        "decode_ms_per_mp": statistics.median(dec_times) * 1e3 / megapixels,
-        "bpp": encoded.bpp,
-        "psnr_db": psnr(decoded.image, image.float() / 255),
+        "processor": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_flags": sorted(flags & SHOWN_FLAGS),
+        "auto_precision": resolve_precision("auto", "cpu").precision,
+        "auto_precision_lossy_allowed": resolve_precision("auto", "cpu", allow_int8=True).precision,
     }
+
+
+def summarise(paths: list[CodingPath], image: torch.Tensor) -> list[dict[str, Any]]:
+    megapixels = image.shape[1] * image.shape[2] / 1e6
+    reference = image.float() / 255
+    rows = []
+    for p in paths:
+        assert p.image is not None
+        rows.append(
+            {
+                "path": p.name,
+                "encode_ms_per_mp": statistics.median(p.enc_s) * 1e3 / megapixels,
+                "decode_ms_per_mp": statistics.median(p.dec_s) * 1e3 / megapixels,
+                "bpp": p.size_of(p.stream) * 8 / (image.shape[1] * image.shape[2]),
+                "psnr_db": psnr(p.image, reference),
+            }
+        )
+    base = rows[0]
+    for row in rows:
+        row["encode_x"] = base["encode_ms_per_mp"] / row["encode_ms_per_mp"]
+        row["decode_x"] = base["decode_ms_per_mp"] / row["decode_ms_per_mp"]
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--official-src", type=Path, default=None, help="TransTIC checkout")
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--plain", action="store_true", help="also our eager-attention path")
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model, source = load_model(args.checkpoint)
     image = test_image()
-    print(f"machine: {platform.processor() or platform.machine()}, {args.threads} threads, "
-          f"torch {torch.__version__}, cpu capability {torch.backends.cpu.get_cpu_capability()}")
-    print(f"weights: {source}; image {SIZE[1]}x{SIZE[0]}; median of {args.repeats}")
-    rows = [run_path(model, image, name, args.repeats) for name in PATHS]
-    base = rows[0]
-    print(f"{'path':<22}{'enc ms/MP':>11}{'dec ms/MP':>11}{'enc x':>7}{'dec x':>7}"
-          f"{'bpp':>9}{'PSNR':>8}")
+    info = machine()
+    print(
+        f"machine: {info['processor']}, {args.threads} threads, torch {info['torch']}, "
+        f"cpu capability {info['cpu_capability']}"
+    )
+    print(f"cpu flags: {' '.join(info['cpu_flags'])}")
+    print(
+        f"precision='auto' picks {info['auto_precision']} "
+        f"({info['auto_precision_lossy_allowed']} with allow_int8=True)"
+    )
+    print(f"weights: {source}; image {SIZE[1]}x{SIZE[0]}; median of {args.repeats}, interleaved")
+    paths = build_paths(args, model, image)
+    for p in paths:  # warm-up: mask caches, oneDNN primitives, quantised weights
+        p.run_once()
+        p.enc_s.clear()
+        p.dec_s.clear()
+    for _ in range(args.repeats):
+        for p in paths:
+            p.run_once()
+    rows = summarise(paths, image)
+    label = "vs official" if args.official_src else f"vs {rows[0]['path']}"
+    print(
+        f"{'path':<32}{'enc ms/MP':>11}{'dec ms/MP':>11}{'enc x':>7}{'dec x':>7}"
+        f"{'bpp':>9}{'PSNR':>8}   (x = {label})"
+    )
     for row in rows:
-        row["encode_speedup"] = base["encode_ms_per_mp"] / row["encode_ms_per_mp"]
-        row["decode_speedup"] = base["decode_ms_per_mp"] / row["decode_ms_per_mp"]
-        print(f"{row['path']:<22}{row['encode_ms_per_mp']:>11.0f}{row['decode_ms_per_mp']:>11.0f}"
-              f"{row['encode_speedup']:>7.2f}{row['decode_speedup']:>7.2f}"
-              f"{row['bpp']:>9.4f}{row['psnr_db']:>8.2f}")
-    fast = rows[-1]
-    print(f"bfloat16 vs float32 cost: bpp {100 * (fast['bpp'] / rows[1]['bpp'] - 1):+.2f}%, "
-          f"PSNR {fast['psnr_db'] - rows[1]['psnr_db']:+.3f} dB")
+        print(
+            f"{row['path']:<32}{row['encode_ms_per_mp']:>11.0f}{row['decode_ms_per_mp']:>11.0f}"
+            f"{row['encode_x']:>7.2f}{row['decode_x']:>7.2f}"
+            f"{row['bpp']:>9.4f}{row['psnr_db']:>8.2f}"
+        )
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+        report = {
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "command": " ".join(sys.argv),
+            "machine": info,
+            "weights": source,
+            "image": f"{SIZE[1]}x{SIZE[0]}",
+            "repeats": args.repeats,
+            "rows": rows,
+        }
+        args.json.write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

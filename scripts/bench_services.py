@@ -111,9 +111,11 @@ class Proc:
                 self.reap(30)
 
 
-def start_analytics(codec: Path, work: Path, name: str, batch: int, threads: int) -> Proc:
+def start_analytics(
+    codec: Path, work: Path, name: str, batch: int, threads: int, device: str = "cpu"
+) -> Proc:
     http, grpc_port = free_port(), free_port()
-    flags = "-m services.analytics --host 127.0.0.1 --device cpu --log-level WARNING "
+    flags = f"-m services.analytics --host 127.0.0.1 --device {device} --log-level WARNING "
     flags += "--task-backends classification --db-synchronous NORMAL --max-queue 1024"
     proc = Proc(
         name,
@@ -367,10 +369,12 @@ def measure(args: argparse.Namespace, work: Path, t_start: float) -> dict[str, A
     n_stream, reps = (12, 5) if args.quick else (48, 20)
     codec, codec_note = pick_codec(args.checkpoint, args.weights_cache_dir, work)
     frames = write_frames(work / "frames", n_stream, height, width)
-    batched = start_analytics(codec, work, "analytics-batched", args.batch_size, args.threads)
-    single = start_analytics(codec, work, "analytics-single", 1, args.threads)
+    batched = start_analytics(
+        codec, work, "analytics-batched", args.batch_size, args.threads, args.device
+    )
+    single = start_analytics(codec, work, "analytics-single", 1, args.threads, args.device)
     enc_port, enc_http = free_port(), free_port()
-    flags = "-m services.encoder serve --host 127.0.0.1 --device cpu --log-level WARNING"
+    flags = f"-m services.encoder serve --host 127.0.0.1 --device {args.device} --log-level WARNING"
     encoder = Proc(
         "encoder service",
         [
@@ -420,6 +424,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--checkpoint", help="codec file or weights name (default: found, else tiny)")
     p.add_argument("--weights-cache-dir", default=None, help="where weights files are looked up")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    p.add_argument("--device", default="cpu", help="device of both services: cpu, cuda, ...")
     p.add_argument("--batch-size", type=int, default=8, help="max_batch_size of (a)")
     p.add_argument("--clients", type=int, default=16, help="concurrent callers of (a)")
     p.add_argument("--size", help="frame size HxW (default 192x256 quick, 384x512 full)")

@@ -35,7 +35,7 @@ def generate(out: Path) -> list[Path]:
         raise SystemExit("protoc failed")
     written = []
     for path in sorted(out.rglob("*.py*")):
-        if path.suffix not in (".py", ".pyi"):
+        if path.suffix not in (".py", ".pyi") or path.name == "__init__.py":
             continue
         text = path.read_text()
         # grpc emits absolute imports ("from transtic_api.v1 import api_pb2"); make them

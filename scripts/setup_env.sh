@@ -22,6 +22,15 @@ if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev
     echo "note: postgresql server missing; PostgreSQL store tests will be skipped" >&2
   fi
 fi
+# The camera-stream tests serve MJPEG over HTTP on 127.0.0.1 with Debian's ffmpeg.
+if ! command -v ffmpeg >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    (apt-get update -qq && apt-get install -y -qq ffmpeg >/dev/null) \
+      || echo "note: could not install ffmpeg; camera-stream tests will be skipped" >&2
+  else
+    echo "note: ffmpeg missing; camera-stream tests will be skipped" >&2
+  fi
+fi
 # promtool checks the Prometheus config and alert rules (tests/deploy/test_deploy_alerts.py).
 if ! command -v promtool >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

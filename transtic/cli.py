@@ -9,7 +9,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from . import __version__
 from .bitstream import AlignMode, BitstreamError, EntropyParamMode, peek_header
+from .precision import PRECISIONS
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
 STREAM_SUFFIX = ".ttic"
@@ -166,39 +168,62 @@ def _codec_options(parser: argparse.ArgumentParser, required: bool = True) -> No
         "--checkpoint", required=required, help="checkpoint file or a weights registry name"
     )
     parser.add_argument("--cache-dir", type=Path, default=None, help="weights cache directory")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
+    parser.add_argument(
+        "--precision",
+        choices=list(PRECISIONS),
+        default="auto",
+        help="auto: bf16 where the CPU/GPU has native bf16, else float32; int8: lossy, CPU "
+        "(entropy parameters stay exact)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="transtic", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"transtic {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     enc = sub.add_parser("encode", help="images (files or folders) -> .ttic streams")
-    enc.add_argument("inputs", nargs="+", type=Path)
+    enc.add_argument("inputs", nargs="+", type=Path, help="image files or folders of images")
     enc.add_argument("-o", "--output", type=Path, default=None, help="file or directory")
     enc.add_argument("--quality", type=int, default=0, help="quality index recorded in the stream")
     enc.add_argument("--task", default=None, help="task recorded in the stream")
-    enc.add_argument("--align", choices=["pad", "resize"], default="pad")
-    enc.add_argument("--entropy-mode", choices=["fixed", "float"], default="fixed")
+    enc.add_argument(
+        "--align",
+        choices=["pad", "resize"],
+        default="pad",
+        help="fit images to multiples of 256 by padding (fewer bits) or resizing (as the paper)",
+    )
+    enc.add_argument(
+        "--entropy-mode",
+        choices=["fixed", "float"],
+        default="fixed",
+        help="entropy parameters in exact fixed point (machine-independent) or float",
+    )
     _codec_options(enc)
     enc.set_defaults(func=cmd_encode)
 
     dec = sub.add_parser("decode", help=".ttic streams -> PNG images")
-    dec.add_argument("inputs", nargs="+", type=Path)
-    dec.add_argument("-o", "--output", type=Path, default=None)
+    dec.add_argument("inputs", nargs="+", type=Path, help=".ttic files or folders of them")
+    dec.add_argument("-o", "--output", type=Path, default=None, help="output file or directory")
     _codec_options(dec)
     dec.set_defaults(func=cmd_decode)
 
     info = sub.add_parser("info", help="header fields, bits per pixel, PSNR against an original")
-    info.add_argument("stream", type=Path)
-    info.add_argument("--original", type=Path, default=None)
-    info.add_argument("--json", action="store_true")
+    info.add_argument("stream", type=Path, help="the .ttic file")
+    info.add_argument(
+        "--original", type=Path, default=None, help="the original image, to report PSNR against it"
+    )
+    info.add_argument("--json", action="store_true", help="machine-readable output")
     _codec_options(info, required=False)
     info.set_defaults(func=cmd_info)
 
     weights = sub.add_parser("weights", help="list or pull model weights", add_help=False)
-    weights.add_argument("rest", nargs=argparse.REMAINDER)
+    weights.add_argument(
+        "rest",
+        nargs=argparse.REMAINDER,
+        help="the weights command and its flags (see transtic weights --help)",
+    )
     weights.set_defaults(func=None)
     return parser
 

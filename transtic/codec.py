@@ -6,7 +6,7 @@ import contextlib
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -21,10 +21,16 @@ from .bitstream import (
     encode_container,
 )
 from .entropy.isolated import isolate_entropy_decoding
-from .images import DEFAULT_MAX_PIXELS, ImageError, to_tensor
+from .images import (
+    DEFAULT_MAX_ASPECT_RATIO,
+    DEFAULT_MAX_PIXELS,
+    ImageError,
+    check_size_budget,
+    to_tensor,
+)
 from .models import HyperpriorCodec, TransTIC, load_checkpoint
+from .precision import Precision, log_choice, resolve_precision
 
-Precision = Literal["float32", "bfloat16"]
 _ENTROPY_MODES = {EntropyParamMode.FLOAT: "float", EntropyParamMode.FIXED_POINT: "fixed"}
 
 
@@ -71,8 +77,11 @@ class ImageCodec:
 
     ``entropy_mode="fixed"`` (default) makes streams decodable on any machine;
     ``"float"`` reproduces the paper's computation (and its streams) exactly.
-    ``precision="bfloat16"`` runs the analysis and synthesis transforms in bf16:
-    faster on CPUs with AVX-512 BF16 and on GPUs, at a small, measured rate cost.
+    ``precision="auto"`` (default) runs the analysis and synthesis transforms in bf16
+    where the hardware has native bf16 (faster, at a small measured rate cost) and in
+    float32 elsewhere; ``"int8"`` quantises their Linear layers (CPU, lossy; ``auto``
+    picks it only with ``allow_int8=True``). The entropy parameters stay exact in every
+    mode, so any decoder parses any encoder's streams. See ``transtic.precision``.
     """
 
     def __init__(
@@ -83,21 +92,27 @@ class ImageCodec:
         task: str | None = None,
         align_mode: AlignMode = AlignMode.PAD,
         entropy_mode: EntropyParamMode = EntropyParamMode.FIXED_POINT,
-        precision: Precision = "float32",
+        precision: Precision | str = "auto",
+        allow_int8: bool = False,
         device: str | torch.device = "cpu",
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO,
         isolate_decoding: bool = True,
     ) -> None:
         self.device = torch.device(device)
+        self.precision_choice = resolve_precision(precision, self.device, allow_int8=allow_int8)
         self.model = model.to(self.device).eval()
         self.quality = quality
         self.task = task or ("machine" if isinstance(model, TransTIC) else "human")
         self.align_mode = AlignMode(align_mode)
         self.entropy_mode = EntropyParamMode(entropy_mode)
-        self.precision: Precision = precision
-        # bf16: a private copy with natively-bf16 transforms (no per-op casts at run time)
-        self._transforms = model.fast_transforms() if precision == "bfloat16" else self.model
-        self.max_pixels = max_pixels
+        self.precision = self.precision_choice.precision
+        log_choice(self.precision_choice, f"codec {type(model).__name__} on {self.device}")
+        # A private copy with fast transforms (channels-last, BN folded, no per-op casts);
+        # the model itself stays as loaded, for the reference computation.
+        self._transforms = model.fast_transforms(self.precision)
+        self.max_pixels = max_pixels  # of the coded (aligned) image: what the work costs
+        self.max_aspect_ratio = max_aspect_ratio
         self.divisor = model.config.alignment
         if isolate_decoding:
             # untrusted streams reach a C++ range decoder that trusts its input
@@ -123,14 +138,12 @@ class ImageCodec:
         timings: dict[str, float] = {}
         x = to_tensor(image)
         h, w = x.shape[-2:]
-        if h * w > self.max_pixels:
-            raise ImageError(f"image has {h * w} pixels; the limit is {self.max_pixels}")
+        self.check_size(int(h), int(w))
         x = align(x[None].to(self.device), self.divisor, self.align_mode)
         mode = _ENTROPY_MODES[self.entropy_mode]
         with torch.no_grad():
             with _timed(timings, "analysis"):
-                if self.precision == "bfloat16":
-                    x = x.contiguous(memory_format=torch.channels_last)
+                x = x.contiguous(memory_format=torch.channels_last)
                 y, z = self._transforms.analyze(x)
             with _timed(timings, "entropy_encode"):
                 y_strings, z_strings, _ = self.model.entropy_encode(y, z, mode)  # type: ignore[arg-type]
@@ -150,6 +163,16 @@ class ImageCodec:
             data = encode_container(header, y_strings[0], z_strings[0])
         return EncodeResult(data, header, timings)
 
+    def check_size(self, height: int, width: int) -> None:
+        """Raise ImageError when an image of this size is over this codec's budget."""
+        check_size_budget(
+            height,
+            width,
+            max_pixels=self.max_pixels,
+            max_aspect_ratio=self.max_aspect_ratio,
+            alignment=self.divisor,
+        )
+
     # -- decode ---------------------------------------------------------------------
     def parse(self, data: bytes) -> tuple[StreamHeader, bytes, bytes]:
         """Validate a stream against this decoder; raises BitstreamError subclasses."""
@@ -165,6 +188,11 @@ class ImageCodec:
             raise BitstreamError(
                 f"bitstream: coded size {header.coded_size} is not a multiple of {self.divisor}"
             )
+        try:
+            # The header's claims are checked before any decoding work is spent on them.
+            self.check_size(*header.original_size)
+        except ImageError as exc:
+            raise BitstreamError(f"bitstream: {exc}") from None
         n_ch = self.model.config.M
         if header.y_shape[0] != n_ch or header.z_shape[0] != self.model.config.N:
             raise BitstreamError("bitstream: latent channel counts do not match this codec")

@@ -12,14 +12,65 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 DEFAULT_MAX_PIXELS = 64 * 2**20  # 64 MP: above any camera frame, below a memory blow-up
+# Beyond this an image is mostly padding once aligned to 256 (the services default to a
+# tighter 16:1, above any panorama a camera sends).
+DEFAULT_MAX_ASPECT_RATIO = 64.0
+# What the codecs align to (TIC/TransTIC at window 8 and a 256 training size).
+DEFAULT_ALIGNMENT = 256
 
 
 class ImageError(ValueError):
     """The input is not an image we can code (corrupt, unsupported, or too large)."""
 
 
-def decode_image_bytes(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tensor:
-    """Encoded image file (PNG, JPEG, WebP, ...) -> (3, H, W) float32 in [0, 1]."""
+class ImageTooLargeError(ImageError):
+    """The image's coded size is over the pixel budget (a shape problem is a plain ImageError)."""
+
+
+def check_size_budget(
+    height: int,
+    width: int,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO,
+    alignment: int = DEFAULT_ALIGNMENT,
+) -> None:
+    """Refuse a size before any work is done on it.
+
+    The cost of coding is set by the *coded* size (each side padded or resized up to
+    a multiple of ``alignment``), not by the original one: an 8192x1 image is coded
+    as 8192x256. So ``max_pixels`` caps the aligned area, and ``max_aspect_ratio``
+    refuses slivers whose padding (and whose task-network resize) dwarf their content.
+    """
+    if height < 1 or width < 1:
+        raise ImageError(f"image is {width}x{height}: it has no pixels")
+    aspect = max(height, width) / min(height, width)
+    if aspect > max_aspect_ratio:
+        raise ImageError(
+            f"image is {width}x{height}: aspect ratio {aspect:.1f}:1 exceeds the limit of "
+            f"{max_aspect_ratio:g}:1"
+        )
+    coded_h = -(-height // alignment) * alignment
+    coded_w = -(-width // alignment) * alignment
+    if coded_h * coded_w > max_pixels:
+        raise ImageTooLargeError(
+            f"image is {width}x{height}, coded as {coded_w}x{coded_h} = {coded_h * coded_w} "
+            f"pixels; the limit is {max_pixels}"
+        )
+
+
+def decode_image_bytes(
+    data: bytes,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO,
+    alignment: int = DEFAULT_ALIGNMENT,
+) -> Tensor:
+    """Encoded image file (PNG, JPEG, WebP, ...) -> (3, H, W) float32 in [0, 1].
+
+    The size is checked against the budget (:func:`check_size_budget`) from the file
+    header alone, before any pixel is decoded.
+    """
     if not data:
         raise ImageError("empty image upload")
     try:
@@ -27,10 +78,13 @@ def decode_image_bytes(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as img:
                 w, h = img.size
-                if w * h > max_pixels:
-                    raise ImageError(
-                        f"image is {w}x{h} = {w * h} pixels; the limit is {max_pixels}"
-                    )
+                check_size_budget(
+                    h,
+                    w,
+                    max_pixels=max_pixels,
+                    max_aspect_ratio=max_aspect_ratio,
+                    alignment=alignment,
+                )
                 img.load()
                 return to_tensor(img)
     except ImageError:

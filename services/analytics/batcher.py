@@ -26,6 +26,23 @@ log = logging.getLogger(__name__)
 _STOP = object()
 
 
+class Pending(Future[R]):
+    """The future of one queued item, which its caller may abandon at any time.
+
+    ``cancel()`` only works while the item waits in the queue; ``abandon()`` also
+    raises the item's ``abandoned`` flag, which the processing function checks between
+    stages, so a caller that timed out or went away stops costing work either way.
+    """
+
+    def __init__(self, abandoned: threading.Event | None = None) -> None:
+        super().__init__()
+        self.abandoned = abandoned or threading.Event()
+
+    def abandon(self) -> None:
+        self.abandoned.set()
+        self.cancel()
+
+
 class Batcher(Generic[T, R]):
     def __init__(
         self,
@@ -59,9 +76,13 @@ class Batcher(Generic[T, R]):
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, payload: T) -> Future[R]:
-        """Queue one item; raises RESOURCE_EXHAUSTED when the queue is full."""
-        future: Future[R] = Future()
+    def submit(self, payload: T, abandoned: threading.Event | None = None) -> Pending[R]:
+        """Queue one item; raises RESOURCE_EXHAUSTED when the queue is full.
+
+        ``abandoned`` is the flag the returned future's ``abandon()`` raises; pass the
+        one ``process`` looks at for this payload.
+        """
+        future: Pending[R] = Pending(abandoned)
         with self._lock:
             if self._closed:
                 raise ServiceError(ErrorCode.UNAVAILABLE, "the service is shutting down")
@@ -91,7 +112,7 @@ class Batcher(Generic[T, R]):
         if self._on_depth is not None:
             self._on_depth(self._queue.qsize())
 
-    def _collect(self) -> tuple[list[tuple[T, Future[R]]], bool]:
+    def _collect(self) -> tuple[list[tuple[T, Pending[R]]], bool]:
         first = self._queue.get()
         if first is _STOP:
             return [], True
@@ -119,13 +140,18 @@ class Batcher(Generic[T, R]):
             batch, stop = self._collect()
             self._report_depth()
             # Requests that gave up (cancelled futures) are not worth computing.
-            live = [(p, f) for p, f in batch if f.set_running_or_notify_cancel()]
+            live = []
+            for payload, future in batch:
+                if future.abandoned.is_set():
+                    future.cancel()
+                if future.set_running_or_notify_cancel():
+                    live.append((payload, future))
             if live:
                 self._run_batch(live)
             if stop:
                 return
 
-    def _run_batch(self, batch: list[tuple[T, Future[R]]]) -> None:
+    def _run_batch(self, batch: list[tuple[T, Pending[R]]]) -> None:
         if self._on_batch is not None:
             self._on_batch(len(batch))
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from typing import Any
@@ -15,8 +16,9 @@ import transtic
 from services.analytics.runtime import Runtime
 from services.analytics.streaming import FrameOutcome, FrameProcessor
 from services.common.auth import ApiKeys
-from services.common.errors import ErrorCode, abort_grpc
+from services.common.errors import ErrorCode, ServiceError, abort_grpc
 from services.common.grpc_guard import GrpcGuard
+from services.common.grpc_limits import StreamLimiter, server_options
 from services.common.grpc_utils import add_health_and_reflection, set_serving
 from services.common.ratelimit import RateLimiter
 from services.common.tls import add_port, server_credentials
@@ -34,6 +36,8 @@ def service_info(runtime: Runtime) -> api_pb2.ServiceInfo:
         version=transtic.__version__,
         device=runtime.hub.device,
         tasks=runtime.hub.tasks(),
+        default_task=runtime.settings.default_task,
+        ready_tasks=runtime.hub.ready_tasks(),
     )
     fields = set(api_pb2.ModelInfo.DESCRIPTOR.fields_by_name)
     for model in runtime.hub.describe():
@@ -56,9 +60,14 @@ class AnalyticsServicer(api_pb2_grpc.AnalyticsServicer):
                 future = self.runtime.submit_bitstream(
                     request.bitstream, request.task or None, source="grpc"
                 )
+                # A cancelled or expired call drops its work from the queue or between stages.
+                context.add_callback(future.abandon)
                 outcome = self.runtime.wait(future, context.time_remaining())
             except Exception as exc:
-                abort_grpc(context, self.runtime.record_error(exc))
+                error = self.runtime.record_error(exc)
+                if not context.is_active():
+                    return api_pb2.AnalyzeResult()  # nobody is listening any more
+                abort_grpc(context, error)
                 raise  # unreachable: abort raises
         return outcome.result.to_proto()
 
@@ -68,15 +77,18 @@ class AnalyticsServicer(api_pb2_grpc.AnalyticsServicer):
         acks: queue.Queue[Any] = queue.Queue()
         window = threading.BoundedSemaphore(self.stream_window)
         total: list[int] = []
+        received = [0]
+        last_activity = [time.monotonic()]
+        idle_s = self.runtime.settings.grpc_stream_idle_timeout_s
 
         def on_done(f: futures.Future[FrameOutcome]) -> None:
             window.release()
             acks.put(f.result())
 
         def read() -> None:
-            count = 0
             try:
                 for frame in request_iterator:
+                    last_activity[0] = time.monotonic()
                     while not window.acquire(timeout=_POLL_S):
                         if not context.is_active():
                             return
@@ -86,13 +98,17 @@ class AnalyticsServicer(api_pb2_grpc.AnalyticsServicer):
                         frame.bitstream,
                         frame.task or None,
                         frame.capture_time_unix_ms or None,
+                        frame.session,
                     )
-                    count += 1
+                    received[0] += 1
                     future.add_done_callback(on_done)
             except Exception as exc:  # the client went away mid-stream
                 log.debug("stream reader ended: %s", exc)
+                if not context.is_active():
+                    # A disconnect is its own outcome, not a server error.
+                    self.runtime.record_error(ServiceError(ErrorCode.CANCELLED, "stream cancelled"))
             finally:
-                total.append(count)
+                total.append(received[0])
                 acks.put(_END)
 
         threading.Thread(target=read, name="stream-reader", daemon=True).start()
@@ -101,9 +117,18 @@ class AnalyticsServicer(api_pb2_grpc.AnalyticsServicer):
             try:
                 item = acks.get(timeout=_POLL_S)
             except queue.Empty:
+                idle = time.monotonic() - last_activity[0]
+                if not total and sent == received[0] and idle > idle_s:
+                    # An idle stream holds a handler thread and a slot of the stream cap.
+                    error = ServiceError(
+                        ErrorCode.DEADLINE_EXCEEDED,
+                        f"stream idle for {idle_s:g} s (no frame sent); closed",
+                    )
+                    abort_grpc(context, self.runtime.record_error(error))
                 continue
             if item is not _END:
                 sent += 1
+                last_activity[0] = time.monotonic()
                 yield _ack(item)
             if total and sent >= total[0]:
                 return
@@ -114,7 +139,11 @@ class AnalyticsServicer(api_pb2_grpc.AnalyticsServicer):
 
 def _ack(outcome: FrameOutcome) -> api_pb2.FrameAck:
     ack = api_pb2.FrameAck(
-        stream_id=outcome.stream_id, sequence=outcome.sequence, duplicate=outcome.duplicate
+        stream_id=outcome.stream_id,
+        sequence=outcome.sequence,
+        duplicate=outcome.duplicate,
+        content_sha256=outcome.digest,
+        session=outcome.session,
     )
     if outcome.error is not None:
         ack.error_code = outcome.error.grpc_code_value
@@ -129,25 +158,26 @@ class GrpcFrontEnd:
 
     def __init__(self, runtime: Runtime, frames: FrameProcessor, address: str) -> None:
         settings = runtime.settings
+        self.runtime = runtime
         limit = settings.max_upload_bytes
 
         def refused(code: ErrorCode) -> None:
             runtime.metrics.errors.labels(code.value).inc()
 
+        self.streams = StreamLimiter(settings.grpc_max_streams_per_client, settings.stream_cap)
         guard = GrpcGuard(
-            ApiKeys.from_settings(settings), RateLimiter.from_settings(settings), on_refused=refused
+            ApiKeys.from_settings(settings),
+            RateLimiter.from_settings(settings),
+            streams=self.streams,
+            calls=runtime.grpc_calls,
+            on_refused=refused,
         )
         self.server = grpc.server(
             futures.ThreadPoolExecutor(
                 max_workers=settings.grpc_max_workers, thread_name_prefix="grpc"
             ),
-            interceptors=[guard] if guard.active else None,
-            options=[
-                # Oversized messages are refused by grpc itself (RESOURCE_EXHAUSTED) before
-                # they are buffered whole.
-                ("grpc.max_receive_message_length", limit),
-                ("grpc.max_send_message_length", limit),
-            ],
+            interceptors=[guard],
+            options=server_options(settings, limit),
         )
         api_pb2_grpc.add_AnalyticsServicer_to_server(
             AnalyticsServicer(runtime, frames), self.server

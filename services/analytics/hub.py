@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from services.analytics.settings import TASKS, Settings
-from services.common.errors import ErrorCode, ServiceError
+from services.common.errors import ErrorCode, ServiceError, redact_paths
 from transtic.bitstream import StreamHeader
 from transtic.codec import ImageCodec
 from transtic.tasks import TASK_BACKENDS, ClassificationBackend, TaskBackend
@@ -126,6 +126,8 @@ class ModelHub:
             quality=quality or 0,
             task=task,
             max_pixels=self.settings.max_pixels,
+            max_aspect_ratio=self.settings.max_aspect_ratio,
+            precision=self.settings.precision,
         )
         if any(s.id == codec_id for s in self.codecs):
             codec_id = f"{codec_id}#{len(self.codecs)}"
@@ -174,6 +176,12 @@ class ModelHub:
     def tasks(self) -> list[str]:
         return [t for t in TASKS if t in self.backends]
 
+    def ready_tasks(self) -> list[str]:
+        """Known tasks whose backend is loaded (a codec must be too)."""
+        if not self.codecs:
+            return []
+        return [t for t in self.tasks() if self.backends[t].ready]
+
     def _no_codec(self) -> ServiceError:
         reasons = "; ".join(self.codec_problems.values()) or "no codec configured"
         return ServiceError(ErrorCode.UNAVAILABLE, f"no codec is loaded: {reasons}")
@@ -200,13 +208,15 @@ class ModelHub:
             return slot
         if not self.codecs:
             raise self._no_codec()
+        # The inventory goes to the log; a client only learns that its weights are not here.
         held = ", ".join(f"{s.id}={s.fingerprint}" for s in self.codecs)
+        log.info("no codec for weights %s (held: %s)", header.weights_fingerprint.hex(), held)
         raise ServiceError(
             ErrorCode.FAILED_PRECONDITION,
             f"bitstream was coded with codec weights {header.weights_fingerprint.hex()} "
             f"({header.codec}, task {header.task}, quality {header.quality}), which this "
-            f"service does not hold (it holds {held}); re-encode with one of these codecs "
-            "or configure the matching checkpoint",
+            "service does not hold; re-encode with a codec listed by GetInfo (gRPC) or the "
+            "REST model list",
         )
 
     def codec_for_image(self, task: str, quality: int | None) -> CodecSlot:
@@ -245,8 +255,9 @@ class ModelHub:
                 "quality": s.quality,
                 "fingerprint": s.fingerprint,
                 "ready": True,
-                "detail": s.source,
+                "detail": f"weights file {Path(s.source).name}",
                 "codec": s.codec.codec_name,
+                "precision": s.codec.precision,
             }
             for s in self.codecs
         ]
@@ -258,7 +269,7 @@ class ModelHub:
                 "quality": 0,
                 "fingerprint": "",
                 "ready": False,
-                "detail": reason,
+                "detail": redact_paths(reason),
             }
             for key, reason in self.codec_problems.items()
         ]
@@ -270,7 +281,7 @@ class ModelHub:
                 "quality": 0,
                 "fingerprint": "",
                 "ready": slot.ready,
-                "detail": slot.detail,
+                "detail": redact_paths(slot.detail),
                 "backend": slot.backend.name,
                 "required_weights": slot.backend.required_weights,
             }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -14,6 +15,7 @@ from torch import Tensor
 from services.analytics.hub import BackendSlot, CodecSlot
 from services.analytics.metrics import Metrics
 from services.analytics.schemas import AnalysisResult
+from services.common.errors import ErrorCode, ServiceError
 from transtic.codec import DecodeResult, ImageCodec
 from transtic.tasks import TaskBackend
 
@@ -31,6 +33,8 @@ class Job:
     image: Tensor | None = None  # edge path: encode first, then analyse the real stream
     keep_image: bool = False
     submitted: float = field(default_factory=time.perf_counter)
+    # Raised when the caller gave up (timeout, disconnect): checked between stages.
+    abandoned: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
@@ -49,6 +53,13 @@ def _groups(
         if errors[i] is None:
             groups[key(job)].append(i)
     return list(groups.values())
+
+
+def _drop_abandoned(jobs: list[Job], errors: list[BaseException | None]) -> None:
+    """Stop work on items whose caller is gone; the rest of the batch goes on."""
+    for i, job in enumerate(jobs):
+        if errors[i] is None and job.abandoned.is_set():
+            errors[i] = ServiceError(ErrorCode.CANCELLED, "the caller gave up; work dropped")
 
 
 def _isolated(run: Callable[[list[int]], Sequence[V]], indices: list[int]) -> list[V | Exception]:
@@ -81,8 +92,11 @@ class Pipeline:
         start = time.perf_counter()
         errors: list[BaseException | None] = [None] * len(jobs)
         timings = [{"queue": (start - job.submitted) * 1e3} for job in jobs]
+        _drop_abandoned(jobs, errors)
         streams = self._encode(jobs, errors, timings)
+        _drop_abandoned(jobs, errors)
         decoded = self._decode(jobs, streams, errors, timings)
+        _drop_abandoned(jobs, errors)
         outputs = self._predict(jobs, decoded, errors, timings)
         results: list[Outcome | BaseException] = []
         for i, job in enumerate(jobs):
@@ -100,7 +114,7 @@ class Pipeline:
     ) -> list[bytes]:
         streams: list[bytes] = []
         for i, job in enumerate(jobs):
-            if job.image is None:
+            if job.image is None or errors[i] is not None:
                 streams.append(job.bitstream or b"")
                 continue
             try:

@@ -23,7 +23,10 @@ _HTTP_CODES = {
     404: ErrorCode.NOT_FOUND,
     413: ErrorCode.PAYLOAD_TOO_LARGE,
 }
-_CODE_OF_STATUS = {status: code for code, status in HTTP_STATUS.items()}
+# A status shared by several codes (409) is documented under the first of them.
+_CODE_OF_STATUS: dict[int, ErrorCode] = {}
+for _code, _status in HTTP_STATUS.items():
+    _CODE_OF_STATUS.setdefault(_status, _code)
 
 # What the guard (security.py) may answer before any route runs, and what any
 # unexpected failure gives; every operation can see these.

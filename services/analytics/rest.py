@@ -18,6 +18,7 @@ from services.analytics.routes.web import mount_assets
 from services.analytics.runtime import Runtime
 from services.analytics.security import install as install_security
 from services.analytics.settings import Settings
+from services.common.http_limits import BodyLimits
 from transtic.tasks import TaskBackend
 
 log = logging.getLogger(__name__)
@@ -52,10 +53,17 @@ def create_app(
         "vision tasks on the decoded images.",
         lifespan=lifespan,
         docs_url=None,  # routes.web serves it from local files: the default page loads a CDN
+        redoc_url=None,  # ReDoc has no offline bundle here; /docs covers the same ground
     )
     app.state.settings = settings
     app.state.runtime = rt
     install_error_handlers(app)
+    # Inside the guard (added later, so outer): refused requests never reach the budget.
+    app.add_middleware(
+        BodyLimits,
+        max_buffered_bytes=settings.http_max_buffered_bytes,
+        body_timeout_s=settings.http_body_timeout_s,
+    )
     keys = install_security(app, settings)
     mount_assets(app)
     for router in ROUTERS:

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from concurrent.futures import Future
 
 from torch import Tensor
 
-from services.analytics.batcher import Batcher
+from services.analytics.batcher import Batcher, Pending
 from services.analytics.hub import ModelHub
 from services.analytics.metrics import Metrics
 from services.analytics.pipeline import Job, Outcome, Pipeline
 from services.analytics.settings import Settings
 from services.analytics.store import open_store
 from services.common.errors import ServiceError, to_service_error
+from services.common.grpc_limits import CallCounter
 from transtic.bitstream import peek_header
 from transtic.tasks import TaskBackend
 
@@ -62,6 +62,9 @@ class Runtime:
         self.store = open_store(settings)
         self.draining = False
         self._started = False
+        # gRPC calls in progress (counted by the gRPC front end): readiness fails when
+        # they hold every handler thread, as the HTTP side cannot see that otherwise.
+        self.grpc_calls = CallCounter()
 
     def start(self) -> None:
         if self._started:
@@ -81,7 +84,11 @@ class Runtime:
 
     @property
     def ready(self) -> bool:
-        return self._started and self.hub.ready and not self.draining
+        return self._started and self.hub.ready and not self.draining and not self.grpc_saturated
+
+    @property
+    def grpc_saturated(self) -> bool:
+        return self.grpc_calls.in_flight >= self.settings.grpc_max_workers
 
     def record_error(self, exc: BaseException) -> ServiceError:
         """Classify ``exc`` for a client and count it; unexpected ones are logged in full."""
@@ -94,16 +101,21 @@ class Runtime:
     # -- submission (raises ServiceError for what can be refused up front) -------------
     def submit_bitstream(
         self, data: bytes, task: str | None, *, source: str, keep_image: bool = False
-    ) -> Future[Outcome]:
+    ) -> Pending[Outcome]:
         try:
             header = peek_header(data, max_pixels=self.settings.max_pixels)
         except Exception as exc:
             raise to_service_error(exc) from None
         codec = self.hub.codec_for_stream(header)
+        try:
+            # What the header claims is what decoding would cost: refused before queueing.
+            codec.codec.check_size(*header.original_size)
+        except Exception as exc:
+            raise to_service_error(exc) from None
         task = self.hub.resolve_task(task, header.task)
         backend = self.hub.backend(task)
         job = Job(task, codec, backend, source, bitstream=data, keep_image=keep_image)
-        return self.batcher.submit(job)
+        return self.batcher.submit(job, job.abandoned)
 
     def submit_image(
         self,
@@ -113,20 +125,25 @@ class Runtime:
         *,
         source: str,
         keep_image: bool = False,
-    ) -> Future[Outcome]:
+    ) -> Pending[Outcome]:
         task = self.hub.resolve_task(task)
         codec = self.hub.codec_for_image(task, quality)
+        try:
+            codec.codec.check_size(int(image.shape[-2]), int(image.shape[-1]))
+        except Exception as exc:
+            raise to_service_error(exc) from None
         backend = self.hub.backend(task)
         job = Job(task, codec, backend, source, image=image, keep_image=keep_image)
-        return self.batcher.submit(job)
+        return self.batcher.submit(job, job.abandoned)
 
-    def wait(self, future: Future[Outcome], deadline_s: float | None = None) -> Outcome:
-        """Block for a result (gRPC threads), at most the request timeout or ``deadline_s``."""
+    def wait(self, future: Pending[Outcome], deadline_s: float | None = None) -> Outcome:
+        """Block for a result (gRPC threads), at most the request timeout or ``deadline_s``;
+        on a timeout the work is abandoned, so it stops holding up the requests behind it."""
         timeout = self.settings.request_timeout_s
         if deadline_s is not None:
             timeout = min(timeout, max(0.0, deadline_s))
         try:
             return future.result(timeout=timeout)
         except TimeoutError:
-            future.cancel()
+            future.abandon()
             raise

@@ -54,7 +54,10 @@ class AnalysisResult(_Model):
     codec_fingerprint: str = ""
     task_model_id: str
     timings_ms: dict[str, float] = {}
-    request_id: str = Field("", description="the caller's request id, if it sent one")
+    request_id: str = Field(default="", description="the caller's request id, if it sent one")
+    thumbnail_jpeg_base64: str | None = Field(
+        default=None, description="small JPEG of the decoded frame (streamed frames)"
+    )
 
     @classmethod
     def from_task_output(cls, output: Mapping[str, Any], **fields: Any) -> AnalysisResult:
@@ -125,9 +128,15 @@ class AnalyzeResponse(AnalysisResult):
 
 class StoredFrame(_Model):
     stream_id: str
+    session: str = Field("", description="the device's session (boot epoch) of this frame")
     sequence: int
     received_ms: int
-    capture_time_ms: int | None = None
+    capture_time_unix_ms: int | None = Field(
+        None, description="Frame.capture_time_unix_ms as the device sent it"
+    )
+    content_sha256: str | None = Field(
+        None, description="hex SHA-256 of the frame's bitstream (absent for old frames)"
+    )
     task: str
     result: AnalysisResult
 

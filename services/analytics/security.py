@@ -1,4 +1,5 @@
-"""REST protection: API keys, per-client rate limits, declared body size, and CORS.
+"""REST protection: API keys, per-client rate limits, declared body size, CORS, and the
+security headers on every response.
 
 A plain ASGI middleware rather than a FastAPI dependency: it refuses before any route,
 body parsing or 404 handling runs, and covers every path, including ones added later.
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from fastapi import FastAPI
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.analytics.settings import Settings
 from services.common.auth import API_KEY_HEADER, ApiKeys
@@ -27,10 +28,52 @@ log = logging.getLogger(__name__)
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
 # Open without a key: the web page and its assets (the page asks for the key itself) and
 # the API description; none of them hold data.
-PUBLIC_PATHS = frozenset(
-    {*PROBE_PATHS, "/", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+PUBLIC_PATHS = frozenset({*PROBE_PATHS, "/", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
+# The Swagger UI files /docs loads: a browser fetches them without the key.
+PUBLIC_PREFIXES = ("/static/", "/docs-assets/")
+
+# Only this origin's scripts, styles and images (plus data: and blob: images: the decoded
+# PNGs and the picked file's preview), no
+# plugins, no framing (clickjacking), no <base> or form tricks. Pages that need an
+# inline script set their own policy with that script's hash (rest._install_docs).
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
 )
-PUBLIC_PREFIXES = ("/static/",)
+_SECURITY_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+)
+HSTS = b"max-age=31536000"
+
+
+class SecurityHeaders:
+    """Adds the security headers to every HTTP response (errors and 404s included)."""
+
+    def __init__(self, app: ASGIApp, *, https: bool) -> None:
+        self.app = app
+        self.https = https
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        https = self.https or scope.get("scheme") == "https"
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                extra = list(_SECURITY_HEADERS)
+                extra.append((b"content-security-policy", CONTENT_SECURITY_POLICY.encode()))
+                if https:
+                    extra.append((b"strict-transport-security", HSTS))
+                headers += [(name, value) for name, value in extra if name not in present]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 def is_public_path(path: str, *, metrics_public: bool = True) -> bool:
@@ -96,7 +139,7 @@ class Guard:
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_body_bytes:
             # Refused before a byte of the body is read; chunked bodies (no length) are
-            # counted while they stream in (rest._read_body).
+            # counted while they stream in (routes.analysis.read_body).
             return ServiceError(
                 ErrorCode.PAYLOAD_TOO_LARGE,
                 f"request body exceeds the limit of {self.max_body_bytes} bytes",
@@ -136,6 +179,7 @@ def install(app: FastAPI, settings: Settings) -> ApiKeys:
         metrics_public=not settings.metrics_require_auth,
         on_refused=refused,
     )
+    app.add_middleware(SecurityHeaders, https=settings.http_tls)
     if settings.cors_origins:
         # Added last, so outermost: preflights are answered before the key check, and
         # 401/429 answers carry the CORS headers a browser needs to show them.

@@ -15,6 +15,7 @@ from services.analytics.runtime import Runtime
 from services.analytics.settings import Settings
 from services.analytics.streaming import FrameProcessor
 from services.common.auth import ApiKeys
+from services.common.http_limits import guarded_http_protocol
 from services.common.logs import configure_logging
 from services.common.serving import bind_http_socket, serve_until_signalled
 from services.common.tls import describe_server, server_credentials
@@ -52,6 +53,10 @@ def run(settings: Settings, *, backends: Sequence[TaskBackend] | None = None) ->
             port=http_port,
             log_config=None,
             timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)),
+            http=guarded_http_protocol(
+                max_connections=settings.http_max_connections,
+                header_timeout_s=settings.http_header_timeout_s,
+            ),
             **http_tls_options(settings),
         )
         front.set_serving(runtime.ready)

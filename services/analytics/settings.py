@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -28,6 +29,11 @@ class Settings(ServiceSettings):
         default_factory=dict,
         description="codecs per task: {'classification': path, 'detection:2': name, ...}; "
         "a 'task:quality' key selects by quality too",
+    )
+    precision: Literal["auto", "float32", "bfloat16", "int8"] = Field(
+        default="auto",
+        description="synthesis transforms: auto = bf16 where the CPU/GPU has native bf16, "
+        "else float32; int8 = quantised (CPU, lossy)",
     )
     default_task: str = Field(
         default="classification", description="task when neither request nor stream names one"
@@ -75,10 +81,58 @@ class Settings(ServiceSettings):
         default=32 * 2**20, ge=1024, description="largest accepted request body (413 above)"
     )
     max_pixels: int = Field(
-        default=2**25, ge=64, description="largest image or coded stream, in pixels (32 MP)"
+        default=2**24,
+        ge=64,
+        description="largest coded image (each side rounded up to a multiple of 256), in "
+        "pixels (16 MP); applies to uploads and to the sizes a bitstream header claims",
+    )
+    max_aspect_ratio: float = Field(
+        default=16.0,
+        ge=1.0,
+        description="longest over shortest side of an image or coded stream; slivers above "
+        "it are refused (their padding and task resize would cost far more than their pixels)",
+    )
+    stream_thumbnail_px: int = Field(
+        default=96,
+        ge=0,
+        le=512,
+        description="height in pixels of the JPEG thumbnail of each decoded stream frame, "
+        "stored with its result for the web page; 0 = no thumbnails",
     )
     grpc_max_workers: int = Field(
-        default=16, ge=2, description="gRPC handler threads (streams hold one each)"
+        default=48,
+        ge=2,
+        description="gRPC handler threads; every call holds one, streams for their whole life",
+    )
+    grpc_max_streams: int = Field(
+        default=32,
+        ge=1,
+        description="open AnalyzeStream calls in total (RESOURCE_EXHAUSTED beyond); lowered "
+        "if needed to leave min(4, grpc_max_workers / 2) handler threads to unary calls",
+    )
+    grpc_max_streams_per_client: int = Field(
+        default=8, ge=1, description="open AnalyzeStream calls per client (key, cert or IP)"
+    )
+    grpc_stream_idle_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="an AnalyzeStream with no frame in flight and none received for this "
+        "long is closed (DEADLINE_EXCEEDED); the edge client reconnects when it has frames",
+    )
+    http_max_connections: int = Field(
+        default=256, ge=1, description="open HTTP connections; more are closed at once"
+    )
+    http_header_timeout_s: float = Field(
+        default=10.0, gt=0, description="a connection whose request headers take longer is closed"
+    )
+    http_body_timeout_s: float = Field(
+        default=30.0, gt=0, description="a request body that takes longer to arrive is 408"
+    )
+    http_max_buffered_bytes: int = Field(
+        default=256 * 2**20,
+        ge=1024,
+        description="request bodies held in memory at once across all requests; beyond it "
+        "new uploads get 429 with Retry-After (bounds memory under many large uploads)",
     )
     http_tls: bool = Field(
         default=False,
@@ -119,6 +173,15 @@ class Settings(ServiceSettings):
             if origin == "*" or not origin.startswith(("https://", "http://")):
                 raise ValueError(f"cors_origins: {origin!r} must be an http(s):// origin, not *")
         return [origin.rstrip("/") for origin in value]
+
+    @property
+    def stream_cap(self) -> int:
+        """Open streams allowed in total: grpc_max_streams, lowered if needed so that some
+        handler threads always stay free for unary calls and health checks."""
+        from services.common.grpc_limits import reserved_unary_threads
+
+        free = self.grpc_max_workers - reserved_unary_threads(self.grpc_max_workers)
+        return max(1, min(self.grpc_max_streams, free))
 
     @model_validator(mode="after")
     def _https_needs_a_certificate(self) -> Settings:

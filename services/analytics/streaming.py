@@ -1,18 +1,26 @@
-"""Streamed frames: deduplicated by (stream_id, sequence), persisted before the ack.
+"""Streamed frames: deduplicated by (stream_id, session, sequence) and content digest,
+persisted before the ack.
 
 A frame already stored is answered from the store; a frame still being
 processed (a resend that overtook its own ack) shares the first copy's work.
-So a client may resend anything after a reconnect and nothing runs twice.
+So a client may resend anything after a reconnect and nothing runs twice. A frame
+whose key is taken by *different* content (SHA-256 of the bitstream) is refused with
+ALREADY_EXISTS, never answered with the other frame's result; a new session of a
+stream (a rebooted device counting from 0 again) starts the stream afresh.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from services.analytics.pipeline import Outcome
+from services.analytics.results import jpeg_thumbnail_base64
 from services.analytics.runtime import Runtime
 from services.analytics.schemas import AnalysisResult
 from services.analytics.store import MAX_SEQUENCE
@@ -20,6 +28,12 @@ from services.common.errors import ErrorCode, ServiceError
 
 log = logging.getLogger(__name__)
 MAX_STREAM_ID = 128
+MAX_SESSION = 64
+# URL-safe (RFC 3986 unreserved characters): a stream id reads back unescaped as
+# /v1/streams/{stream_id}/frames.
+STREAM_ID_PATTERN = rf"^[A-Za-z0-9._~-]{{1,{MAX_STREAM_ID}}}$"
+_STREAM_ID = re.compile(STREAM_ID_PATTERN)
+_SESSION = re.compile(rf"^[A-Za-z0-9._~-]{{0,{MAX_SESSION}}}$")
 
 
 @dataclass(frozen=True)
@@ -29,13 +43,28 @@ class FrameOutcome:
     duplicate: bool = False
     result: AnalysisResult | None = None
     error: ServiceError | None = None
+    session: str = ""
+    digest: str = ""
 
 
-def check_frame_key(stream_id: str, sequence: int) -> None:
-    if not stream_id or len(stream_id) > MAX_STREAM_ID or not stream_id.isprintable():
+def content_digest(bitstream: bytes) -> str:
+    return hashlib.sha256(bitstream).hexdigest()
+
+
+# An empty bitstream is no frame: it asks for the stored result of its key.
+_EMPTY_DIGEST = content_digest(b"")
+
+
+def check_frame_key(stream_id: str, sequence: int, session: str = "") -> None:
+    if not _STREAM_ID.fullmatch(stream_id):
         raise ServiceError(
             ErrorCode.INVALID_ARGUMENT,
-            f"stream_id must be 1..{MAX_STREAM_ID} printable characters",
+            f"stream_id must be 1 to {MAX_STREAM_ID} characters of A-Z a-z 0-9 . _ ~ -",
+        )
+    if not _SESSION.fullmatch(session):
+        raise ServiceError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"session must be at most {MAX_SESSION} characters of A-Z a-z 0-9 . _ ~ -",
         )
     if not 0 <= sequence <= MAX_SEQUENCE:
         raise ServiceError(
@@ -46,11 +75,13 @@ def check_frame_key(stream_id: str, sequence: int) -> None:
 class FrameProcessor:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self._inflight: dict[tuple[str, int], Future[FrameOutcome]] = {}
+        # (stream_id, sequence) -> (session, digest, the first copy's outcome)
+        self._inflight: dict[tuple[str, int], tuple[str, str, Future[FrameOutcome]]] = {}
         # One writer thread: SQLite serialises writes anyway, and fsyncs stay off
         # the batch worker so decoding never waits for the disk.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-store")
         self._lock = threading.Lock()
+        self._thumbnail_px = runtime.settings.stream_thumbnail_px
 
     def close(self) -> None:
         self._writer.shutdown(wait=True)
@@ -62,56 +93,83 @@ class FrameProcessor:
         bitstream: bytes,
         task: str | None,
         capture_time_ms: int | None = None,
+        session: str = "",
     ) -> Future[FrameOutcome]:
         key = (stream_id, sequence)
+        frame = _Frame(stream_id, sequence, session, content_digest(bitstream))
         done: Future[FrameOutcome] = Future()
         with self._lock:
             first = self._inflight.get(key)
-            if first is None:
-                try:
-                    check_frame_key(stream_id, sequence)
-                    # Checked after _inflight: a frame leaves it only once stored,
-                    # so no copy can slip between the two lookups and run twice.
-                    stored = self.runtime.store.get(stream_id, sequence)
-                    if stored is None:
-                        work = self.runtime.submit_bitstream(bitstream, task, source="stream")
-                except Exception as exc:
-                    done.set_result(self._failed(key, exc))
+            if first is not None and first[0] == session:
+                return self._same_key(frame, first[1], first[2])
+            try:
+                check_frame_key(stream_id, sequence, session)
+                # Checked after _inflight: a frame leaves it only once stored,
+                # so no copy can slip between the two lookups and run twice.
+                stored = self.runtime.store.get(stream_id, sequence)
+                if stored is not None and stored.session == session:
+                    # An empty bitstream asks for the stored result (it is no frame).
+                    digest = stored.digest if not bitstream else frame.digest
+                    done.set_result(self._stored(frame, stored.digest, stored.result, digest))
                     return done
-                if stored is not None:
-                    self.runtime.metrics.duplicates.inc()
-                    done.set_result(
-                        FrameOutcome(
-                            stream_id,
-                            sequence,
-                            True,
-                            AnalysisResult.model_validate(stored.result),
-                        )
-                    )
-                    return done
-                self._inflight[key] = done
-                work.add_done_callback(
-                    lambda f: self._writer.submit(self._finish, key, f, done, capture_time_ms)
+                work = self.runtime.submit_bitstream(
+                    bitstream, task, source="stream", keep_image=self._thumbnail_px > 0
                 )
+            except Exception as exc:
+                done.set_result(frame.failed(self.runtime.record_error(exc)))
                 return done
+            self._inflight[key] = (session, frame.digest, done)
+            work.add_done_callback(
+                lambda f: self._writer.submit(self._finish, frame, f, done, capture_time_ms)
+            )
+            return done
+
+    def _stored(
+        self,
+        frame: _Frame,
+        stored_digest: str | None,
+        result: dict[str, Any],
+        sent_digest: str | None = None,
+    ) -> FrameOutcome:
+        """The answer for a frame whose key is stored already: the stored result if the
+        content is the same (or predates digests), else ALREADY_EXISTS."""
+        sent_digest = frame.digest if sent_digest is None else sent_digest
+        if stored_digest is not None and stored_digest != sent_digest:
+            return frame.failed(self.runtime.record_error(frame.conflict(stored_digest)))
         self.runtime.metrics.duplicates.inc()
+        return FrameOutcome(
+            frame.stream_id,
+            frame.sequence,
+            True,
+            AnalysisResult.model_validate(result),
+            session=frame.session,
+            digest=frame.digest,
+        )
+
+    def _same_key(
+        self, frame: _Frame, first_digest: str, first: Future[FrameOutcome]
+    ) -> Future[FrameOutcome]:
+        """A copy of a frame still in flight shares its work, if it is the same frame."""
         copy: Future[FrameOutcome] = Future()
+        if first_digest != frame.digest and frame.digest != _EMPTY_DIGEST:
+            copy.set_result(frame.failed(self.runtime.record_error(frame.conflict(first_digest))))
+            return copy
+        self.runtime.metrics.duplicates.inc()
 
         def mirror(f: Future[FrameOutcome]) -> None:
             o = f.result()
             copy.set_result(
-                FrameOutcome(o.stream_id, o.sequence, o.error is None, o.result, o.error)
+                FrameOutcome(
+                    o.stream_id, o.sequence, o.error is None, o.result, o.error, o.session, o.digest
+                )
             )
 
         first.add_done_callback(mirror)
         return copy
 
-    def _failed(self, key: tuple[str, int], exc: BaseException) -> FrameOutcome:
-        return FrameOutcome(key[0], key[1], error=self.runtime.record_error(exc))
-
     def _finish(
         self,
-        key: tuple[str, int],
+        frame: _Frame,
         work: Future[Outcome],
         done: Future[FrameOutcome],
         capture_time_ms: int | None,
@@ -119,19 +177,58 @@ class FrameProcessor:
         try:
             try:
                 outcome = work.result()
-                frame, inserted = self.runtime.store.put(
-                    key[0], key[1], outcome.result.task, outcome.result.to_json(), capture_time_ms
+                result_to_store = outcome.result
+                if outcome.image is not None:
+                    thumb = jpeg_thumbnail_base64(outcome.image, self._thumbnail_px)
+                    result_to_store = result_to_store.model_copy(
+                        update={"thumbnail_jpeg_base64": thumb}
+                    )
+                stored, inserted = self.runtime.store.put(
+                    frame.stream_id,
+                    frame.sequence,
+                    result_to_store.task,
+                    result_to_store.to_json(),
+                    capture_time_ms,
+                    session=frame.session,
+                    digest=frame.digest,
                 )
             except BaseException as exc:
                 # Failures are not stored: a resend after a transient error is retried.
-                result = self._failed(key, exc)
+                result = frame.failed(self.runtime.record_error(exc))
             else:
-                if not inserted:
-                    self.runtime.metrics.duplicates.inc()
-                result = FrameOutcome(
-                    key[0], key[1], not inserted, AnalysisResult.model_validate(frame.result)
-                )
+                if inserted:
+                    result = FrameOutcome(
+                        frame.stream_id,
+                        frame.sequence,
+                        False,
+                        AnalysisResult.model_validate(stored.result),
+                        session=frame.session,
+                        digest=frame.digest,
+                    )
+                else:  # another copy was stored first
+                    result = self._stored(frame, stored.digest, stored.result)
         finally:
             with self._lock:
-                self._inflight.pop(key, None)
+                self._inflight.pop((frame.stream_id, frame.sequence), None)
         done.set_result(result)
+
+
+@dataclass(frozen=True)
+class _Frame:
+    stream_id: str
+    sequence: int
+    session: str
+    digest: str
+
+    def failed(self, error: ServiceError) -> FrameOutcome:
+        return FrameOutcome(
+            self.stream_id, self.sequence, error=error, session=self.session, digest=self.digest
+        )
+
+    def conflict(self, stored_digest: str) -> ServiceError:
+        return ServiceError(
+            ErrorCode.ALREADY_EXISTS,
+            f"frame {self.sequence} of stream {self.stream_id!r} (session {self.session!r}) "
+            f"was already received with other content: stored sha256 {stored_digest}, this "
+            f"frame's sha256 {self.digest}; send new content under a new sequence or session",
+        )

@@ -7,6 +7,8 @@ same case the same way, and so that no traceback ever reaches a client.
 from __future__ import annotations
 
 import enum
+import re
+from concurrent.futures import CancelledError
 from typing import Any
 
 import grpc
@@ -18,10 +20,15 @@ class ErrorCode(enum.StrEnum):
     UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
     NOT_FOUND = "NOT_FOUND"
+    REQUEST_TIMEOUT = "REQUEST_TIMEOUT"
     FAILED_PRECONDITION = "FAILED_PRECONDITION"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
     RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
     UNAVAILABLE = "UNAVAILABLE"
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+    # The client went away (disconnect, cancelled RPC): nobody reads the answer, and it is
+    # no fault of the server's, so it is counted apart from INTERNAL.
+    CANCELLED = "CANCELLED"
     INTERNAL = "INTERNAL"
 
 
@@ -31,10 +38,13 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
     ErrorCode.NOT_FOUND: 404,
+    ErrorCode.REQUEST_TIMEOUT: 408,
     ErrorCode.FAILED_PRECONDITION: 409,
+    ErrorCode.ALREADY_EXISTS: 409,
     ErrorCode.RESOURCE_EXHAUSTED: 429,
     ErrorCode.UNAVAILABLE: 503,
     ErrorCode.DEADLINE_EXCEEDED: 504,
+    ErrorCode.CANCELLED: 499,  # nginx's "client closed request"; never actually delivered
     ErrorCode.INTERNAL: 500,
 }
 
@@ -45,12 +55,25 @@ GRPC_STATUS: dict[ErrorCode, grpc.StatusCode] = {
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: grpc.StatusCode.INVALID_ARGUMENT,
     ErrorCode.PAYLOAD_TOO_LARGE: grpc.StatusCode.INVALID_ARGUMENT,
     ErrorCode.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    ErrorCode.REQUEST_TIMEOUT: grpc.StatusCode.DEADLINE_EXCEEDED,
     ErrorCode.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
+    ErrorCode.ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
     ErrorCode.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
     ErrorCode.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     ErrorCode.DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
+    ErrorCode.CANCELLED: grpc.StatusCode.CANCELLED,
     ErrorCode.INTERNAL: grpc.StatusCode.INTERNAL,
 }
+
+
+# An absolute file path (two or more components): clients see only its last part.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s/'\"]+/)+([^\s/'\"]*)")
+
+
+def redact_paths(text: str) -> str:
+    """``text`` with every absolute path cut to its file name: the server's layout is
+    nobody's business but the log's."""
+    return _ABSOLUTE_PATH.sub(lambda m: m.group(1) or "(path)", text)
 
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -59,9 +82,11 @@ PROBLEM_TYPE_PREFIX = "urn:transtic:error:"
 
 
 class ServiceError(Exception):
-    """An error a client caused or can act on; its message is safe to show."""
+    """An error a client caused or can act on; its message is safe to show (absolute
+    paths are cut to their file names here, so no caller can leak them)."""
 
     def __init__(self, code: ErrorCode, message: str, *, retry_after_s: float | None = None):
+        message = redact_paths(message)
         super().__init__(message)
         self.code = code
         self.message = message
@@ -113,6 +138,8 @@ def to_service_error(exc: BaseException) -> ServiceError:
     """
     if isinstance(exc, ServiceError):
         return exc
+    from starlette.requests import ClientDisconnect
+
     from transtic.bitstream import BitstreamError
     from transtic.codec import WeightsMismatchError
     from transtic.images import ImageError
@@ -128,6 +155,8 @@ def to_service_error(exc: BaseException) -> ServiceError:
         return ServiceError(ErrorCode.UNAVAILABLE, str(exc))
     if isinstance(exc, UnknownWeightsError):
         return ServiceError(ErrorCode.FAILED_PRECONDITION, str(exc))
+    if isinstance(exc, (CancelledError, ClientDisconnect)):
+        return ServiceError(ErrorCode.CANCELLED, "the client went away; the work was dropped")
     if isinstance(exc, TimeoutError):
         return ServiceError(ErrorCode.DEADLINE_EXCEEDED, "timed out waiting for the result")
     return ServiceError(

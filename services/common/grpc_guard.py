@@ -1,11 +1,13 @@
 """A gRPC server interceptor: API-key authentication and per-client rate limits.
 
-Authentication is decided from the call's metadata before the handler runs. Rate
+Authentication is decided from the call's metadata before the handler runs; calls with a
+missing or wrong key are rate-limited by address before they are refused. Rate
 limiting needs the peer (address or client certificate), which only the servicer
 context knows, so it runs inside a wrapper around the handler. Unary calls over the
 rate are refused (RESOURCE_EXHAUSTED with a retry-after trailer); the frames of a
 stream are throttled instead, reading more slowly, so a camera that sends too fast is
-slowed by HTTP/2 flow control rather than cut off.
+slowed by HTTP/2 flow control rather than cut off. Streaming calls are also counted
+against the per-client and total stream caps (grpc_limits.StreamLimiter).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import grpc
 
 from services.common.auth import ApiKeys
 from services.common.errors import ErrorCode, ServiceError, abort_grpc
+from services.common.grpc_limits import CallCounter, StreamLimiter
 from services.common.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
@@ -48,17 +51,22 @@ class GrpcGuard(grpc.ServerInterceptor):
         keys: ApiKeys,
         limiter: RateLimiter | None,
         *,
+        streams: StreamLimiter | None = None,
+        calls: CallCounter | None = None,
         on_refused: Callable[[ErrorCode], None] | None = None,
         open_methods: frozenset[str] = OPEN_METHODS,
     ) -> None:
         self.keys = keys
         self.limiter = limiter
+        self.streams = streams
+        self.calls = calls
         self.on_refused = on_refused
         self.open_methods = open_methods
 
     @property
     def active(self) -> bool:
-        return self.keys.enabled or self.limiter is not None
+        optional = (self.limiter, self.streams, self.calls)
+        return self.keys.enabled or any(part is not None for part in optional)
 
     def intercept_service(
         self,
@@ -66,8 +74,11 @@ class GrpcGuard(grpc.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         handler = continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or method in self.open_methods:
+        if handler is None:
+            return handler
+        if self.calls is not None:
+            handler = _wrap(handler, self.calls.enter, None)
+        if handler_call_details.method in self.open_methods:
             return handler
         key_identity = None
         if self.keys.enabled:
@@ -77,27 +88,34 @@ class GrpcGuard(grpc.ServerInterceptor):
                     ErrorCode.UNAUTHENTICATED,
                     "missing or invalid API key: send metadata 'authorization: Bearer <key>'",
                 )
-                return _wrap(handler, lambda context: self._refuse(context, error), None)
-        if self.limiter is None:
+
+                def unauthenticated(context: grpc.ServicerContext) -> None:
+                    # Guessing keys costs the guesser its own (per-address) budget.
+                    self._check_rate(context, peer_identity(context))
+                    self._refuse(context, error)
+
+                return _wrap(handler, unauthenticated, None)
+        streams = self.streams if handler.request_streaming else None
+        if self.limiter is None and streams is None:
             return handler
         limiter = self.limiter
 
         def admit(context: grpc.ServicerContext) -> str:
             client = key_identity or peer_identity(context)
-            wait = limiter.acquire(client)
-            if wait > 0:
-                self._refuse(
-                    context,
-                    ServiceError(
-                        ErrorCode.RESOURCE_EXHAUSTED,
-                        f"rate limit of {limiter.rate:g} requests/s exceeded; retry in "
-                        f"{wait:.2f} s",
-                        retry_after_s=wait,
-                    ),
-                )
+            self._check_rate(context, client)
+            if streams is not None:
+                try:
+                    streams.acquire(client)
+                except ServiceError as exc:
+                    self._refuse(context, exc)
+                if not context.add_callback(lambda: streams.release(client)):
+                    streams.release(client)  # the call already ended
             return client
 
         def throttle(requests: Iterator[Any], context: grpc.ServicerContext, client: str) -> Any:
+            if limiter is None:
+                yield from requests
+                return
             for request in requests:
                 wait = limiter.acquire(client)
                 while wait > 0 and context.is_active():
@@ -106,6 +124,22 @@ class GrpcGuard(grpc.ServerInterceptor):
                 yield request
 
         return _wrap(handler, admit, throttle)
+
+    def _check_rate(self, context: grpc.ServicerContext, client: str) -> None:
+        """Refuse (RESOURCE_EXHAUSTED, with a retry-after) a client over its rate."""
+        if self.limiter is None:
+            return
+        wait = self.limiter.acquire(client)
+        if wait > 0:
+            self._refuse(
+                context,
+                ServiceError(
+                    ErrorCode.RESOURCE_EXHAUSTED,
+                    f"rate limit of {self.limiter.rate:g} requests/s exceeded; retry in "
+                    f"{wait:.2f} s",
+                    retry_after_s=wait,
+                ),
+            )
 
     def _refuse(self, context: grpc.ServicerContext, error: ServiceError) -> None:
         if self.on_refused is not None:

@@ -68,6 +68,15 @@ class ServiceSettings(BaseSettings):
     rate_limit_burst: int = Field(
         default=400, ge=1, description="requests a client may send at once above the rate"
     )
+    grpc_keepalive_s: float = Field(
+        default=60.0, gt=0, description="gRPC: seconds between the server's keepalive pings"
+    )
+    grpc_max_connection_idle_s: float = Field(
+        default=300.0, gt=0, description="gRPC: connections without calls this long are closed"
+    )
+    grpc_max_calls_per_connection: int = Field(
+        default=64, ge=1, description="gRPC: concurrent calls (HTTP/2 streams) per connection"
+    )
 
     @field_validator("api_keys")
     @classmethod

@@ -31,6 +31,7 @@ _CODEC_FLAGS = (
     "align_mode",
     "torch_threads",
     "max_pixels",
+    "max_aspect_ratio",
     "max_image_bytes",
     "log_level",
 )
@@ -47,6 +48,9 @@ _SERVE_FLAGS = (
     "api_keys_file",
     "rate_limit_per_s",
     "rate_limit_burst",
+    "grpc_keepalive_s",
+    "grpc_max_connection_idle_s",
+    "grpc_max_calls_per_connection",
 )
 # Outgoing calls (stream, probe, info). The keys themselves have no flags (ps shows
 # command lines): TRANSTIC_ENCODER_CLIENT_API_KEY or client_api_key_file.
@@ -137,7 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         cmd = sub.add_parser(name, help=what, allow_abbrev=False)
         cmd.add_argument("--address", default=None, help="host:port (default localhost:grpc_port)")
-        cmd.add_argument("--timeout", type=float, default=3.0)
+        cmd.add_argument(
+            "--timeout", type=float, default=3.0, help="seconds to wait for the answer"
+        )
         _add_fields(cmd, _CLIENT_FLAGS)
     return parser
 

@@ -17,8 +17,16 @@ from PIL import Image
 from services.common.errors import ErrorCode, ServiceError
 from transtic.bitstream import AlignMode
 from transtic.codec import EncodeResult, ImageCodec
-from transtic.images import ImageError, decode_image_bytes, to_tensor
+from transtic.images import (
+    DEFAULT_ALIGNMENT,
+    ImageError,
+    ImageTooLargeError,
+    check_size_budget,
+    decode_image_bytes,
+    to_tensor,
+)
 from transtic.models import HyperpriorCodec, load_checkpoint
+from transtic.precision import log_choice, resolve_precision
 from transtic.weights import WeightsEntry, WeightsError, default_registry, resolve
 
 from .settings import EncoderSettings
@@ -92,6 +100,9 @@ class CodecBank:
         self._models = dict(models)
         self._settings = settings
         self.device = settings.resolved_device()
+        choice = resolve_precision(settings.precision, self.device)
+        log_choice(choice, "encoder codecs")
+        self.precision: str = choice.precision
         self._codecs: dict[tuple[str, int, AlignMode], ImageCodec] = {}
         self._codecs_lock = threading.Lock()
 
@@ -131,6 +142,18 @@ class CodecBank:
     def models(self) -> list[LoadedModel]:
         return [self._models[key] for key in sorted(self._models)]
 
+    def fingerprint(self, task: str, quality: int) -> str:
+        """Hex, first 16 bytes of the weights' sha256, as the bitstream header carries."""
+        model = self._models[(task, quality)].model
+        return bytes(getattr(model, "fingerprint", b""))[:16].hex()
+
+    def default_quality(self, task: str) -> int:
+        """The quality a request with quality 0 gets (0 when the task is not loaded)."""
+        available = self.qualities(task)
+        if not available:
+            return 0
+        return self._settings.quality or available[0]
+
     def codec_id(self, task: str, quality: int) -> str:
         return f"transtic-{task}-q{quality}"
 
@@ -141,7 +164,7 @@ class CodecBank:
             raise _invalid(f"unknown task {task!r}; available: {', '.join(self.tasks())}")
         available = self.qualities(task)
         if not quality:
-            quality = self._settings.quality or available[0]
+            quality = self.default_quality(task)
         if quality not in available:
             raise _invalid(
                 f"quality {quality} is not available for task {task!r}; available: "
@@ -161,9 +184,10 @@ class CodecBank:
                     quality=quality,
                     task=task,
                     align_mode=align,
-                    precision=self._settings.precision,
+                    precision=self.precision,
                     device=self.device,
                     max_pixels=self._settings.max_pixels,
+                    max_aspect_ratio=self._settings.max_aspect_ratio,
                 )
                 self._codecs[key] = codec
             return codec
@@ -174,10 +198,8 @@ class CodecBank:
         if mode not in ALIGN_MODES:
             raise _invalid(f"align_mode must be 'pad' or 'resize', not {mode!r}")
         x = to_tensor(image)
-        pixels = int(x.shape[-1] * x.shape[-2])
-        if pixels > self._settings.max_pixels:
-            raise _too_large(f"image has {pixels} pixels; the limit is {self._settings.max_pixels}")
         codec = self._codec(task, quality, ALIGN_MODES[mode])
+        self._check_size(int(x.shape[-2]), int(x.shape[-1]), codec.divisor)
         # One model is not safe to run from two threads at once (entropy coder state);
         # different models still run in parallel.
         with self._models[(task, quality)].lock:
@@ -191,13 +213,30 @@ class CodecBank:
         if not data:
             raise _invalid("empty image")
         size = _peek_size(data)
-        if size is not None and size[0] * size[1] > self._settings.max_pixels:
-            raise _too_large(
-                f"image is {size[0]}x{size[1]} pixels; the limit is "
-                f"{self._settings.max_pixels} pixels",
-            )
+        if size is not None:
+            self._check_size(size[1], size[0], DEFAULT_ALIGNMENT)
         try:
-            return decode_image_bytes(data, max_pixels=self._settings.max_pixels)
+            return decode_image_bytes(
+                data,
+                max_pixels=self._settings.max_pixels,
+                max_aspect_ratio=self._settings.max_aspect_ratio,
+            )
+        except ImageError as exc:
+            raise _invalid(str(exc)) from None
+
+    def _check_size(self, height: int, width: int, alignment: int) -> None:
+        """The per-request budget, before any decoding or coding work is spent."""
+        settings = self._settings
+        try:
+            check_size_budget(
+                height,
+                width,
+                max_pixels=settings.max_pixels,
+                max_aspect_ratio=settings.max_aspect_ratio,
+                alignment=alignment,
+            )
+        except ImageTooLargeError as exc:
+            raise _too_large(str(exc)) from None
         except ImageError as exc:
             raise _invalid(str(exc)) from None
 

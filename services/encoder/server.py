@@ -16,6 +16,7 @@ import transtic
 from services.common.auth import ApiKeys
 from services.common.errors import ErrorCode, ServiceError, abort_grpc, to_service_error
 from services.common.grpc_guard import GrpcGuard
+from services.common.grpc_limits import server_options
 from services.common.grpc_utils import add_health_and_reflection, set_serving
 from services.common.ratelimit import RateLimiter
 from services.common.tls import add_port, describe_server, server_credentials
@@ -64,6 +65,9 @@ class EncoderServicer(api_pb2_grpc.EncoderServicer):
                     height=h,
                     timings_ms=timings,
                     codec_id=self.bank.codec_id(task, quality),
+                    fingerprint=self.bank.fingerprint(task, quality),
+                    quality=quality,
+                    task=task,
                 )
         self.metrics.errors.labels(error.grpc_status.name).inc()
         abort_grpc(context, error)
@@ -86,8 +90,9 @@ def service_info(bank: CodecBank, settings: EncoderSettings) -> api_pb2.ServiceI
             kind="codec",
             task=m.task,
             quality=m.quality,
-            fingerprint=bytes(getattr(m.model, "fingerprint", b""))[:16].hex(),
+            fingerprint=bank.fingerprint(m.task, m.quality),
             ready=True,
+            precision=bank.precision,
         )
         for m in bank.models()
     ]
@@ -97,6 +102,9 @@ def service_info(bank: CodecBank, settings: EncoderSettings) -> api_pb2.ServiceI
         device=bank.device,
         models=models,
         tasks=bank.tasks(),
+        ready_tasks=bank.tasks(),  # the encoder loads every codec before it serves
+        default_task=settings.task,
+        default_quality=bank.default_quality(settings.task),
     )
 
 
@@ -123,10 +131,7 @@ class EncoderServer:
             ),
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
             interceptors=[guard] if guard.active else None,
-            options=[
-                ("grpc.max_receive_message_length", limit),
-                ("grpc.max_send_message_length", limit),
-            ],
+            options=server_options(settings, limit),
         )
         api_pb2_grpc.add_EncoderServicer_to_server(
             EncoderServicer(bank, settings, self.metrics), self._server

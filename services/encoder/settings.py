@@ -47,13 +47,25 @@ class EncoderSettings(ServiceSettings):
     quality: int = Field(
         default=0, ge=0, description="default quality (serve) / fixed quality (stream); 0 = lowest"
     )
-    precision: Literal["float32", "bfloat16"] = "float32"
+    precision: Literal["auto", "float32", "bfloat16", "int8"] = Field(
+        default="auto",
+        description="auto: bf16 where the CPU/GPU has native bf16, else float32; "
+        "int8: quantised transforms (CPU, lossy)",
+    )
     align_mode: Literal["pad", "resize"] = "pad"
     torch_threads: int = Field(
         default=0, ge=0, description="torch intra-op threads; 0 = torch default"
     )
     max_pixels: int = Field(
-        default=16 * 2**20, gt=0, description="larger images are RESOURCE_EXHAUSTED"
+        default=16 * 2**20,
+        gt=0,
+        description="largest coded image (each side rounded up to a multiple of 256), in "
+        "pixels; larger ones are RESOURCE_EXHAUSTED",
+    )
+    max_aspect_ratio: float = Field(
+        default=16.0,
+        ge=1.0,
+        description="longest over shortest image side; slivers above it are INVALID_ARGUMENT",
     )
     max_image_bytes: int = Field(
         default=32 * 2**20, gt=0, description="larger uploads are RESOURCE_EXHAUSTED"
@@ -74,7 +86,15 @@ class EncoderSettings(ServiceSettings):
 
     # ---------------------------------------------------------------- stream
     source: str | None = Field(
-        default=None, description="image folder, video file, /dev/videoN or camera:N"
+        default=None,
+        description="image folder, video file, /dev/videoN, camera:N, rtsp:// or http(s):// "
+        "(MJPEG) camera stream, or gst:<GStreamer pipeline>",
+    )
+    source_reconnect_attempts: int = Field(
+        default=20,
+        ge=0,
+        description="network sources: failed reopenings in a row before the stream ends "
+        "(waits as for reconnect_initial_s / reconnect_max_s); 0 = forever",
     )
     target: str = Field(
         default=DEFAULT_ANALYTICS_TARGET, description="Analytics gRPC address host:port"

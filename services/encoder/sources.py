@@ -1,4 +1,6 @@
-"""Frame sources for the stream client: an image folder, a video file, or a camera.
+"""Frame sources for the stream client: an image folder, a video file, a local camera, or
+a network camera (``rtsp://``, ``http(s)://`` MJPEG or any URL FFmpeg reads) or a
+GStreamer pipeline (``gst:<pipeline>``), reopened when the stream drops.
 
 Video files and cameras go through OpenCV (``opencv-python-headless``), imported only when
 needed so folder streaming works on devices without it.
@@ -6,8 +8,10 @@ needed so folder streaming works on devices without it.
 
 from __future__ import annotations
 
+import logging
+import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +23,9 @@ from transtic.images import DEFAULT_MAX_PIXELS, ImageError, decode_image_bytes
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm"})
 # A camera may drop a read now and then (USB hiccup); this many in a row end the stream.
 _CAMERA_READ_FAILURES = 10
+NETWORK_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
+GSTREAMER_PREFIX = "gst:"
+log = logging.getLogger(__name__)
 
 
 class SourceError(ValueError):
@@ -49,8 +56,32 @@ def is_camera(spec: str) -> bool:
     return spec.startswith("/dev/video") or spec.startswith("camera:")
 
 
-def open_source(spec: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[SourceFrame]:
-    """Frames from ``spec``: a directory of images, /dev/videoN or camera:N, or a video file."""
+def is_network(spec: str) -> bool:
+    return spec.lower().startswith(NETWORK_SCHEMES) or spec.startswith(GSTREAMER_PREFIX)
+
+
+def redact(url: str) -> str:
+    """The URL without its user:password, for names and logs."""
+    return re.sub(r"(://)[^/@]*@", r"\1***@", url)
+
+
+@dataclass(frozen=True)
+class Reconnect:
+    """How a network source comes back after it drops: wait ``delay(failures)`` between
+    reopen attempts; give up after ``max_attempts`` failed ones in a row (0 = never)."""
+
+    delay: Callable[[int], float]
+    max_attempts: int = 20
+    sleep: Callable[[float], None] = time.sleep
+
+
+def open_source(
+    spec: str, *, max_pixels: int = DEFAULT_MAX_PIXELS, reconnect: Reconnect | None = None
+) -> Iterator[SourceFrame]:
+    """Frames from ``spec``: a directory of images, /dev/videoN or camera:N, a video file,
+    an rtsp:// or http(s):// stream, or gst:<GStreamer pipeline ending in appsink>."""
+    if is_network(spec):
+        return network_frames(spec, reconnect or Reconnect(delay=lambda n: min(10.0, 0.2 * 2**n)))
     path = Path(spec)
     if path.is_dir():
         return folder_frames(path, max_pixels=max_pixels)
@@ -59,7 +90,10 @@ def open_source(spec: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[
         return video_frames(device, name=spec, camera=True)
     if path.is_file():
         return video_frames(str(path), name=path.name, camera=False)
-    raise SourceError(f"source {spec!r} is not a directory, a video file or a camera")
+    raise SourceError(
+        f"source {spec!r} is not a directory, a video file, a camera, an rtsp:// or "
+        "http(s):// stream or a gst: pipeline"
+    )
 
 
 def list_images(directory: Path) -> list[Path]:
@@ -124,3 +158,74 @@ def video_frames(device: int | str, *, name: str, camera: bool) -> Iterator[Sour
             capture.release()
 
     return generate()
+
+
+# A stalled stream (camera unplugged, network gone) must end a read, not hang it.
+NETWORK_TIMEOUT_MS = 10_000
+
+
+def _open_network(cv2: Any, spec: str) -> Any:
+    if spec.startswith(GSTREAMER_PREFIX):
+        return cv2.VideoCapture(spec[len(GSTREAMER_PREFIX) :], cv2.CAP_GSTREAMER)
+    timeouts = [
+        cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+        NETWORK_TIMEOUT_MS,
+        cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+        NETWORK_TIMEOUT_MS,
+    ]
+    return cv2.VideoCapture(spec, cv2.CAP_FFMPEG, timeouts)
+
+
+def network_frames(spec: str, reconnect: Reconnect) -> Iterator[SourceFrame]:
+    """Frames of a network stream; when it ends or stalls, it is reopened (frame indices
+    go on), until ``reconnect.max_attempts`` reopenings in a row fail."""
+    cv2 = _cv2()
+    name = redact(spec)
+    capture = _open_network(cv2, spec)
+    if not capture.isOpened():
+        # A camera that is not up yet gets the same patience as one that dropped.
+        capture.release()
+        capture = _reopen(cv2, spec, name, reconnect)
+    if capture is None:
+        hint = ""
+        if spec.startswith(GSTREAMER_PREFIX) and "GStreamer: YES" not in " ".join(
+            cv2.getBuildInformation().split()
+        ):
+            hint = " (this OpenCV is built without GStreamer: use an rtsp:// or http:// URL)"
+        raise SourceError(f"cannot open stream {name!r}{hint}")
+
+    def generate() -> Iterator[SourceFrame]:
+        nonlocal capture
+        index = 0
+        try:
+            while True:
+                ok, bgr = capture.read()
+                if ok:
+                    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                    yield SourceFrame(index, f"{name}#{index}", rgb, _now_ms())
+                    index += 1
+                    continue
+                capture.release()
+                log.warning("stream %s lost after frame %d; reconnecting", name, index)
+                capture = _reopen(cv2, spec, name, reconnect)
+                if capture is None:
+                    return
+        finally:
+            if capture is not None:
+                capture.release()
+
+    return generate()
+
+
+def _reopen(cv2: Any, spec: str, name: str, reconnect: Reconnect) -> Any:
+    failures = 0
+    while reconnect.max_attempts == 0 or failures < reconnect.max_attempts:
+        reconnect.sleep(reconnect.delay(failures))
+        capture = _open_network(cv2, spec)
+        if capture.isOpened():
+            log.info("stream %s reopened after %d failed attempt(s)", name, failures)
+            return capture
+        capture.release()
+        failures += 1
+    log.error("stream %s: gave up after %d reconnect attempts", name, failures)
+    return None

@@ -24,7 +24,7 @@ from .report import StreamStats, build_summary, report
 from .resend import PendingFrame, ResendBuffer
 from .sender import AckEvent, Backoff, StreamSender
 from .settings import EncoderSettings
-from .sources import SourceFrame, open_source
+from .sources import Reconnect, SourceFrame, open_source
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,9 @@ class StreamRun:
     ) -> None:
         self.settings = settings
         self.stream_id = settings.stream_id or default_stream_id()
+        # Sequences restart at 0 with every run: a new session tells the service so, and a
+        # configured (fixed) stream_id then starts afresh instead of colliding.
+        self.session = f"{time.time_ns() // 1_000_000:x}-{uuid.uuid4().hex[:6]}"
         # Unreadable certificate or key files stop the run here, before loading codecs.
         tls = settings.client_tls_config()
         if tls is not None:
@@ -102,8 +105,13 @@ class StreamRun:
         )
         if frames is None:
             if not settings.source:
-                raise ValueError("no source: pass --source DIR|VIDEO|/dev/videoN")
-            frames = open_source(settings.source, max_pixels=settings.max_pixels)
+                raise ValueError("no source: pass --source DIR|VIDEO|/dev/videoN|rtsp://...")
+            source_backoff = Backoff(settings.reconnect_initial_s, settings.reconnect_max_s)
+            frames = open_source(
+                settings.source,
+                max_pixels=settings.max_pixels,
+                reconnect=Reconnect(source_backoff.delay, settings.source_reconnect_attempts),
+            )
         self.frames = frames
         self.metrics = metrics or EncoderMetrics()
         self.stats = StreamStats()
@@ -222,6 +230,7 @@ class StreamRun:
             bitstream=coded.data,
             task=self.settings.task,
             capture_time_unix_ms=frame.capture_time_ms,
+            session=self.session,
         )
         log.info(
             "frame seq=%d src=%s q=%d bytes=%d bpp=%.4f goal=%s avg_bpp=%.4f encode_ms=%.1f "

@@ -28,6 +28,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
+from transtic.client import AnalyticsClient, ClientError
+
 REPO = Path(__file__).resolve().parents[2]
 PY = sys.executable
 # Services import torch and load models: seconds on an idle machine, much more on a busy one.
@@ -240,23 +242,14 @@ def metric(text: str, name: str, labels: Mapping[str, str] | None = None) -> flo
 
 
 def stored_frames(url: str, stream_id: str) -> list[dict[str, Any]]:
-    """Every stored frame of a stream over REST, following ``next_since``."""
-    frames: list[dict[str, Any]] = []
-    since = -1
-    while True:
-        reply = httpx.get(
-            f"{url}/v1/streams/{stream_id}/frames",
-            params={"since": since, "limit": 1000},
-            timeout=10.0,
-        )
-        if reply.status_code == 404:
-            return frames
-        reply.raise_for_status()
-        page = reply.json()
-        frames.extend(page["frames"])
-        if not page["frames"]:
-            return frames
-        since = page["next_since"]
+    """Every stored frame of a stream, read with the SDK's REST client (following pages)."""
+    with AnalyticsClient(url, timeout_s=10.0) as client:
+        try:
+            return [frame.model_dump(mode="json") for frame in client.iter_frames(stream_id)]
+        except ClientError as exc:
+            if exc.code == "NOT_FOUND":
+                return []
+            raise
 
 
 def read_summary(path: Path) -> dict[str, Any]:

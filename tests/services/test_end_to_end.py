@@ -44,6 +44,7 @@ from e2e_helpers import (
 
 from services.analytics.store import SqliteFrameStore
 from services.generated.transtic_api.v1 import api_pb2, api_pb2_grpc
+from transtic.client import AnalyticsClient, AnalyticsGrpcClient, ClientError, EncoderGrpcClient
 
 pytestmark = pytest.mark.integration
 
@@ -139,7 +140,8 @@ def test_stream_results_and_metrics(stack: Stack, tmp_path: Path) -> None:
     check_results(frames, N_FRAMES)
     stored_bytes = sum(f["result"]["num_bytes"] for f in frames)
     assert stored_bytes == summary["bytes"]
-    listing = httpx.get(f"{service.url}/v1/streams", timeout=10).json()["streams"]
+    with AnalyticsClient(service.url, timeout_s=10) as client:
+        listing = [s.model_dump() for s in client.streams().streams]
     (entry,) = [s for s in listing if s["stream_id"] == "e2e-stream"]
     assert entry["frames_total"] == entry["frames_stored"] == N_FRAMES
     assert entry["last_sequence"] == N_FRAMES - 1
@@ -243,13 +245,14 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(stack: Stack, tmp_path:
 # -- c: bad inputs -------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def inputs(stack: Stack, foreign_bitstream: bytes) -> Inputs:
-    with grpc.insecure_channel(stack.encoder.target) as channel:
-        reply = api_pb2_grpc.EncoderStub(channel).Encode(
-            api_pb2.EncodeRequest(image=png(HEIGHT, WIDTH, seed=99)), timeout=120
-        )
-    models = httpx.get(f"{stack.analytics.url}/v1/models", timeout=10).json()["models"]
-    (detector,) = [m for m in models if m["kind"] == "task" and m["task"] == "detection"]
-    return make_inputs(reply.bitstream, foreign_bitstream, detector["required_weights"][0])
+    # The SDK, as an application would call the services.
+    with EncoderGrpcClient(stack.encoder.target, timeout_s=120) as encoder:
+        reply = encoder.encode(png(HEIGHT, WIDTH, seed=99))
+    with AnalyticsClient(stack.analytics.url, timeout_s=10) as analytics:
+        models = analytics.models().models
+    (detector,) = [m for m in models if m.kind == "task" and m.task == "detection"]
+    assert detector.required_weights
+    return make_inputs(reply.bitstream, foreign_bitstream, detector.required_weights[0])
 
 
 def test_rest_rejects_bad_inputs(stack: Stack, inputs: Inputs) -> None:
@@ -355,27 +358,22 @@ def test_services_still_serve_after_bad_inputs(stack: Stack, inputs: Inputs) -> 
     assert stack.analytics.alive and stack.encoder.alive
     assert grpc_health(stack.analytics.target) == SERVING
     assert grpc_health(stack.encoder.target) == SERVING
-    # Edge encoder -> analytics over gRPC, as a camera would.
-    with grpc.insecure_channel(stack.encoder.target) as channel:
-        coded = api_pb2_grpc.EncoderStub(channel).Encode(
-            api_pb2.EncodeRequest(image=png(HEIGHT, WIDTH, seed=6)), timeout=120
-        )
+    # Edge encoder -> analytics over gRPC, as a camera would, through the SDK.
+    with EncoderGrpcClient(stack.encoder.target, timeout_s=120) as encoder:
+        coded = encoder.encode(png(HEIGHT, WIDTH, seed=6))
     assert coded.bits_per_pixel > 0 and (coded.height, coded.width) == (HEIGHT, WIDTH)
-    with grpc.insecure_channel(stack.analytics.target) as channel:
-        result = api_pb2_grpc.AnalyticsStub(channel).Analyze(
-            api_pb2.AnalyzeRequest(bitstream=coded.bitstream), timeout=120
-        )
+    with AnalyticsGrpcClient(stack.analytics.target, timeout_s=120) as analytics_grpc:
+        result = analytics_grpc.analyze(coded.bitstream)
+        with pytest.raises(ClientError) as refused:
+            analytics_grpc.analyze(b"not a bitstream")
+    assert refused.value.code == "INVALID_ARGUMENT"
     assert result.task == "classification" and result.labels
     assert result.bits_per_pixel == pytest.approx(coded.bits_per_pixel)
     # And an image upload over REST (coded by the analytics side's edge codec).
-    reply = httpx.post(
-        f"{stack.analytics.url}/v1/analyze",
-        files={"file": ("frame.png", png(HEIGHT, WIDTH, seed=7), "image/png")},
-        timeout=120,
-    )
-    assert reply.status_code == 200, reply.text
-    assert reply.json()["labels"] and reply.json()["bits_per_pixel"] > 0
-    assert httpx.get(f"{stack.analytics.url}/readyz", timeout=10).status_code == 200
+    with AnalyticsClient(stack.analytics.url, timeout_s=120) as analytics:
+        answer = analytics.analyze(png(HEIGHT, WIDTH, seed=7), content_type="image/png")
+        assert answer.labels and answer.bits_per_pixel > 0 and answer.input.kind == "image"
+        assert analytics.ready()
     # Errors were counted by code, and none was an internal error.
     text = stack.analytics.metrics()
     assert metric(text, "transtic_analytics_errors_total", {"code": "INVALID_ARGUMENT"}) > 0

@@ -76,4 +76,3 @@ def test_errors_reach_the_client_as_messages(triton: Any) -> None:
         triton.infer("classification", [bad])
     assert type(caught.value).__name__ == "InferenceServerException"
     assert not triton.is_model_ready("nothing")
-

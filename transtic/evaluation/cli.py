@@ -28,13 +28,23 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--task", required=True, choices=["classification", "detection", "segmentation"])
+    p.add_argument(
+        "--task",
+        required=True,
+        choices=["classification", "detection", "segmentation"],
+        help="the machine task to score",
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", type=Path, help="image folder, ImageNet class folders or COCO dir")
     src.add_argument(
         "--heldout-photos", action="store_true", help="the photos held out from training"
     )
-    p.add_argument("--data-kind", choices=["folder", "imagenet", "coco"], default="folder")
+    p.add_argument(
+        "--data-kind",
+        choices=["folder", "imagenet", "coco"],
+        default="folder",
+        help="layout of --data: plain folder, ImageNet class folders or COCO",
+    )
     p.add_argument("--annotations", type=Path, default=None, help="COCO instances json")
     p.add_argument(
         "--codec",
@@ -43,8 +53,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="METHOD=SRC[,SRC...]",
         help="a method's rate points: checkpoint files or weights registry names",
     )
-    p.add_argument("--anchors", nargs="*", default=["jpeg", "webp"], choices=["jpeg", "webp"])
-    p.add_argument("--anchor-qualities", type=int, nargs="*", default=[])
+    p.add_argument(
+        "--anchors",
+        nargs="*",
+        default=["jpeg", "webp"],
+        choices=["jpeg", "webp"],
+        help="classic codecs to compare against",
+    )
+    p.add_argument(
+        "--anchor-qualities",
+        type=int,
+        nargs="*",
+        default=[],
+        help="extra anchor quality settings (the anchors are also matched to the codecs' rates)",
+    )
     p.add_argument(
         "--protocol",
         choices=["native", "paper"],
@@ -64,17 +86,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.05,
         help="detections below this score are not counted in mAP (COCO evaluation: 0.05)",
     )
-    p.add_argument("--cache-dir", type=Path, default=None)
-    p.add_argument("--max-images", type=int, default=None)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--cache-dir", type=Path, default=None, help="weights cache directory")
+    p.add_argument(
+        "--max-images", type=int, default=None, help="evaluate on at most this many images"
+    )
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument(
         "--out",
         type=Path,
         default=Path("eval_out"),
         help="directory for tables, CSV, JSON and plots (default: eval_out)",
     )
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
 

@@ -17,6 +17,20 @@ from .entropy import EntropyBottleneck, GaussianConditional, get_scale_table
 EntropyMode = Literal["float", "fixed"]
 
 
+def quantize_linear_layers(module: nn.Module) -> nn.Module:
+    """Dynamic int8 quantisation of every nn.Linear (x86/fbgemm or oneDNN kernels)."""
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():
+        # torch.ao's eager quantisation is deprecated in favour of torchao, which this
+        # project does not depend on; the kernels it uses are still the maintained ones.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        return quantize_dynamic(module, {nn.Linear}, dtype=torch.qint8)
+
+
 @dataclass(frozen=True)
 class CodecConfig:
     """Architecture of the TIC transforms. Defaults are the paper's (qualities 1-4)."""
@@ -227,22 +241,36 @@ class HyperpriorCodec(nn.Module):
         return self.g_s(y_hat.to(self._dtype_of("g_s7"))).float().clamp_(0, 1)
 
     def _dtype_of(self, module: str) -> torch.dtype:
-        return next(getattr(self, module).parameters()).dtype
+        weights = next(getattr(self, module).parameters(), None)
+        return torch.float32 if weights is None else weights.dtype
 
-    def fast_transforms(self, dtype: torch.dtype = torch.bfloat16) -> HyperpriorCodec:
-        """A copy whose analysis/synthesis transforms run natively in ``dtype``, channels-last.
+    def fast_transforms(self, precision: str = "bfloat16") -> HyperpriorCodec:
+        """A copy whose analysis/synthesis transforms run fast: channels-last, BN folded.
 
+        ``float32``: same weights (results equal up to float rounding, ~1e-6 relative).
+        ``bfloat16``: the transforms' weights in bf16. ``int8``: their Linear layers
+        dynamically quantised (int8 weights, per-batch int8 activations), the rest float32.
         Only ``analyze`` and ``synthesize`` of the copy are meant to be used: the
         hyper-synthesis and entropy models, which decide the bitstream's meaning, keep
         their float32 weights, so streams stay decodable by a float32 decoder.
         """
-        fast = copy.deepcopy(self)
+        if precision not in ("float32", "bfloat16", "int8"):
+            raise ValueError(f"no fast transforms for precision {precision!r}")
+        from ..layers import InstancePromptGenerator
+
+        fast = copy.deepcopy(self).eval()
         for name, module in fast.named_children():
             if name.startswith(("g_a", "g_s", "h_a")):
-                module.to(dtype=dtype)
+                if isinstance(module, InstancePromptGenerator):
+                    module.fold_batch_norms()
+                if precision == "bfloat16":
+                    module.to(dtype=torch.bfloat16)
+                # oneDNN convs run fastest on NHWC, and the Swin stages read NHWC tokens
                 module.to(memory_format=torch.channels_last)
+                if precision == "int8":
+                    setattr(fast, name, quantize_linear_layers(module))
         fast.set_attention_impl("sdpa")
-        return fast.eval()
+        return fast
 
     def compress(self, x: Tensor, *, entropy_mode: EntropyMode | None = None) -> dict[str, Any]:
         y, z = self.analyze(x)

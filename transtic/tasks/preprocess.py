@@ -10,6 +10,23 @@ import torch.nn.functional as F
 from transtic.tasks.base import Normalization
 
 _MODES = {"bicubic": "bicubic", "bilinear": "bilinear", "nearest": "nearest"}
+# Above this many times the crop's area, the scaled image is mostly thrown away by the
+# centre crop: a 1xW sliver would otherwise be scaled to 256 x 256W (gigabytes).
+MAX_RESIZE_AREA_FACTOR = 16
+# Margin kept on each side of the crop window (in output pixels' worth of source), so
+# the antialiasing filter sees the neighbourhood it would see in the full image.
+_CROP_MARGIN = 4
+
+
+def _crop_to_window(image: torch.Tensor, factor: float, crop_h: int, crop_w: int) -> torch.Tensor:
+    """Centre part of ``image`` that, scaled by ``factor``, covers the crop (plus margin)."""
+    h, w = image.shape[-2:]
+    # When shrinking, the filter spans 1/factor source pixels per output pixel.
+    margin = _CROP_MARGIN * max(1, math.ceil(1 / factor))
+    keep_h = min(h, math.ceil(crop_h / factor) + 2 * margin)
+    keep_w = min(w, math.ceil(crop_w / factor) + 2 * margin)
+    top, left = (h - keep_h) // 2, (w - keep_w) // 2
+    return image[:, top : top + keep_h, left : left + keep_w]
 
 
 def resize_center_crop(
@@ -19,6 +36,8 @@ def resize_center_crop(
 
     The shorter side is scaled to ``size / crop_pct`` (256 for 224 at 0.875) while
     keeping the aspect ratio, matching how ImageNet classifiers were evaluated.
+    For extreme aspect ratios only the centre that the crop keeps is scaled, so the
+    work stays bounded by ``MAX_RESIZE_AREA_FACTOR`` times the crop, whatever the input.
     """
     mode = _MODES.get(interpolation)
     if mode is None:
@@ -28,6 +47,10 @@ def resize_center_crop(
     scale_to = math.floor(min(crop_h, crop_w) / crop_pct)
     factor = scale_to / min(h, w)
     new_h, new_w = max(crop_h, round(h * factor)), max(crop_w, round(w * factor))
+    if new_h * new_w > MAX_RESIZE_AREA_FACTOR * scale_to * scale_to:
+        image = _crop_to_window(image, factor, crop_h, crop_w)
+        h, w = image.shape[-2:]
+        new_h, new_w = max(crop_h, round(h * factor)), max(crop_w, round(w * factor))
     resized = F.interpolate(
         image[None],
         size=(new_h, new_w),

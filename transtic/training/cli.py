@@ -46,14 +46,32 @@ DEFAULT_LR_MILESTONES = (0.8, 0.95)
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="run directory (checkpoints, logs)")
-    p.add_argument("--quality", type=int, choices=sorted(QUALITY_LAMBDA), default=None)
+    p.add_argument(
+        "--quality",
+        type=int,
+        choices=sorted(QUALITY_LAMBDA),
+        default=None,
+        help="paper quality index 1-8: picks lambda from the paper's table",
+    )
     p.add_argument("--lambda", dest="lmbda", type=float, default=None, help="overrides --quality")
-    p.add_argument("--data", default="photos", choices=["photos", "folder", "imagenet", "coco"])
-    p.add_argument("--data-path", type=Path, default=None)
+    p.add_argument(
+        "--data",
+        default="photos",
+        choices=["photos", "folder", "imagenet", "coco"],
+        help="training images: the bundled photos, a folder, ImageNet or COCO",
+    )
+    p.add_argument(
+        "--data-path",
+        type=Path,
+        default=None,
+        help="where the --data images are (folder, ImageNet train dir or COCO root)",
+    )
     p.add_argument("--annotations", type=Path, default=None, help="COCO instances json")
     p.add_argument("--val-path", type=Path, default=None, help="folder of validation images")
     p.add_argument("--val-heldout", action="store_true", help="validate on the held-out photos")
-    p.add_argument("--patch-size", type=int, default=256)
+    p.add_argument(
+        "--patch-size", type=int, default=256, help="side of the random training crops, pixels"
+    )
     p.add_argument(
         "--max-short-side",
         type=int,
@@ -68,7 +86,14 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="validation view: shorter side resized to this, centre square (default: patch size)",
     )
     p.add_argument("--repeats", type=int, default=1, help="crops per image per epoch")
-    p.add_argument("--scale-jitter", type=float, nargs=2, default=(1.0, 1.0), metavar=("LO", "HI"))
+    p.add_argument(
+        "--scale-jitter",
+        type=float,
+        nargs=2,
+        default=(1.0, 1.0),
+        metavar=("LO", "HI"),
+        help="random rescale range applied before cropping",
+    )
     p.add_argument(
         "--steps",
         type=int,
@@ -82,7 +107,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         default=None,
         help="global batch (default: the paper's, 12 codec, 16 classification, 8 det/seg)",
     )
-    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate")
     p.add_argument(
         "--lr-milestones",
         type=float,
@@ -90,24 +115,32 @@ def _common(p: argparse.ArgumentParser) -> None:
         default=list(DEFAULT_LR_MILESTONES),
         help="fractions of --steps where the learning rate is multiplied by --lr-gamma",
     )
-    p.add_argument("--lr-gamma", type=float, default=0.5)
+    p.add_argument(
+        "--lr-gamma", type=float, default=0.5, help="learning-rate factor at each milestone"
+    )
     p.add_argument(
         "--drop-path",
         type=float,
         default=0.0,
         help="stochastic depth of the Swin blocks, rising to this rate (paper's TIC: 0.1)",
     )
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--seed", type=int, default=42, help="random seed (crops, initialisation)")
+    p.add_argument("--num-workers", type=int, default=0, help="data-loader worker processes")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward pass")
-    p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--device", default="auto", help="torch device; auto = cuda when available, else cpu"
+    )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--log-every", type=int, default=10)
-    p.add_argument("--checkpoint-every", type=int, default=100)
-    p.add_argument("--val-every", type=int, default=0)
+    p.add_argument("--log-every", type=int, default=10, help="steps between log lines")
+    p.add_argument(
+        "--checkpoint-every", type=int, default=100, help="steps between checkpoints (for --resume)"
+    )
+    p.add_argument(
+        "--val-every", type=int, default=0, help="steps between validations; 0 = only at the end"
+    )
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pth.tar")
     p.add_argument("--export", type=Path, default=None, help="final float16 weights file")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,8 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
     _common(codec)
     codec.add_argument("--model", default="tic", help="registered architecture, e.g. tic-small")
     codec.add_argument("--init", type=Path, default=None, help="start from these codec weights")
-    codec.add_argument("--aux-lr", type=float, default=1e-3)
-    codec.add_argument("--clip-max-norm", type=float, default=1.0)
+    codec.add_argument(
+        "--aux-lr",
+        type=float,
+        default=1e-3,
+        help="learning rate of the entropy bottleneck's auxiliary loss",
+    )
+    codec.add_argument(
+        "--clip-max-norm", type=float, default=1.0, help="gradient-norm clipping; 0 = none"
+    )
     codec.add_argument(
         "--no-vflip", dest="vflip", action="store_false", help="no vertical flips (paper: on)"
     )
@@ -127,16 +167,25 @@ def build_parser() -> argparse.ArgumentParser:
     prompts = sub.add_parser("prompts", help="train TransTIC prompts on a frozen base codec")
     _common(prompts)
     prompts.add_argument(
-        "--task", required=True, choices=["classification", "detection", "segmentation"]
+        "--task",
+        required=True,
+        choices=["classification", "detection", "segmentation"],
+        help="the machine task the prompts are trained for",
     )
     prompts.add_argument("--base", type=Path, required=True, help="base codec (or TransTIC) file")
     prompts.add_argument(
         "--init-prompts", type=Path, default=None, help="start from the prompts of this TransTIC"
     )
-    prompts.add_argument("--num-tokens", type=int, default=16)
-    prompts.add_argument("--generator-channels", type=int, default=32)
+    prompts.add_argument(
+        "--num-tokens", type=int, default=16, help="task prompt tokens per decoder block"
+    )
+    prompts.add_argument(
+        "--generator-channels", type=int, default=32, help="width of the instance prompt generator"
+    )
     # The official prompt scripts step Adam without clipping.
-    prompts.add_argument("--clip-max-norm", type=float, default=0.0)
+    prompts.add_argument(
+        "--clip-max-norm", type=float, default=0.0, help="gradient-norm clipping; 0 = none"
+    )
     prompts.add_argument(
         "--task-backend",
         default=None,

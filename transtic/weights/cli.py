@@ -23,12 +23,22 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description="Manage model weights.")
     sub = parser.add_subparsers(dest="command", required=True)
     ls = sub.add_parser("list", help="list registered weights and whether they are present")
-    ls.add_argument("--cache-dir", type=Path, default=None)
+    ls.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="weights cache directory (default ~/.cache/transtic/weights)",
+    )
     ls.add_argument("--json", action="store_true", help="machine-readable output")
     pl = sub.add_parser("pull", help="download weights into the cache dir")
-    pl.add_argument("name")
-    pl.add_argument("--cache-dir", type=Path, default=None)
-    pl.add_argument("--no-progress", action="store_true")
+    pl.add_argument("name", help="registered weights name (see transtic weights list)")
+    pl.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="weights cache directory (default ~/.cache/transtic/weights)",
+    )
+    pl.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
 

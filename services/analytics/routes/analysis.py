@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from concurrent.futures import Future
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -12,6 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from services.analytics.batcher import Pending
 from services.analytics.pipeline import Outcome
 from services.analytics.problems import problem_responses
 from services.analytics.results import png_base64
@@ -24,6 +24,8 @@ from transtic.bitstream import MAGIC
 from transtic.images import decode_image_bytes
 
 BITSTREAM_TYPE = "application/x-transtic"
+# How often a waiting request checks whether its client is still connected.
+_DISCONNECT_POLL_S = 0.25
 
 _ANALYZE_BODY = {
     "requestBody": {
@@ -56,6 +58,7 @@ router = APIRouter(tags=["analysis"])
         ErrorCode.FAILED_PRECONDITION,
         ErrorCode.UNAVAILABLE,
         ErrorCode.DEADLINE_EXCEEDED,
+        ErrorCode.REQUEST_TIMEOUT,
     ),
 )
 async def analyze(
@@ -137,25 +140,48 @@ async def submit_upload(
     source: str,
     *,
     keep_image: bool = False,
-) -> Future[Outcome]:
+) -> Pending[Outcome]:
     """Queue one uploaded bitstream or image (decoded and coded at the edge codec first)."""
     if is_stream:
         # Off the event loop: validation checksums the whole (possibly large) stream.
         return await run_in_threadpool(
             runtime.submit_bitstream, data, task, source=source, keep_image=keep_image
         )
-    image = await run_in_threadpool(decode_image_bytes, data, max_pixels=settings.max_pixels)
+    image = await run_in_threadpool(
+        decode_image_bytes,
+        data,
+        max_pixels=settings.max_pixels,
+        max_aspect_ratio=settings.max_aspect_ratio,
+    )
     return runtime.submit_image(image, task, quality, source=source, keep_image=keep_image)
 
 
-async def await_outcome(future: Future[Outcome], settings: Settings) -> Outcome:
+async def await_outcome(
+    future: Pending[Outcome], settings: Settings, request: Request | None = None
+) -> Outcome:
+    """Wait for the result while the client is still there (when ``request`` is given) and
+    the timeout has not passed; otherwise abandon the work, so that it stops holding up
+    the requests queued behind it."""
+    waiter = asyncio.wrap_future(future)
+    timeout_s = settings.request_timeout_s
+    deadline = time.monotonic() + timeout_s
     try:
-        return await asyncio.wait_for(asyncio.wrap_future(future), settings.request_timeout_s)
-    except TimeoutError:
-        raise ServiceError(
-            ErrorCode.DEADLINE_EXCEEDED,
-            f"no result within {settings.request_timeout_s} s; the service is overloaded",
-        ) from None
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ServiceError(
+                    ErrorCode.DEADLINE_EXCEEDED,
+                    f"no result within {timeout_s} s; the service is overloaded",
+                )
+            done, _ = await asyncio.wait({waiter}, timeout=min(remaining, _DISCONNECT_POLL_S))
+            if done:
+                return waiter.result()
+            if request is not None and await request.is_disconnected():
+                raise ServiceError(ErrorCode.CANCELLED, "the client disconnected")
+    finally:
+        if not waiter.done():
+            future.abandon()
+            waiter.cancel()
 
 
 async def _analyze(
@@ -188,7 +214,7 @@ async def _analyze(
     future = await submit_upload(
         runtime, settings, data, is_stream, task, quality, source, keep_image=return_image
     )
-    outcome = await await_outcome(future, settings)
+    outcome = await await_outcome(future, settings, request)
     coded = len(outcome.bitstream)
     result = outcome.result
     image_png = None

@@ -51,11 +51,12 @@ def readyz(runtime: RuntimeDep) -> Any:
     """Readiness: a codec is loaded and the service is not draining."""
     if runtime.ready:
         return Health(status="ready")
-    reason = (
-        "shutting down"
-        if runtime.draining
-        else "; ".join(runtime.hub.codec_problems.values()) or "starting"
-    )
+    if runtime.draining:
+        reason = "shutting down"
+    elif runtime.grpc_saturated:
+        reason = "every gRPC handler thread is busy"
+    else:
+        reason = "; ".join(runtime.hub.codec_problems.values()) or "starting"
     return problem_response(ServiceError(ErrorCode.UNAVAILABLE, f"not ready: {reason}"))
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 
 from services.analytics.problems import problem_responses
 from services.analytics.routes.deps import RuntimeDep
 from services.analytics.schemas import FramePage, StreamList
+from services.analytics.streaming import STREAM_ID_PATTERN
 from services.common.errors import ErrorCode, ServiceError
 
 router = APIRouter(tags=["streams"])
@@ -32,7 +33,9 @@ def streams(runtime: RuntimeDep, limit: Annotated[int, Query(ge=1, le=1000)] = 1
     responses=problem_responses(ErrorCode.INVALID_ARGUMENT, ErrorCode.NOT_FOUND),
 )
 def frames(
-    stream_id: str,
+    stream_id: Annotated[
+        str, Path(pattern=STREAM_ID_PATTERN, description="1-128 of A-Z a-z 0-9 . _ ~ -")
+    ],
     runtime: RuntimeDep,
     since: Annotated[int, Query(ge=-1, le=2**63 - 1, description="only sequences above this")] = -1,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,

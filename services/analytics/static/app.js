@@ -42,7 +42,7 @@ async function getJson(url) {
   const response = await apiFetch(url);
   const body = await response.json();
   if (!response.ok) {
-    const error = new Error(body.error ? body.error.message : response.statusText);
+    const error = new Error(body.detail || (body.error && body.error.message) || response.statusText);
     error.status = response.status;
     throw error;
   }
@@ -50,6 +50,8 @@ async function getJson(url) {
 }
 
 // ------------------------------------------------------------------ service info
+
+let modelLoads = 0;
 
 async function loadModels() {
   try {
@@ -62,12 +64,17 @@ async function loadModels() {
       option.selected = name === info.default_task;
       task.append(option);
     }
+    // Rebuilt, not appended to: this runs again whenever the API key changes.
     const quality = $("quality");
-    for (const q of info.qualities) quality.append(new Option(String(q), String(q)));
+    const chosen = quality.value;
+    quality.replaceChildren(new Option("default", ""),
+      ...info.qualities.map((q) => new Option(String(q), String(q))));
+    quality.value = info.qualities.map(String).includes(chosen) ? chosen : "";
     const ready = await fetch("/readyz", { cache: "no-store" });
     const status = $("service-status");
     status.textContent = ready.ok ? `ready on ${info.device}` : "not ready: no codec loaded";
     status.className = ready.ok ? "status ok" : "status bad";
+    status.dataset.loads = String(++modelLoads);  // lets tests wait for a reload
   } catch (err) {
     $("service-status").textContent = err.status === 401
       ? "API key required: enter it on the right" : `unreachable: ${err.message}`;
@@ -178,7 +185,7 @@ function row(cells) {
   const tr = document.createElement("tr");
   for (const cell of cells) {
     const td = document.createElement("td");
-    td.textContent = cell;
+    if (cell instanceof Node) td.append(cell); else td.textContent = cell;
     if (typeof cell === "number") td.className = "num";
     tr.append(td);
   }
@@ -255,13 +262,76 @@ function when(ms) {
 }
 
 let selectedStream = null;
+// Per stream: the frames seen so far (the last FRAMES_KEPT) and where to poll from.
+// Polling follows next_since, so a stream past any page size keeps moving.
+const FRAMES_KEPT = 200;
+const frameCache = new Map();
 
-async function refreshFrames() {
+async function pollFrames(streamId, lastSequence) {
+  let cache = frameCache.get(streamId);
+  if (!cache) {
+    // First look: only the newest frames, whatever the stream's length.
+    cache = { since: Math.max(-1, lastSequence - FRAMES_KEPT), frames: [] };
+    frameCache.set(streamId, cache);
+  }
+  for (;;) {
+    const page = await getJson(`/v1/streams/${encodeURIComponent(streamId)}/frames` +
+      `?since=${cache.since}&limit=1000`);
+    cache.frames.push(...page.frames);
+    cache.since = page.next_since;
+    if (page.frames.length < 1000) break;
+  }
+  cache.frames = cache.frames.slice(-FRAMES_KEPT);
+  return cache.frames;
+}
+
+function latencyMs(frame) {
+  // Camera to stored result when the edge sent a capture time, else the service's own stages.
+  if (frame.capture_time_ms) return frame.received_ms - frame.capture_time_ms;
+  return Object.values(frame.result.timings_ms || {}).reduce((a, b) => a + b, 0);
+}
+
+function drawChart(canvas, values, colour, unit) {
+  const ctx = canvas.getContext("2d");
+  const { width, height } = canvas;
+  ctx.clearRect(0, 0, width, height);
+  ctx.fillStyle = "#6b7480";
+  ctx.font = "11px system-ui, sans-serif";
+  if (!values.length) return;
+  const top = Math.max(...values) || 1;
+  ctx.fillText(`${fmt(top, 3)} ${unit}`, 4, 12);
+  ctx.fillText(`0`, 4, height - 4);
+  ctx.strokeStyle = colour;
+  ctx.lineWidth = 2;
+  ctx.beginPath();
+  values.forEach((v, i) => {
+    const x = values.length === 1 ? width / 2 : (i / (values.length - 1)) * (width - 8) + 4;
+    const y = height - 4 - (v / top) * (height - 20);
+    if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
+  });
+  ctx.stroke();
+  canvas.dataset.points = String(values.length);
+}
+
+function thumbnail(frame) {
+  const data = frame.result.thumbnail_jpeg_base64;
+  if (!data) return "";
+  const img = document.createElement("img");
+  img.className = "thumb";
+  img.alt = `frame ${frame.sequence}`;
+  img.src = `data:image/jpeg;base64,${data}`;
+  return img;
+}
+
+async function refreshFrames(lastSequence) {
   if (selectedStream === null) return;
-  const data = await getJson(`/v1/streams/${encodeURIComponent(selectedStream)}/frames?limit=1000`);
+  const frames = await pollFrames(selectedStream, lastSequence);
   $("frames-stream").textContent = selectedStream;
-  $("frames-table").tBodies[0].replaceChildren(...data.frames.slice(-20).reverse().map((f) =>
-    row([f.sequence, when(f.received_ms), f.task, fmt(f.result.bits_per_pixel, 3), summary(f.result)])));
+  $("frames-table").tBodies[0].replaceChildren(...frames.slice(-20).reverse().map((f) =>
+    row([f.sequence, when(f.received_ms), f.task, fmt(f.result.bits_per_pixel, 3),
+      summary(f.result), thumbnail(f)])));
+  drawChart($("bpp-chart"), frames.map((f) => f.result.bits_per_pixel), "#0b6bcb", "bpp");
+  drawChart($("latency-chart"), frames.map(latencyMs), "#b3261e", "ms");
   $("frames").hidden = false;
 }
 
@@ -273,17 +343,23 @@ async function refreshStreams() {
       const tr = row([s.stream_id, `${s.frames_stored} / ${s.frames_total}`, s.last_sequence,
         when(s.last_seen_ms), summary(s.latest && s.latest.result)]);
       tr.dataset.stream = s.stream_id;
-      tr.addEventListener("click", () => { selectedStream = s.stream_id; refreshFrames(); });
+      tr.addEventListener("click", () => {
+        selectedStream = s.stream_id;
+        refreshFrames(s.last_sequence);
+      });
       return tr;
     }));
     $("streams-empty").hidden = data.streams.length > 0;
-    await refreshFrames();
+    const selected = data.streams.find((s) => s.stream_id === selectedStream);
+    await refreshFrames(selected ? selected.last_sequence : -1);
   } catch (err) {
     $("streams-empty").textContent = `streams unavailable: ${err.message}`;
     $("streams-empty").hidden = false;
   }
 }
 
+// Grafana runs beside the service in the compose set-up, on port 3000 of the same host.
+$("grafana-link").href = `${location.protocol}//${location.hostname}:3000/`;
 $("analyze-form").addEventListener("submit", analyze);
 setupApiKey();
 loadModels();

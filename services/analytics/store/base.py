@@ -41,19 +41,26 @@ class StoredFrame:
     capture_time_ms: int | None
     task: str
     result: dict[str, Any]
+    session: str = ""
+    digest: str | None = None  # hex SHA-256 of the bitstream; None: stored before digests
 
     def to_json(self) -> dict[str, Any]:
         return {
             "stream_id": self.stream_id,
+            "session": self.session,
             "sequence": self.sequence,
             "received_ms": self.received_ms,
-            "capture_time_ms": self.capture_time_ms,
+            # The proto's name (Frame.capture_time_unix_ms): one name on both APIs.
+            "capture_time_unix_ms": self.capture_time_ms,
+            "content_sha256": self.digest,
             "task": self.task,
             "result": self.result,
         }
 
 
-_FRAME_COLUMNS = "stream_id, sequence, received_ms, capture_time_ms, task, result"
+_FRAME_COLUMNS = (
+    "stream_id, sequence, received_ms, capture_time_ms, task, result, session, digest"
+)
 _SELECT_FRAME = f"SELECT {_FRAME_COLUMNS} FROM frames WHERE stream_id = ? AND sequence = ?"
 
 
@@ -102,19 +109,39 @@ class FrameStore(ABC):
         task: str,
         result: dict[str, Any],
         capture_time_ms: int | None = None,
+        *,
+        session: str = "",
+        digest: str | None = None,
     ) -> tuple[StoredFrame, bool]:
         """Store a frame's result unless one is stored already.
 
         Returns the stored frame and whether this call inserted it (False: an
-        earlier or concurrent copy of the frame won, and its result is returned).
+        earlier or concurrent copy of the frame won, and its result is returned; the
+        caller compares its ``digest``). A frame of a new ``session`` of the stream
+        first drops the frames of the stream's earlier sessions: the device restarted
+        its counter, so their sequence numbers mean nothing any more.
         """
         now = self._now_ms()
-        row_values = (stream_id, sequence, now, capture_time_ms, task, json.dumps(result))
+        row_values = (
+            stream_id,
+            sequence,
+            now,
+            capture_time_ms,
+            task,
+            json.dumps(result),
+            session,
+            digest,
+        )
 
         def work(execute: Execute) -> tuple[Any, bool]:
+            execute(
+                "DELETE FROM frames WHERE stream_id = ? AND session <> ? AND EXISTS ("
+                "SELECT 1 FROM streams WHERE stream_id = ? AND session <> ?)",
+                (stream_id, session, stream_id, session),
+            )
             inserted = (
                 execute(
-                    f"INSERT INTO frames ({_FRAME_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) "
+                    f"INSERT INTO frames ({_FRAME_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT (stream_id, sequence) DO NOTHING",
                     row_values,
                 ).rowcount
@@ -123,12 +150,15 @@ class FrameStore(ABC):
             if inserted:
                 execute(
                     "INSERT INTO streams (stream_id, first_seen_ms, last_seen_ms, frames_total, "
-                    "last_sequence) VALUES (?, ?, ?, 1, ?) ON CONFLICT (stream_id) DO UPDATE SET "
+                    "last_sequence, session) VALUES (?, ?, ?, 1, ?, ?) "
+                    "ON CONFLICT (stream_id) DO UPDATE SET "
                     "last_seen_ms = excluded.last_seen_ms, "
                     "frames_total = streams.frames_total + 1, "
-                    "last_sequence = CASE WHEN excluded.last_sequence > streams.last_sequence "
-                    "THEN excluded.last_sequence ELSE streams.last_sequence END",
-                    (stream_id, now, now, sequence),
+                    "last_sequence = CASE WHEN excluded.session <> streams.session "
+                    "OR excluded.last_sequence > streams.last_sequence "
+                    "THEN excluded.last_sequence ELSE streams.last_sequence END, "
+                    "session = excluded.session",
+                    (stream_id, now, now, sequence, session),
                 )
                 # Keep the newest max_frames_per_stream sequences; NULL deletes nothing.
                 execute(
@@ -146,7 +176,9 @@ class FrameStore(ABC):
         frame = (
             _frame(row)
             if row is not None
-            else StoredFrame(stream_id, sequence, now, capture_time_ms, task, result)
+            else StoredFrame(
+                stream_id, sequence, now, capture_time_ms, task, result, session, digest
+            )
         )
         return frame, inserted
 
@@ -228,5 +260,7 @@ class FrameStore(ABC):
 
 
 def _frame(row: Sequence[Any]) -> StoredFrame:
-    stream_id, sequence, received_ms, capture_ms, task, result = row
-    return StoredFrame(stream_id, sequence, received_ms, capture_ms, task, json.loads(result))
+    stream_id, sequence, received_ms, capture_ms, task, result, session, digest = row
+    return StoredFrame(
+        stream_id, sequence, received_ms, capture_ms, task, json.loads(result), session, digest
+    )

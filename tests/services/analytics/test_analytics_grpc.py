@@ -144,6 +144,7 @@ def test_get_info(stub: api_pb2_grpc.AnalyticsStub) -> None:
     assert list(info.tasks) == ["classification", "detection", "segmentation"]
     codec = next(m for m in info.models if m.kind == "codec")
     assert codec.ready and len(codec.fingerprint) == 32
+    assert codec.precision in ("float32", "bfloat16")  # "auto", resolved
     seg = next(m for m in info.models if m.task == "segmentation")
     assert not seg.ready and "maskrcnn" in seg.detail
 

@@ -123,5 +123,5 @@ def test_serves_drains_on_sigterm_and_keeps_results_across_restart(
         (again,) = stub.AnalyzeStream(iter([frame(0, bitstream)]), timeout=60)
     assert again.duplicate and again.result == ack.result
     listing = httpx.get(f"{restarted.url}/v1/streams", timeout=10).json()["streams"]
-    assert listing[0]["stream_id"] == "edge-7" and listing[0]["latest"]["capture_time_ms"] == 5
+    assert listing[0]["stream_id"] == "edge-7" and listing[0]["latest"]["capture_time_unix_ms"] == 5
     assert restarted.stop() == 0

@@ -3,6 +3,7 @@ schema upgrades. Every behavioural test runs against both backends."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -155,7 +156,16 @@ def test_concurrent_duplicates_insert_once(make_store: OpenStore) -> None:
 def test_opens_an_older_schema_and_upgrades_it(make_store: OpenStore) -> None:
     old = make_store(schema_target=1)
     assert old.schema_version() == 1
-    old.put("cam", 0, "classification", result(0))
+
+    def first_release_write(execute: Any) -> None:  # as version 1 of the code wrote a frame
+        execute(
+            "INSERT INTO frames (stream_id, sequence, received_ms, capture_time_ms, task, "
+            "result) VALUES (?, ?, ?, ?, ?, ?)",
+            ("cam", 0, int(time.time() * 1000), None, "classification", json.dumps(result(0))),
+        )
+        execute("INSERT INTO streams VALUES (?, ?, ?, 1, 0)", ("cam", 1, 1))
+
+    old._run(first_release_write, write=True)
     old.close()
     upgraded = make_store()
     assert upgraded.schema_version() == migrations(upgraded.backend)[-1].version > 1
@@ -189,7 +199,7 @@ def test_sqlite_upgrades_a_file_written_by_the_first_release(tmp_path: Path) -> 
     db.commit()
     db.close()
     store = SqliteFrameStore(path)
-    assert store.schema_version() == 2
+    assert store.schema_version() == migrations("sqlite")[-1].version
     assert store.get("cam", 3) is not None and store.get("cam", 3).result == {"a": 1}  # type: ignore[union-attr]
     store.close()
     indexes = sqlite3.connect(path).execute("PRAGMA index_list(streams)").fetchall()

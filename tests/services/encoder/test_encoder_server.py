@@ -75,6 +75,9 @@ def test_get_info_lists_every_codec(stub: api_pb2_grpc.EncoderStub) -> None:
         "transtic-detection-q1",
     ]
     assert all(m.ready and m.kind == "codec" and len(m.fingerprint) == 32 for m in info.models)
+    # precision "auto" is resolved to what the codecs really run
+    assert {m.precision for m in info.models} <= {"float32", "bfloat16"}
+    assert len({m.precision for m in info.models}) == 1
 
 
 @pytest.mark.parametrize(

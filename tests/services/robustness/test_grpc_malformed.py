@@ -48,7 +48,10 @@ SERVICE_CODES = {
     grpc.StatusCode.INVALID_ARGUMENT,
     grpc.StatusCode.FAILED_PRECONDITION,
 }
-FRAME_ERROR_CODES = {0} | {c.value[0] for c in SERVICE_CODES}
+# ALREADY_EXISTS: the same (stream, sequence) sent again with other bytes.
+FRAME_ERROR_CODES = {0, grpc.StatusCode.ALREADY_EXISTS.value[0]} | {
+    c.value[0] for c in SERVICE_CODES
+}
 
 
 def start_front(runtime: Runtime) -> tuple[GrpcFrontEnd, FrameProcessor]:

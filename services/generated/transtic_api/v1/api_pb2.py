@@ -25,45 +25,46 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19transtic_api/v1/api.proto\x12\x0btranstic.v1\"x\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04task\x18\x03 \x01(\t\x12\x0f\n\x07quality\x18\x04 \x01(\r\x12\x13\n\x0b\x66ingerprint\x18\x05 \x01(\t\x12\r\n\x05ready\x18\x06 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x07 \x01(\t\"Q\n\rEncodeRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x0f\n\x07quality\x18\x03 \x01(\r\x12\x12\n\nalign_mode\x18\x04 \x01(\t\"\xde\x01\n\x0e\x45ncodeResponse\x12\x11\n\tbitstream\x18\x01 \x01(\x0c\x12\x16\n\x0e\x62its_per_pixel\x18\x02 \x01(\x01\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\x12>\n\ntimings_ms\x18\x05 \x03(\x0b\x32*.transtic.v1.EncodeResponse.TimingsMsEntry\x12\x10\n\x08\x63odec_id\x18\x06 \x01(\t\x1a\x30\n\x0eTimingsMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x10\n\x0eGetInfoRequest\"v\n\x0bServiceInfo\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12&\n\x06models\x18\x04 \x03(\x0b\x32\x16.transtic.v1.ModelInfo\x12\r\n\x05tasks\x18\x05 \x03(\t\"1\n\x0e\x41nalyzeRequest\x12\x11\n\tbitstream\x18\x01 \x01(\x0c\x12\x0c\n\x04task\x18\x02 \x01(\t\"3\n\x05Label\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12\r\n\x05score\x18\x03 \x01(\x02\"p\n\tDetection\x12\r\n\x05label\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61tegory_id\x18\x02 \x01(\r\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x0b\n\x03\x62ox\x18\x04 \x03(\x02\x12\x10\n\x08mask_rle\x18\x05 \x01(\t\x12\x11\n\tmask_size\x18\x06 \x03(\r\"\xbe\x02\n\rAnalyzeResult\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\"\n\x06labels\x18\x02 \x03(\x0b\x32\x12.transtic.v1.Label\x12*\n\ndetections\x18\x03 \x03(\x0b\x32\x16.transtic.v1.Detection\x12\x16\n\x0e\x62its_per_pixel\x18\x04 \x01(\x01\x12\r\n\x05width\x18\x05 \x01(\r\x12\x0e\n\x06height\x18\x06 \x01(\r\x12=\n\ntimings_ms\x18\x07 \x03(\x0b\x32).transtic.v1.AnalyzeResult.TimingsMsEntry\x12\x10\n\x08\x63odec_id\x18\x08 \x01(\t\x12\x15\n\rtask_model_id\x18\t \x01(\t\x1a\x30\n\x0eTimingsMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"k\n\x05\x46rame\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x11\n\tbitstream\x18\x03 \x01(\x0c\x12\x0c\n\x04task\x18\x04 \x01(\t\x12\x1c\n\x14\x63\x61pture_time_unix_ms\x18\x05 \x01(\x03\"\x99\x01\n\x08\x46rameAck\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12*\n\x06result\x18\x04 \x01(\x0b\x32\x1a.transtic.v1.AnalyzeResult\x12\x12\n\nerror_code\x18\x05 \x01(\x05\x12\x15\n\rerror_message\x18\x06 \x01(\t2\x8e\x01\n\x07\x45ncoder\x12\x41\n\x06\x45ncode\x12\x1a.transtic.v1.EncodeRequest\x1a\x1b.transtic.v1.EncodeResponse\x12@\n\x07GetInfo\x12\x1b.transtic.v1.GetInfoRequest\x1a\x18.transtic.v1.ServiceInfo2\xd1\x01\n\tAnalytics\x12\x42\n\x07\x41nalyze\x12\x1b.transtic.v1.AnalyzeRequest\x1a\x1a.transtic.v1.AnalyzeResult\x12>\n\rAnalyzeStream\x12\x12.transtic.v1.Frame\x1a\x15.transtic.v1.FrameAck(\x01\x30\x01\x12@\n\x07GetInfo\x12\x1b.transtic.v1.GetInfoRequest\x1a\x18.transtic.v1.ServiceInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19transtic_api/v1/api.proto\x12\x0btranstic.v1\"\x8b\x01\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04task\x18\x03 \x01(\t\x12\x0f\n\x07quality\x18\x04 \x01(\r\x12\x13\n\x0b\x66ingerprint\x18\x05 \x01(\t\x12\r\n\x05ready\x18\x06 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x07 \x01(\t\x12\x11\n\tprecision\x18\x08 \x01(\t\"Q\n\rEncodeRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x0f\n\x07quality\x18\x03 \x01(\r\x12\x12\n\nalign_mode\x18\x04 \x01(\t\"\x92\x02\n\x0e\x45ncodeResponse\x12\x11\n\tbitstream\x18\x01 \x01(\x0c\x12\x16\n\x0e\x62its_per_pixel\x18\x02 \x01(\x01\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\x12>\n\ntimings_ms\x18\x05 \x03(\x0b\x32*.transtic.v1.EncodeResponse.TimingsMsEntry\x12\x10\n\x08\x63odec_id\x18\x06 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x07 \x01(\t\x12\x0f\n\x07quality\x18\x08 \x01(\r\x12\x0c\n\x04task\x18\t \x01(\t\x1a\x30\n\x0eTimingsMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x10\n\x0eGetInfoRequest\"\xba\x01\n\x0bServiceInfo\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12&\n\x06models\x18\x04 \x03(\x0b\x32\x16.transtic.v1.ModelInfo\x12\r\n\x05tasks\x18\x05 \x03(\t\x12\x14\n\x0c\x64\x65\x66\x61ult_task\x18\x06 \x01(\t\x12\x17\n\x0f\x64\x65\x66\x61ult_quality\x18\x07 \x01(\r\x12\x13\n\x0bready_tasks\x18\x08 \x03(\t\"1\n\x0e\x41nalyzeRequest\x12\x11\n\tbitstream\x18\x01 \x01(\x0c\x12\x0c\n\x04task\x18\x02 \x01(\t\"3\n\x05Label\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12\r\n\x05score\x18\x03 \x01(\x02\"p\n\tDetection\x12\r\n\x05label\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61tegory_id\x18\x02 \x01(\r\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x0b\n\x03\x62ox\x18\x04 \x03(\x02\x12\x10\n\x08mask_rle\x18\x05 \x01(\t\x12\x11\n\tmask_size\x18\x06 \x03(\r\"\xbe\x02\n\rAnalyzeResult\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\"\n\x06labels\x18\x02 \x03(\x0b\x32\x12.transtic.v1.Label\x12*\n\ndetections\x18\x03 \x03(\x0b\x32\x16.transtic.v1.Detection\x12\x16\n\x0e\x62its_per_pixel\x18\x04 \x01(\x01\x12\r\n\x05width\x18\x05 \x01(\r\x12\x0e\n\x06height\x18\x06 \x01(\r\x12=\n\ntimings_ms\x18\x07 \x03(\x0b\x32).transtic.v1.AnalyzeResult.TimingsMsEntry\x12\x10\n\x08\x63odec_id\x18\x08 \x01(\t\x12\x15\n\rtask_model_id\x18\t \x01(\t\x1a\x30\n\x0eTimingsMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"|\n\x05\x46rame\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x11\n\tbitstream\x18\x03 \x01(\x0c\x12\x0c\n\x04task\x18\x04 \x01(\t\x12\x1c\n\x14\x63\x61pture_time_unix_ms\x18\x05 \x01(\x03\x12\x0f\n\x07session\x18\x06 \x01(\t\"\xc2\x01\n\x08\x46rameAck\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12*\n\x06result\x18\x04 \x01(\x0b\x32\x1a.transtic.v1.AnalyzeResult\x12\x12\n\nerror_code\x18\x05 \x01(\x05\x12\x15\n\rerror_message\x18\x06 \x01(\t\x12\x16\n\x0e\x63ontent_sha256\x18\x07 \x01(\t\x12\x0f\n\x07session\x18\x08 \x01(\t2\x8e\x01\n\x07\x45ncoder\x12\x41\n\x06\x45ncode\x12\x1a.transtic.v1.EncodeRequest\x1a\x1b.transtic.v1.EncodeResponse\x12@\n\x07GetInfo\x12\x1b.transtic.v1.GetInfoRequest\x1a\x18.transtic.v1.ServiceInfo2\xd1\x01\n\tAnalytics\x12\x42\n\x07\x41nalyze\x12\x1b.transtic.v1.AnalyzeRequest\x1a\x1a.transtic.v1.AnalyzeResult\x12>\n\rAnalyzeStream\x12\x12.transtic.v1.Frame\x1a\x15.transtic.v1.FrameAck(\x01\x30\x01\x12@\n\x07GetInfo\x12\x1b.transtic.v1.GetInfoRequest\x1a\x18.transtic.v1.ServiceInfoB]\n\x13org.transtic.api.v1B\x08\x41piProtoP\x01Z:github.com/transtic/transtic/gen/go/transtic/v1;transticv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'transtic_api.v1.api_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\023org.transtic.api.v1B\010ApiProtoP\001Z:github.com/transtic/transtic/gen/go/transtic/v1;transticv1'
   _globals['_ENCODERESPONSE_TIMINGSMSENTRY']._loaded_options = None
   _globals['_ENCODERESPONSE_TIMINGSMSENTRY']._serialized_options = b'8\001'
   _globals['_ANALYZERESULT_TIMINGSMSENTRY']._loaded_options = None
   _globals['_ANALYZERESULT_TIMINGSMSENTRY']._serialized_options = b'8\001'
-  _globals['_MODELINFO']._serialized_start=42
-  _globals['_MODELINFO']._serialized_end=162
-  _globals['_ENCODEREQUEST']._serialized_start=164
-  _globals['_ENCODEREQUEST']._serialized_end=245
-  _globals['_ENCODERESPONSE']._serialized_start=248
-  _globals['_ENCODERESPONSE']._serialized_end=470
-  _globals['_ENCODERESPONSE_TIMINGSMSENTRY']._serialized_start=422
-  _globals['_ENCODERESPONSE_TIMINGSMSENTRY']._serialized_end=470
-  _globals['_GETINFOREQUEST']._serialized_start=472
-  _globals['_GETINFOREQUEST']._serialized_end=488
-  _globals['_SERVICEINFO']._serialized_start=490
-  _globals['_SERVICEINFO']._serialized_end=608
-  _globals['_ANALYZEREQUEST']._serialized_start=610
-  _globals['_ANALYZEREQUEST']._serialized_end=659
-  _globals['_LABEL']._serialized_start=661
-  _globals['_LABEL']._serialized_end=712
-  _globals['_DETECTION']._serialized_start=714
-  _globals['_DETECTION']._serialized_end=826
-  _globals['_ANALYZERESULT']._serialized_start=829
-  _globals['_ANALYZERESULT']._serialized_end=1147
-  _globals['_ANALYZERESULT_TIMINGSMSENTRY']._serialized_start=422
-  _globals['_ANALYZERESULT_TIMINGSMSENTRY']._serialized_end=470
-  _globals['_FRAME']._serialized_start=1149
-  _globals['_FRAME']._serialized_end=1256
-  _globals['_FRAMEACK']._serialized_start=1259
-  _globals['_FRAMEACK']._serialized_end=1412
-  _globals['_ENCODER']._serialized_start=1415
-  _globals['_ENCODER']._serialized_end=1557
-  _globals['_ANALYTICS']._serialized_start=1560
-  _globals['_ANALYTICS']._serialized_end=1769
+  _globals['_MODELINFO']._serialized_start=43
+  _globals['_MODELINFO']._serialized_end=182
+  _globals['_ENCODEREQUEST']._serialized_start=184
+  _globals['_ENCODEREQUEST']._serialized_end=265
+  _globals['_ENCODERESPONSE']._serialized_start=268
+  _globals['_ENCODERESPONSE']._serialized_end=542
+  _globals['_ENCODERESPONSE_TIMINGSMSENTRY']._serialized_start=494
+  _globals['_ENCODERESPONSE_TIMINGSMSENTRY']._serialized_end=542
+  _globals['_GETINFOREQUEST']._serialized_start=544
+  _globals['_GETINFOREQUEST']._serialized_end=560
+  _globals['_SERVICEINFO']._serialized_start=563
+  _globals['_SERVICEINFO']._serialized_end=749
+  _globals['_ANALYZEREQUEST']._serialized_start=751
+  _globals['_ANALYZEREQUEST']._serialized_end=800
+  _globals['_LABEL']._serialized_start=802
+  _globals['_LABEL']._serialized_end=853
+  _globals['_DETECTION']._serialized_start=855
+  _globals['_DETECTION']._serialized_end=967
+  _globals['_ANALYZERESULT']._serialized_start=970
+  _globals['_ANALYZERESULT']._serialized_end=1288
+  _globals['_ANALYZERESULT_TIMINGSMSENTRY']._serialized_start=494
+  _globals['_ANALYZERESULT_TIMINGSMSENTRY']._serialized_end=542
+  _globals['_FRAME']._serialized_start=1290
+  _globals['_FRAME']._serialized_end=1414
+  _globals['_FRAMEACK']._serialized_start=1417
+  _globals['_FRAMEACK']._serialized_end=1611
+  _globals['_ENCODER']._serialized_start=1614
+  _globals['_ENCODER']._serialized_end=1756
+  _globals['_ANALYTICS']._serialized_start=1759
+  _globals['_ANALYTICS']._serialized_end=1968
 # @@protoc_insertion_point(module_scope)

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ModelInfo(_message.Message):
-    __slots__ = ("id", "kind", "task", "quality", "fingerprint", "ready", "detail")
+    __slots__ = ("id", "kind", "task", "quality", "fingerprint", "ready", "detail", "precision")
     ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
@@ -16,6 +16,7 @@ class ModelInfo(_message.Message):
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     READY_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
     id: str
     kind: str
     task: str
@@ -23,7 +24,8 @@ class ModelInfo(_message.Message):
     fingerprint: str
     ready: bool
     detail: str
-    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., task: _Optional[str] = ..., quality: _Optional[int] = ..., fingerprint: _Optional[str] = ..., ready: _Optional[bool] = ..., detail: _Optional[str] = ...) -> None: ...
+    precision: str
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., task: _Optional[str] = ..., quality: _Optional[int] = ..., fingerprint: _Optional[str] = ..., ready: _Optional[bool] = ..., detail: _Optional[str] = ..., precision: _Optional[str] = ...) -> None: ...
 
 class EncodeRequest(_message.Message):
     __slots__ = ("image", "task", "quality", "align_mode")
@@ -38,7 +40,7 @@ class EncodeRequest(_message.Message):
     def __init__(self, image: _Optional[bytes] = ..., task: _Optional[str] = ..., quality: _Optional[int] = ..., align_mode: _Optional[str] = ...) -> None: ...
 
 class EncodeResponse(_message.Message):
-    __slots__ = ("bitstream", "bits_per_pixel", "width", "height", "timings_ms", "codec_id")
+    __slots__ = ("bitstream", "bits_per_pixel", "width", "height", "timings_ms", "codec_id", "fingerprint", "quality", "task")
     class TimingsMsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -52,31 +54,43 @@ class EncodeResponse(_message.Message):
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_MS_FIELD_NUMBER: _ClassVar[int]
     CODEC_ID_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
     bitstream: bytes
     bits_per_pixel: float
     width: int
     height: int
     timings_ms: _containers.ScalarMap[str, float]
     codec_id: str
-    def __init__(self, bitstream: _Optional[bytes] = ..., bits_per_pixel: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., timings_ms: _Optional[_Mapping[str, float]] = ..., codec_id: _Optional[str] = ...) -> None: ...
+    fingerprint: str
+    quality: int
+    task: str
+    def __init__(self, bitstream: _Optional[bytes] = ..., bits_per_pixel: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., timings_ms: _Optional[_Mapping[str, float]] = ..., codec_id: _Optional[str] = ..., fingerprint: _Optional[str] = ..., quality: _Optional[int] = ..., task: _Optional[str] = ...) -> None: ...
 
 class GetInfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class ServiceInfo(_message.Message):
-    __slots__ = ("service", "version", "device", "models", "tasks")
+    __slots__ = ("service", "version", "device", "models", "tasks", "default_task", "default_quality", "ready_tasks")
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     TASKS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_TASK_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_QUALITY_FIELD_NUMBER: _ClassVar[int]
+    READY_TASKS_FIELD_NUMBER: _ClassVar[int]
     service: str
     version: str
     device: str
     models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
     tasks: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, service: _Optional[str] = ..., version: _Optional[str] = ..., device: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., tasks: _Optional[_Iterable[str]] = ...) -> None: ...
+    default_task: str
+    default_quality: int
+    ready_tasks: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, service: _Optional[str] = ..., version: _Optional[str] = ..., device: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., tasks: _Optional[_Iterable[str]] = ..., default_task: _Optional[str] = ..., default_quality: _Optional[int] = ..., ready_tasks: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AnalyzeRequest(_message.Message):
     __slots__ = ("bitstream", "task")
@@ -142,31 +156,37 @@ class AnalyzeResult(_message.Message):
     def __init__(self, task: _Optional[str] = ..., labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., detections: _Optional[_Iterable[_Union[Detection, _Mapping]]] = ..., bits_per_pixel: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., timings_ms: _Optional[_Mapping[str, float]] = ..., codec_id: _Optional[str] = ..., task_model_id: _Optional[str] = ...) -> None: ...
 
 class Frame(_message.Message):
-    __slots__ = ("stream_id", "sequence", "bitstream", "task", "capture_time_unix_ms")
+    __slots__ = ("stream_id", "sequence", "bitstream", "task", "capture_time_unix_ms", "session")
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     BITSTREAM_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     CAPTURE_TIME_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
     stream_id: str
     sequence: int
     bitstream: bytes
     task: str
     capture_time_unix_ms: int
-    def __init__(self, stream_id: _Optional[str] = ..., sequence: _Optional[int] = ..., bitstream: _Optional[bytes] = ..., task: _Optional[str] = ..., capture_time_unix_ms: _Optional[int] = ...) -> None: ...
+    session: str
+    def __init__(self, stream_id: _Optional[str] = ..., sequence: _Optional[int] = ..., bitstream: _Optional[bytes] = ..., task: _Optional[str] = ..., capture_time_unix_ms: _Optional[int] = ..., session: _Optional[str] = ...) -> None: ...
 
 class FrameAck(_message.Message):
-    __slots__ = ("stream_id", "sequence", "duplicate", "result", "error_code", "error_message")
+    __slots__ = ("stream_id", "sequence", "duplicate", "result", "error_code", "error_message", "content_sha256", "session")
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
     ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
     stream_id: str
     sequence: int
     duplicate: bool
     result: AnalyzeResult
     error_code: int
     error_message: str
-    def __init__(self, stream_id: _Optional[str] = ..., sequence: _Optional[int] = ..., duplicate: _Optional[bool] = ..., result: _Optional[_Union[AnalyzeResult, _Mapping]] = ..., error_code: _Optional[int] = ..., error_message: _Optional[str] = ...) -> None: ...
+    content_sha256: str
+    session: str
+    def __init__(self, stream_id: _Optional[str] = ..., sequence: _Optional[int] = ..., duplicate: _Optional[bool] = ..., result: _Optional[_Union[AnalyzeResult, _Mapping]] = ..., error_code: _Optional[int] = ..., error_message: _Optional[str] = ..., content_sha256: _Optional[str] = ..., session: _Optional[str] = ...) -> None: ...

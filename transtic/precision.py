@@ -1,0 +1,142 @@
+"""Which number format the transforms run in, chosen by what the hardware does natively.
+
+bf16 halves memory traffic and doubles the math rate only where the hardware has bf16
+instructions (x86 AVX-512-BF16 or AMX, ARM's BF16 extension, CUDA capability >= 8.0).
+Everywhere else PyTorch emulates it and bf16 runs several times *slower* than float32,
+so ``auto`` picks bf16 only on such hardware and float32 otherwise.
+
+``int8`` (dynamically quantised Linear layers in the analysis and synthesis transforms)
+is lossy beyond bf16's rounding; ``auto`` picks it only when the caller allows lossy
+speed modes (``allow_int8=True``) and the CPU has the VNNI instructions that make it pay.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+log = logging.getLogger(__name__)
+
+Precision = Literal["auto", "float32", "bfloat16", "int8"]
+ResolvedPrecision = Literal["float32", "bfloat16", "int8"]
+PRECISIONS: tuple[str, ...] = ("auto", "float32", "bfloat16", "int8")
+
+# /proc/cpuinfo flags (x86 "flags", ARM "Features") that mean native bf16 arithmetic.
+NATIVE_BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+# int8 dot products in one instruction; without them int8 GEMMs barely beat float32.
+NATIVE_INT8_CPU_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8", "asimddp"})
+MIN_CUDA_BF16_CAPABILITY = (8, 0)
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags the kernel reports (empty where /proc/cpuinfo is absent)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+def cuda_capability(device: torch.device) -> tuple[int, int]:
+    return tuple(torch.cuda.get_device_capability(device))  # type: ignore[return-value]
+
+
+def native_bf16(device: torch.device) -> bool:
+    """True where bf16 math runs in hardware on ``device``."""
+    if device.type == "cuda":
+        return cuda_capability(device) >= MIN_CUDA_BF16_CAPABILITY
+    if device.type == "cpu":
+        return bool(cpu_flags() & NATIVE_BF16_CPU_FLAGS)
+    return False
+
+
+def native_int8(device: torch.device) -> bool:
+    return device.type == "cpu" and bool(cpu_flags() & NATIVE_INT8_CPU_FLAGS)
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    requested: str
+    precision: ResolvedPrecision
+    reason: str
+
+
+def resolve_precision(
+    requested: str, device: torch.device | str = "cpu", *, allow_int8: bool = False
+) -> PrecisionChoice:
+    """Turn ``auto`` into a concrete precision for ``device``; unknown names raise ValueError."""
+    if requested not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {requested!r}")
+    device = torch.device(device)
+    if requested != "auto":
+        if requested == "int8" and device.type != "cpu":
+            raise ValueError("precision 'int8' runs on CPUs only (quantised CPU kernels)")
+        if requested == "bfloat16" and not native_bf16(device):
+            warn_emulated_bf16(device)
+        return PrecisionChoice(requested, requested, "requested")  # type: ignore[arg-type]
+    if allow_int8 and native_int8(device):
+        return PrecisionChoice("auto", "int8", "lossy speed allowed and CPU has int8 dot products")
+    if native_bf16(device):
+        return PrecisionChoice("auto", "bfloat16", f"{device.type} has native bf16")
+    return PrecisionChoice("auto", "float32", f"{device.type} has no native bf16")
+
+
+def log_choice(choice: PrecisionChoice, what: str) -> None:
+    log.info(
+        "%s: precision %s (requested %s: %s)",
+        what,
+        choice.precision,
+        choice.requested,
+        choice.reason,
+    )
+
+
+def bf16_slowdown(size: int = 128, repeats: int = 3) -> float:
+    """Measured time of a bf16 matmul over a float32 one on this CPU (> 1: bf16 is slower)."""
+    a = torch.randn(size, size)
+
+    def best(x: torch.Tensor) -> float:
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            torch.mm(x, x)
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    best(a)
+    b = a.bfloat16()
+    best(b)
+    return best(b) / max(best(a), 1e-9)
+
+
+_warned: set[str] = set()
+
+
+def warn_emulated_bf16(device: torch.device) -> None:
+    """Warn once per device type that bf16 is emulated here, with its measured cost."""
+    if device.type in _warned:
+        return
+    _warned.add(device.type)
+    cost = (
+        f"; a bf16 matmul measured {bf16_slowdown():.1f}x the float32 time"
+        if (device.type == "cpu")
+        else ""
+    )
+    message = (
+        f"precision='bfloat16' on a {device.type} without native bf16: it is emulated and "
+        f"usually slower than float32{cost}. Use precision='auto' or 'float32'."
+    )
+    log.warning(message)
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
