@@ -86,14 +86,14 @@ def read_bounded(path: Path, max_short_side: int | None) -> torch.Tensor:
     """(3, H, W) uint8 of an image file, downscaled so its shorter side is at most
     ``max_short_side`` (a high-resolution photo then costs milliseconds per crop,
     and its crops look like the downscaled whole scenes a classifier is shown)."""
-    with Image.open(path) as img:
-        img = img.convert("RGB")
-        short = min(img.size)
-        if max_short_side and short > max_short_side:
-            factor = max_short_side / short
-            size = (max(1, round(img.width * factor)), max(1, round(img.height * factor)))
-            img = img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
-        return _to_uint8(img)
+    with Image.open(path) as file:
+        rgb = file.convert("RGB")
+    short = min(rgb.size)
+    if max_short_side and short > max_short_side:
+        factor = max_short_side / short
+        size = (max(1, round(rgb.width * factor)), max(1, round(rgb.height * factor)))
+        rgb = rgb.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return _to_uint8(rgb)
 
 
 def random_crop(
