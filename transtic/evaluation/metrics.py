@@ -160,7 +160,18 @@ def detections_agreement(
     if not gt.dataset["annotations"]:
         return math.nan
     results = coco_results(range(len(decoded)), decoded, segm, min_score)
+    if segm:
+        # Empty masks are left out of the pseudo ground truth, so they are no answer
+        # on the decoded side either (else the reference would not agree with itself).
+        results = [r for r in results if _mask_area(r["segmentation"]) > 0]
     return coco_map(gt, results, "segm" if segm else "bbox", image_ids=range(len(decoded)))
+
+
+def _mask_area(rle: dict[str, Any]) -> float:
+    from pycocotools import mask as mask_utils
+
+    counts = rle["counts"]
+    return float(mask_utils.area({"size": rle["size"], "counts": counts.encode()}))
 
 
 def rescale_detections(
