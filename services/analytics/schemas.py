@@ -170,6 +170,9 @@ class ModelInfo(_Model):
     ready: bool
     detail: str
     codec: str | None = None
+    precision: str | None = Field(
+        default=None, description="codecs: the arithmetic 'auto' resolved to on this device"
+    )
     backend: str | None = None
     required_weights: list[str] | None = None
 

@@ -157,10 +157,12 @@ def check_answer(response: Any, sent: bytes) -> dict[str, Any]:
         assert body["task"] == "classification" and body["labels"], body
         assert body["input"]["bytes"] == len(sent) and body["bitstream_bytes"] > 0
         return body
-    assert set(body) == {"error"}, body
-    error = body["error"]
-    assert error["code"] == ERROR_CODES.get(response.status_code), (response.status_code, body)
-    assert error["message"] and "Traceback" not in error["message"]
+    # RFC 9457 problem details with the service's stable error code
+    assert response.headers["content-type"].startswith("application/problem+json"), body
+    assert {"type", "title", "status", "detail", "code"} <= set(body), body
+    assert body["status"] == response.status_code, body
+    assert body["code"] == ERROR_CODES.get(response.status_code), (response.status_code, body)
+    assert body["detail"] and "Traceback" not in body["detail"]
     return body
 
 
