@@ -27,6 +27,7 @@ PY = sys.executable
 DEFAULT_CODEC = "transtic_small_cls_q3"
 CODECS = {
     "classification:1": "transtic_small_cls_q1",
+    "classification:2": "transtic_small_cls_q2",
     "classification:3": "transtic_small_cls_q3",
 }
 
