@@ -132,9 +132,12 @@ def test_a_cancelled_stream_counts_as_cancelled(make_settings: Callable[..., Set
     with serving(make_settings()) as (channel, front):
         runtime = front.runtime
         (call,) = idle_streams(channel, 1, release)
-        deadline = time.monotonic() + 10
+        # A call cancelled before its handler runs is never counted; a loaded CI
+        # machine can take many seconds to start the handler.
+        deadline = time.monotonic() + 60
         while front.streams.open_streams < 1 and time.monotonic() < deadline:
             time.sleep(0.05)  # until the server runs the handler
+        assert front.streams.open_streams == 1
         call.cancel()
         release.set()
         deadline = time.monotonic() + 10
