@@ -88,6 +88,23 @@ def _parse(response: httpx.Response, model: type[M]) -> M:
     return model.model_validate(response.json())
 
 
+def _http_options(
+    base_url: str,
+    api_key: str | None,
+    verify: Verify,
+    cert: tuple[str, str] | None,
+    timeout_s: float,
+) -> dict[str, Any]:
+    """What the sync and async clients give httpx: one place for auth and TLS."""
+    return {
+        "base_url": base_url,
+        "headers": _auth_headers(api_key),
+        "verify": _verify(verify),
+        "cert": cert,
+        "timeout": timeout_s,
+    }
+
+
 class AnalyticsClient:
     """``with AnalyticsClient("https://host:8080", api_key=..., verify="ca.pem") as c:``"""
 
@@ -102,13 +119,7 @@ class AnalyticsClient:
         retry: RetryPolicy | None = None,
     ) -> None:
         self.retry = retry or RetryPolicy()
-        self._http = httpx.Client(
-            base_url=base_url,
-            headers=_auth_headers(api_key),
-            verify=_verify(verify),
-            cert=cert,
-            timeout=timeout_s,
-        )
+        self._http = httpx.Client(**_http_options(base_url, api_key, verify, cert, timeout_s))
 
     def __enter__(self) -> AnalyticsClient:
         return self
@@ -186,13 +197,7 @@ class AsyncAnalyticsClient:
         retry: RetryPolicy | None = None,
     ) -> None:
         self.retry = retry or RetryPolicy()
-        self._http = httpx.AsyncClient(
-            base_url=base_url,
-            headers=_auth_headers(api_key),
-            verify=_verify(verify),
-            cert=cert,
-            timeout=timeout_s,
-        )
+        self._http = httpx.AsyncClient(**_http_options(base_url, api_key, verify, cert, timeout_s))
 
     async def __aenter__(self) -> AsyncAnalyticsClient:
         return self

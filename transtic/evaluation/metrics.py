@@ -110,7 +110,6 @@ def pseudo_ground_truth(
     Without annotations, mAP against it measures how well decoded images keep the
     detector's own answer (the detection analogue of top-1 agreement).
     """
-    from pycocotools import mask as mask_utils
     from pycocotools.coco import COCO
 
     images: list[dict[str, Any]] = []
@@ -131,9 +130,8 @@ def pseudo_ground_truth(
                 "iscrowd": 0,
             }
             if segm and "mask" in det:
-                rle = {"size": det["mask"]["size"], "counts": det["mask"]["counts"].encode()}
                 ann["segmentation"] = det["mask"]
-                ann["area"] = float(mask_utils.area(rle))
+                ann["area"] = _mask_area(det["mask"])
                 if ann["area"] == 0:
                     continue  # an empty mask matches nothing, not even itself
             annotations.append(ann)
@@ -170,8 +168,7 @@ def detections_agreement(
 def _mask_area(rle: dict[str, Any]) -> float:
     from pycocotools import mask as mask_utils
 
-    counts = rle["counts"]
-    return float(mask_utils.area({"size": rle["size"], "counts": counts.encode()}))
+    return float(mask_utils.area({"size": rle["size"], "counts": rle["counts"].encode()}))
 
 
 def rescale_detections(

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from services.analytics.rest import BITSTREAM_TYPE
 from transtic.tasks import Normalization, TaskBackend, TaskName, encode_masks
 
 FAIL_WIDTH = 24  # images this wide make FakeDetection fail (to test per-item isolation)
@@ -75,3 +76,20 @@ class GatedDetection(FakeDetection):
         self.entered.set()
         self.gate.wait(30)
         return super()._predict(images)
+
+
+# A raw ASGI request to the analyze endpoint, for tests that drive the app below HTTP.
+ANALYZE_SCOPE = {
+    "type": "http",
+    "asgi": {"version": "3.0"},
+    "http_version": "1.1",
+    "method": "POST",
+    "scheme": "http",
+    "path": "/v1/analyze",
+    "raw_path": b"/v1/analyze",
+    "query_string": b"task=detection",
+    "headers": [(b"content-type", BITSTREAM_TYPE.encode())],
+    "client": ("127.0.0.1", 5000),
+    "server": ("127.0.0.1", 80),
+    "root_path": "",
+}

@@ -17,7 +17,7 @@ from services.analytics.settings import Settings
 from services.common.errors import ErrorCode, ServiceError
 from services.generated.transtic_api.v1 import api_pb2, api_pb2_grpc
 
-from .fakes import FakeDetection
+from .fakes import ANALYZE_SCOPE, FakeDetection
 
 
 class GatedDecoding:
@@ -132,21 +132,7 @@ def test_a_rest_client_that_disconnects_is_cancelled(
         async def send(message: dict[str, Any]) -> None:
             sent.append(message)
 
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "POST",
-            "scheme": "http",
-            "path": "/v1/analyze",
-            "raw_path": b"/v1/analyze",
-            "query_string": b"task=detection",
-            "headers": [(b"content-type", BITSTREAM_TYPE.encode())],
-            "client": ("127.0.0.1", 5000),
-            "server": ("127.0.0.1", 80),
-            "root_path": "",
-        }
-        asyncio.run(asyncio.wait_for(app(scope, receive, send), 30))
+        asyncio.run(asyncio.wait_for(app(dict(ANALYZE_SCOPE), receive, send), 30))
         gate.gate.set()
         assert sent[0]["status"] == 499
         assert errors(runtime, "CANCELLED") == 1

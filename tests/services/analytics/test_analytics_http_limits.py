@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 import uvicorn
 
-from services.analytics.rest import BITSTREAM_TYPE, create_app
+from services.analytics.rest import create_app
 from services.analytics.runtime import Runtime
 from services.analytics.settings import Settings
 from services.common.http_limits import guarded_http_protocol
 from services.common.serving import bind_http_socket
 
-from .fakes import FakeDetection
+from .fakes import ANALYZE_SCOPE, FakeDetection
 
 
 async def hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -105,20 +105,6 @@ def runtime(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., Ru
         rt.close()
 
 
-SCOPE = {
-    "type": "http",
-    "asgi": {"version": "3.0"},
-    "http_version": "1.1",
-    "method": "POST",
-    "scheme": "http",
-    "path": "/v1/analyze",
-    "raw_path": b"/v1/analyze",
-    "query_string": b"task=detection",
-    "headers": [(b"content-type", BITSTREAM_TYPE.encode())],
-    "client": ("127.0.0.1", 5000),
-    "server": ("127.0.0.1", 80),
-    "root_path": "",
-}
 
 
 async def request(app: Any, receive: Callable[[], Any]) -> int:
@@ -128,7 +114,7 @@ async def request(app: Any, receive: Callable[[], Any]) -> int:
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    await asyncio.wait_for(app(dict(SCOPE), receive, send), 30)
+    await asyncio.wait_for(app(dict(ANALYZE_SCOPE), receive, send), 30)
     return int(sent[0]["status"])
 
 
