@@ -34,7 +34,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from official_baseline import OfficialCodec  # noqa: E402
+from official_baseline import OfficialProcess  # noqa: E402
 
 from transtic.bitstream import EntropyParamMode  # noqa: E402
 from transtic.cli import psnr  # noqa: E402
@@ -89,8 +89,17 @@ class CodingPath:
     dec_s: list[float] = field(default_factory=list)
     stream: Any = None
     image: torch.Tensor | None = None
+    # encode() returns (encode s, decode s, ...) measured in another process
+    timed_elsewhere: bool = False
+    close: Callable[[], None] = field(default=lambda: None)
 
     def run_once(self) -> None:
+        if self.timed_elsewhere:
+            self.stream = self.encode()
+            self.image = self.decode(self.stream)
+            self.enc_s.append(self.stream[0])
+            self.dec_s.append(self.stream[1])
+            return
         start = time.perf_counter()
         self.stream = self.encode()
         mid = time.perf_counter()
@@ -113,15 +122,17 @@ def our_path(
     )
 
 
-def official_path(source: Path, model: HyperpriorCodec, image: torch.Tensor) -> CodingPath:
-    official = OfficialCodec(source, model.state_dict())
-    x = image.float().div(255)[None]  # 768x512 is a multiple of 256: no alignment needed
-    return CodingPath(
-        "official code (float32)",
-        lambda: official.encode(x),
-        lambda enc: official.decode(enc["strings"], enc["shape"])[0],
-        lambda enc: len(enc["strings"][0][0]) + len(enc["strings"][1][0]),
+def official_path(
+    source: Path, model: HyperpriorCodec, image: torch.Tensor, threads: int, retain: bool
+) -> CodingPath:
+    """The official code, timed in its own process (see OfficialProcess)."""
+    official = OfficialProcess(
+        source, model.state_dict(), image, threads=threads, retain_memory=retain
     )
+    path = CodingPath("official code (float32)", official.run_once, lambda r: r[3], lambda r: r[2])
+    path.timed_elsewhere = True
+    path.close = official.close
+    return path
 
 
 def build_paths(
@@ -129,12 +140,13 @@ def build_paths(
 ) -> list[CodingPath]:
     paths = []
     if args.official_src:
-        paths.append(official_path(args.official_src, model, image))
+        retain = args.official_allocator == "retain"
+        paths.append(official_path(args.official_src, model, image, args.threads, retain))
     if args.plain:
         paths.append(our_path(model, image, "ours float32, eager attention", "float32", "eager"))
-    paths.append(our_path(model, image, "ours float32 (exact)", "float32"))
-    paths.append(our_path(model, image, "ours bfloat16", "bfloat16"))
-    paths.append(our_path(model, image, "ours int8", "int8"))
+    names = {"float32": "ours float32 (exact)", "bfloat16": "ours bfloat16", "int8": "ours int8"}
+    for precision in args.paths.split(","):
+        paths.append(our_path(model, image, names[precision], precision))
     return paths
 
 
@@ -179,6 +191,16 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument(
+        "--paths", default="float32,bfloat16,int8", help="our precisions to time, comma-separated"
+    )
+    parser.add_argument(
+        "--official-allocator",
+        choices=("default", "retain"),
+        default="default",
+        help="the official code's process: glibc defaults (as its users run it) or "
+        "our retain_freed_memory() setting (like for like)",
+    )
     parser.add_argument("--plain", action="store_true", help="also our eager-attention path")
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
     args = parser.parse_args()
@@ -196,6 +218,8 @@ def main() -> None:
         f"({info['auto_precision_lossy_allowed']} with allow_int8=True)"
     )
     print(f"weights: {source}; image {SIZE[1]}x{SIZE[0]}; median of {args.repeats}, interleaved")
+    if args.official_src:
+        print(f"official code in its own process, {args.official_allocator} glibc allocator")
     paths = build_paths(args, model, image)
     for p in paths:  # warm-up: mask caches, oneDNN primitives, quantised weights
         p.run_once()
@@ -204,6 +228,8 @@ def main() -> None:
     for _ in range(args.repeats):
         for p in paths:
             p.run_once()
+    for p in paths:
+        p.close()
     rows = summarise(paths, image)
     label = "vs official" if args.official_src else f"vs {rows[0]['path']}"
     print(
@@ -224,6 +250,7 @@ def main() -> None:
             "weights": source,
             "image": f"{SIZE[1]}x{SIZE[0]}",
             "repeats": args.repeats,
+            "official_allocator": args.official_allocator,
             "rows": rows,
         }
         args.json.write_text(json.dumps(report, indent=2))
