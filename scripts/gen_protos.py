@@ -38,9 +38,10 @@ def generate(out: Path) -> list[Path]:
         if path.suffix not in (".py", ".pyi") or path.name == "__init__.py":
             continue
         text = path.read_text()
-        # grpc emits absolute imports ("from transtic_api.v1 import api_pb2"); make them
-        # package-relative so the generated tree imports as services.generated.*
-        text = re.sub(r"^from transtic_api\.v1 import (\w+)", r"from . import \1", text, flags=re.M)
+        # grpc emits absolute imports of the proto package ("from transtic.v1 import
+        # api_pb2"). Left as they are they would resolve to our library package `transtic`,
+        # so make them package-relative: the generated tree imports as services.generated.*
+        text = re.sub(r"^from transtic\.v1 import (\w+)", r"from . import \1", text, flags=re.M)
         path.write_text(HEADER + text)
         written.append(path)
     for directory in {p.parent for p in written} | {out}:
@@ -65,7 +66,13 @@ def main() -> int:
         fresh = Path(tmp) / "generated"
         fresh.mkdir()
         generate(fresh)
-        drift = []
+        drift = [
+            # left over from a moved or deleted proto: it would still import, stale
+            str(path.relative_to(ROOT))
+            for path in sorted(OUT.rglob("*.py*"))
+            if path.suffix in (".py", ".pyi") and path.name != "__init__.py"
+            and not (fresh / path.relative_to(OUT)).exists()
+        ]
         for path in sorted(fresh.rglob("*.py*")):
             committed = OUT / path.relative_to(fresh)
             if not committed.exists() or committed.read_text() != path.read_text():
