@@ -16,6 +16,7 @@ from typing import Any
 
 from services.analytics.settings import TASKS, Settings
 from services.common.errors import ErrorCode, ServiceError, redact_paths
+from services.common.model_catalog import CodecCatalog
 from transtic.bitstream import StreamHeader
 from transtic.codec import ImageCodec
 from transtic.tasks import TASK_BACKENDS, ClassificationBackend, TaskBackend
@@ -102,6 +103,10 @@ class ModelHub:
         self.settings = settings
         self.device = settings.resolved_device()
         self.backend_registry = backend_registry if backend_registry is not None else TASK_BACKENDS
+        # What model control (and the settings) may name: weights catalog, model repository.
+        self.catalog = CodecCatalog(
+            cache_dir=settings.weights_cache_dir, repository=settings.model_repository
+        )
         self.codecs: list[CodecSlot] = []
         self.codec_problems: dict[str, str] = {}
         self._by_fingerprint: dict[bytes, CodecSlot] = {}
@@ -147,6 +152,7 @@ class ModelHub:
         registry = default_registry()
         codec_id = Path(spec).stem
         sha256 = None
+        origin = "config"
         if Path(spec).is_file():
             path = Path(spec)
         elif spec in registry:
@@ -157,12 +163,18 @@ class ModelHub:
             quality = quality if quality is not None else entry.quality
             # A registry file is checked against its published digest before it is parsed.
             sha256 = entry.sha256
+            origin = "catalog"
         else:
-            raise FileNotFoundError("neither a checkpoint file nor a known weights name")
+            # A model repository name (its manifest pins the digest), else an error.
+            source = self.catalog.find(spec)
+            assert source.path is not None  # find() returns loadable sources only
+            path, sha256, codec_id, origin = source.path, source.sha256, spec, source.origin
+            task = task or source.task
+            quality = quality if quality is not None else source.quality
         codec = self.build_codec(path, sha256=sha256, task=task, quality=quality or 0)
         if any(s.id == codec_id for s in self.codecs):
             codec_id = f"{codec_id}#{len(self.codecs)}"
-        slot = CodecSlot(codec_id, codec, task, quality or 0, str(path), sha256=sha256)
+        slot = CodecSlot(codec_id, codec, task, quality or 0, str(path), origin, sha256)
         self.install_codec(slot)
         log.info("codec %s loaded from %s (weights %s)", codec_id, path, slot.fingerprint)
 

@@ -17,9 +17,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from services.analytics.hub import BackendSlot, CodecSlot, ModelHub
-from services.analytics.settings import Settings
 from services.common.errors import ErrorCode, ServiceError, to_service_error
-from services.common.model_catalog import CodecCatalog, CodecSource, check_model_name
+from services.common.model_catalog import CodecSource, check_model_name
 from transtic.models import CheckpointError
 from transtic.weights import WeightsError
 
@@ -57,11 +56,9 @@ def task_entry(slot: BackendSlot, state: str, reason: str = "") -> dict[str, Any
 
 
 class ModelControl:
-    def __init__(self, hub: ModelHub, settings: Settings) -> None:
+    def __init__(self, hub: ModelHub) -> None:
         self.hub = hub
-        self.catalog = CodecCatalog(
-            cache_dir=settings.weights_cache_dir, repository=settings.model_repository
-        )
+        self.catalog = hub.catalog
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-loader")
         self._loading: set[str] = set()
         self._lock = threading.Lock()
@@ -188,11 +185,12 @@ class ModelControl:
                 entries.append(codec_entry(slot, UNLOADING))
             else:
                 entries.append(task_entry(slot, UNLOADING))
-        loaded = {s.id for s in self.hub.codecs}
+        # One entry per name: what is (un)loading is not listed again as loadable.
+        listed = {e["name"] for e in entries}
         with self._lock:
             loading = set(self._loading)
         for source in self.catalog.listing():
-            if source.name in loaded:
+            if source.name in listed:
                 continue
             state = LOADING if source.name in loading else UNAVAILABLE
             entries.append(
@@ -208,16 +206,18 @@ class ModelControl:
                     "in_flight": 0,
                 }
             )
-        entries += self._task_entries(loading)
+        entries += self._task_entries(loading, listed)
         if ready_only:
             entries = [e for e in entries if e["state"] == READY]
         return entries
 
-    def _task_entries(self, loading: set[str]) -> list[dict[str, Any]]:
+    def _task_entries(self, loading: set[str], listed: set[str]) -> list[dict[str, Any]]:
         entries = []
         serving = {slot.backend.name: slot for slot in self.hub.backends.values()}
         for name in dict.fromkeys([*self.hub.backend_registry.names(), *serving]):
             slot = serving.get(name)
+            if name in listed and not (slot is not None and slot.ready):
+                continue
             if slot is not None and slot.ready:
                 entries.append(task_entry(slot, READY))
                 continue

@@ -53,12 +53,10 @@ class Runtime:
         self.settings = settings
         self.metrics = Metrics(request_timeout_s=settings.request_timeout_s)
         self.hub = ModelHub(settings, backends=backends, backend_registry=backend_registry)
-        self.models = ModelControl(self.hub, settings)
+        self.models = ModelControl(self.hub)
         self.metrics.model_ready.set_function(lambda: float(self.ready))
         self.metrics.models_loaded.labels("codec").set_function(lambda: len(self.hub.codecs))
-        self.metrics.models_loaded.labels("task").set_function(
-            lambda: len(self.hub.ready_tasks())
-        )
+        self.metrics.models_loaded.labels("task").set_function(lambda: len(self.hub.ready_tasks()))
         self.metrics.queue_capacity.set(settings.max_queue)
         self.metrics.build_info.labels(**build_labels()).set(1)
         self.pipeline = Pipeline(self.metrics)
