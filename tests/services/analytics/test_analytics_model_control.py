@@ -96,9 +96,10 @@ def test_queued_frames_finish_on_the_codec_that_was_unloaded(
     tiny = fingerprint(codec_checkpoint)
     assert states(runtime)[("tiny", tiny)] == "UNLOADING"
     # New work no longer gets it; the other codec serves its own streams.
-    assert error_code(
-        lambda: runtime.submit_bitstream(bitstream, "detection", source="test")
-    ) is ErrorCode.FAILED_PRECONDITION
+    assert (
+        error_code(lambda: runtime.submit_bitstream(bitstream, "detection", source="test"))
+        is ErrorCode.FAILED_PRECONDITION
+    )
     other = runtime.submit_bitstream(foreign_bitstream, "detection", source="test")
 
     gated.gate.set()
@@ -138,9 +139,10 @@ def test_unloading_a_task_model_makes_its_task_unavailable(
     (gone,) = runtime.models.unload("gated_detection")
     assert gone["state"] == "UNAVAILABLE" and gone["task"] == "detection"
     assert runtime.hub.ready_tasks() == []
-    assert error_code(
-        lambda: runtime.submit_bitstream(bitstream, "detection", source="test")
-    ) is ErrorCode.UNAVAILABLE
+    assert (
+        error_code(lambda: runtime.submit_bitstream(bitstream, "detection", source="test"))
+        is ErrorCode.UNAVAILABLE
+    )
     assert runtime.models.unload("gated_detection") == []  # unloading twice changes nothing
     runtime.models.submit_load("gated_detection").result(60)
     assert runtime.hub.ready_tasks() == ["detection"]
