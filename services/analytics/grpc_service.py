@@ -23,7 +23,7 @@ from services.common.grpc_limits import StreamLimiter, server_options
 from services.common.grpc_utils import add_health_and_reflection, set_serving
 from services.common.ratelimit import RateLimiter
 from services.common.tls import add_port, server_credentials
-from services.generated.transtic_api.v1 import api_pb2, api_pb2_grpc
+from services.generated.transtic.v1 import api_pb2, api_pb2_grpc
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = api_pb2.DESCRIPTOR.services_by_name["Analytics"].full_name

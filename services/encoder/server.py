@@ -20,7 +20,7 @@ from services.common.grpc_limits import server_options
 from services.common.grpc_utils import add_health_and_reflection, set_serving
 from services.common.ratelimit import RateLimiter
 from services.common.tls import add_port, describe_server, server_credentials
-from services.generated.transtic_api.v1 import api_pb2, api_pb2_grpc
+from services.generated.transtic.v1 import api_pb2, api_pb2_grpc
 
 from .codecs import CodecBank
 from .metrics import UNKNOWN, EncoderMetrics, HealthHTTPServer

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from services.generated.transtic_api.v1 import api_pb2
+from services.generated.transtic.v1 import api_pb2
 
 from .codecs import CodecBank
 from .metrics import UNKNOWN, EncoderMetrics, HealthHTTPServer

@@ -4,7 +4,7 @@
 import grpc
 import warnings
 
-from . import api_pb2 as transtic__api_dot_v1_dot_api__pb2
+from . import api_pb2 as transtic_dot_v1_dot_api__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -19,7 +19,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in transtic_api/v1/api_pb2_grpc.py depends on'
+        + ' but the generated code in transtic/v1/api_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -37,13 +37,13 @@ class EncoderStub:
         """
         self.Encode = channel.unary_unary(
                 '/transtic.v1.Encoder/Encode',
-                request_serializer=transtic__api_dot_v1_dot_api__pb2.EncodeRequest.SerializeToString,
-                response_deserializer=transtic__api_dot_v1_dot_api__pb2.EncodeResponse.FromString,
+                request_serializer=transtic_dot_v1_dot_api__pb2.EncodeRequest.SerializeToString,
+                response_deserializer=transtic_dot_v1_dot_api__pb2.EncodeResponse.FromString,
                 _registered_method=True)
         self.GetInfo = channel.unary_unary(
                 '/transtic.v1.Encoder/GetInfo',
-                request_serializer=transtic__api_dot_v1_dot_api__pb2.GetInfoRequest.SerializeToString,
-                response_deserializer=transtic__api_dot_v1_dot_api__pb2.ServiceInfo.FromString,
+                request_serializer=transtic_dot_v1_dot_api__pb2.GetInfoRequest.SerializeToString,
+                response_deserializer=transtic_dot_v1_dot_api__pb2.ServiceInfo.FromString,
                 _registered_method=True)
 
 
@@ -67,13 +67,13 @@ def add_EncoderServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Encode': grpc.unary_unary_rpc_method_handler(
                     servicer.Encode,
-                    request_deserializer=transtic__api_dot_v1_dot_api__pb2.EncodeRequest.FromString,
-                    response_serializer=transtic__api_dot_v1_dot_api__pb2.EncodeResponse.SerializeToString,
+                    request_deserializer=transtic_dot_v1_dot_api__pb2.EncodeRequest.FromString,
+                    response_serializer=transtic_dot_v1_dot_api__pb2.EncodeResponse.SerializeToString,
             ),
             'GetInfo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetInfo,
-                    request_deserializer=transtic__api_dot_v1_dot_api__pb2.GetInfoRequest.FromString,
-                    response_serializer=transtic__api_dot_v1_dot_api__pb2.ServiceInfo.SerializeToString,
+                    request_deserializer=transtic_dot_v1_dot_api__pb2.GetInfoRequest.FromString,
+                    response_serializer=transtic_dot_v1_dot_api__pb2.ServiceInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -101,8 +101,8 @@ class Encoder:
             request,
             target,
             '/transtic.v1.Encoder/Encode',
-            transtic__api_dot_v1_dot_api__pb2.EncodeRequest.SerializeToString,
-            transtic__api_dot_v1_dot_api__pb2.EncodeResponse.FromString,
+            transtic_dot_v1_dot_api__pb2.EncodeRequest.SerializeToString,
+            transtic_dot_v1_dot_api__pb2.EncodeResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -128,8 +128,8 @@ class Encoder:
             request,
             target,
             '/transtic.v1.Encoder/GetInfo',
-            transtic__api_dot_v1_dot_api__pb2.GetInfoRequest.SerializeToString,
-            transtic__api_dot_v1_dot_api__pb2.ServiceInfo.FromString,
+            transtic_dot_v1_dot_api__pb2.GetInfoRequest.SerializeToString,
+            transtic_dot_v1_dot_api__pb2.ServiceInfo.FromString,
             options,
             channel_credentials,
             insecure,
@@ -152,18 +152,18 @@ class AnalyticsStub:
         """
         self.Analyze = channel.unary_unary(
                 '/transtic.v1.Analytics/Analyze',
-                request_serializer=transtic__api_dot_v1_dot_api__pb2.AnalyzeRequest.SerializeToString,
-                response_deserializer=transtic__api_dot_v1_dot_api__pb2.AnalyzeResult.FromString,
+                request_serializer=transtic_dot_v1_dot_api__pb2.AnalyzeRequest.SerializeToString,
+                response_deserializer=transtic_dot_v1_dot_api__pb2.AnalyzeResult.FromString,
                 _registered_method=True)
         self.AnalyzeStream = channel.stream_stream(
                 '/transtic.v1.Analytics/AnalyzeStream',
-                request_serializer=transtic__api_dot_v1_dot_api__pb2.Frame.SerializeToString,
-                response_deserializer=transtic__api_dot_v1_dot_api__pb2.FrameAck.FromString,
+                request_serializer=transtic_dot_v1_dot_api__pb2.Frame.SerializeToString,
+                response_deserializer=transtic_dot_v1_dot_api__pb2.FrameAck.FromString,
                 _registered_method=True)
         self.GetInfo = channel.unary_unary(
                 '/transtic.v1.Analytics/GetInfo',
-                request_serializer=transtic__api_dot_v1_dot_api__pb2.GetInfoRequest.SerializeToString,
-                response_deserializer=transtic__api_dot_v1_dot_api__pb2.ServiceInfo.FromString,
+                request_serializer=transtic_dot_v1_dot_api__pb2.GetInfoRequest.SerializeToString,
+                response_deserializer=transtic_dot_v1_dot_api__pb2.ServiceInfo.FromString,
                 _registered_method=True)
 
 
@@ -196,18 +196,18 @@ def add_AnalyticsServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Analyze': grpc.unary_unary_rpc_method_handler(
                     servicer.Analyze,
-                    request_deserializer=transtic__api_dot_v1_dot_api__pb2.AnalyzeRequest.FromString,
-                    response_serializer=transtic__api_dot_v1_dot_api__pb2.AnalyzeResult.SerializeToString,
+                    request_deserializer=transtic_dot_v1_dot_api__pb2.AnalyzeRequest.FromString,
+                    response_serializer=transtic_dot_v1_dot_api__pb2.AnalyzeResult.SerializeToString,
             ),
             'AnalyzeStream': grpc.stream_stream_rpc_method_handler(
                     servicer.AnalyzeStream,
-                    request_deserializer=transtic__api_dot_v1_dot_api__pb2.Frame.FromString,
-                    response_serializer=transtic__api_dot_v1_dot_api__pb2.FrameAck.SerializeToString,
+                    request_deserializer=transtic_dot_v1_dot_api__pb2.Frame.FromString,
+                    response_serializer=transtic_dot_v1_dot_api__pb2.FrameAck.SerializeToString,
             ),
             'GetInfo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetInfo,
-                    request_deserializer=transtic__api_dot_v1_dot_api__pb2.GetInfoRequest.FromString,
-                    response_serializer=transtic__api_dot_v1_dot_api__pb2.ServiceInfo.SerializeToString,
+                    request_deserializer=transtic_dot_v1_dot_api__pb2.GetInfoRequest.FromString,
+                    response_serializer=transtic_dot_v1_dot_api__pb2.ServiceInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -235,8 +235,8 @@ class Analytics:
             request,
             target,
             '/transtic.v1.Analytics/Analyze',
-            transtic__api_dot_v1_dot_api__pb2.AnalyzeRequest.SerializeToString,
-            transtic__api_dot_v1_dot_api__pb2.AnalyzeResult.FromString,
+            transtic_dot_v1_dot_api__pb2.AnalyzeRequest.SerializeToString,
+            transtic_dot_v1_dot_api__pb2.AnalyzeResult.FromString,
             options,
             channel_credentials,
             insecure,
@@ -262,8 +262,8 @@ class Analytics:
             request_iterator,
             target,
             '/transtic.v1.Analytics/AnalyzeStream',
-            transtic__api_dot_v1_dot_api__pb2.Frame.SerializeToString,
-            transtic__api_dot_v1_dot_api__pb2.FrameAck.FromString,
+            transtic_dot_v1_dot_api__pb2.Frame.SerializeToString,
+            transtic_dot_v1_dot_api__pb2.FrameAck.FromString,
             options,
             channel_credentials,
             insecure,
@@ -289,8 +289,8 @@ class Analytics:
             request,
             target,
             '/transtic.v1.Analytics/GetInfo',
-            transtic__api_dot_v1_dot_api__pb2.GetInfoRequest.SerializeToString,
-            transtic__api_dot_v1_dot_api__pb2.ServiceInfo.FromString,
+            transtic_dot_v1_dot_api__pb2.GetInfoRequest.SerializeToString,
+            transtic_dot_v1_dot_api__pb2.ServiceInfo.FromString,
             options,
             channel_credentials,
             insecure,
