@@ -16,7 +16,7 @@ from services.analytics.rest import BITSTREAM_TYPE, create_app
 from services.analytics.runtime import Runtime
 from services.analytics.settings import Settings
 from services.analytics.streaming import FrameProcessor
-from services.generated.transtic_api.v1 import api_pb2, api_pb2_grpc
+from services.generated.transtic.v1 import api_pb2, api_pb2_grpc
 from transtic.tasks import TaskBackend
 
 from .fakes import FAIL_WIDTH
