@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 
 import transtic
+from services.analytics.metrics import ModelLabels
 from services.analytics.runtime import Runtime
 from services.analytics.streaming import FrameOutcome, FrameProcessor
 from services.common.auth import ApiKeys
@@ -54,21 +55,26 @@ class AnalyticsServicer(api_pb2_grpc.AnalyticsServicer):
         self.stream_window = max(2, 2 * runtime.settings.max_batch_size)
 
     def Analyze(self, request: Any, context: grpc.ServicerContext) -> api_pb2.AnalyzeResult:
-        metrics = self.runtime.metrics
-        with metrics.request_seconds.labels("grpc").time():
-            try:
-                future = self.runtime.submit_bitstream(
-                    request.bitstream, request.task or None, source="grpc"
-                )
-                # A cancelled or expired call drops its work from the queue or between stages.
-                context.add_callback(future.abandon)
-                outcome = self.runtime.wait(future, context.time_remaining())
-            except Exception as exc:
-                error = self.runtime.record_error(exc)
-                if not context.is_active():
-                    return api_pb2.AnalyzeResult()  # nobody is listening any more
-                abort_grpc(context, error)
-                raise  # unreachable: abort raises
+        labels = ModelLabels()
+        start = time.perf_counter()
+        try:
+            future = self.runtime.submit_bitstream(
+                request.bitstream, request.task or None, source="grpc", labels=labels
+            )
+            # A cancelled or expired call drops its work from the queue or between stages.
+            context.add_callback(future.abandon)
+            outcome = self.runtime.wait(future, context.time_remaining())
+        except Exception as exc:
+            error = self.runtime.record_error(exc, labels)
+            if not context.is_active():
+                return api_pb2.AnalyzeResult()  # nobody is listening any more
+            abort_grpc(context, error)
+            raise  # unreachable: abort raises
+        finally:
+            elapsed = time.perf_counter() - start
+            self.runtime.metrics.request_seconds.labels(api="grpc", **labels.values()).observe(
+                elapsed
+            )
         return outcome.result.to_proto()
 
     def AnalyzeStream(
@@ -162,7 +168,7 @@ class GrpcFrontEnd:
         limit = settings.max_upload_bytes
 
         def refused(code: ErrorCode) -> None:
-            runtime.metrics.errors.labels(code.value).inc()
+            runtime.metrics.count_error(code.value)
 
         self.streams = StreamLimiter(settings.grpc_max_streams_per_client, settings.stream_cap)
         guard = GrpcGuard(

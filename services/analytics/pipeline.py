@@ -193,7 +193,9 @@ class Pipeline:
             timings_ms={k: round(v, 3) for k, v in timings.items()},
         )
         m = self.metrics
-        m.frames.labels(job.task, job.source).inc()
+        m.frames.labels(
+            source=job.source, codec=job.codec.id, quality=str(job.codec.quality), task=job.task
+        ).inc()
         m.bytes.labels(job.task).inc(dec.num_bytes)
         m.bpp.labels(job.task).observe(dec.bpp)
         m.observe_stages(timings)

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from services.analytics.batcher import Batcher, Pending
 from services.analytics.hub import ModelHub
-from services.analytics.metrics import Metrics
+from services.analytics.metrics import Metrics, ModelLabels
 from services.analytics.pipeline import Job, Outcome, Pipeline
 from services.analytics.settings import Settings
 from services.analytics.store import open_store
@@ -90,29 +90,41 @@ class Runtime:
     def grpc_saturated(self) -> bool:
         return self.grpc_calls.in_flight >= self.settings.grpc_max_workers
 
-    def record_error(self, exc: BaseException) -> ServiceError:
-        """Classify ``exc`` for a client and count it; unexpected ones are logged in full."""
+    def record_error(self, exc: BaseException, labels: ModelLabels | None = None) -> ServiceError:
+        """Classify ``exc`` for a client and count it (under the model the request had
+        resolved to, if any); unexpected ones are logged in full."""
         error = to_service_error(exc)
         if error is not exc and error.code.value == "INTERNAL":
             log.error("unexpected error", exc_info=exc)
-        self.metrics.errors.labels(error.code.value).inc()
+        self.metrics.count_error(error.code.value, labels)
         return error
 
     # -- submission (raises ServiceError for what can be refused up front) -------------
     def submit_bitstream(
-        self, data: bytes, task: str | None, *, source: str, keep_image: bool = False
+        self,
+        data: bytes,
+        task: str | None,
+        *,
+        source: str,
+        keep_image: bool = False,
+        labels: ModelLabels | None = None,
     ) -> Pending[Outcome]:
+        """Queue a bitstream; ``labels`` (if given) learn the codec and task as they are
+        resolved, so a caller counts a refusal under what was known by then."""
+        labels = labels if labels is not None else ModelLabels()
         try:
             header = peek_header(data, max_pixels=self.settings.max_pixels)
         except Exception as exc:
             raise to_service_error(exc) from None
         codec = self.hub.codec_for_stream(header)
+        labels.codec, labels.quality = codec.id, str(codec.quality)
         try:
             # What the header claims is what decoding would cost: refused before queueing.
             codec.codec.check_size(*header.original_size)
         except Exception as exc:
             raise to_service_error(exc) from None
         task = self.hub.resolve_task(task, header.task)
+        labels.task = task
         backend = self.hub.backend(task)
         job = Job(task, codec, backend, source, bitstream=data, keep_image=keep_image)
         return self.batcher.submit(job, job.abandoned)
@@ -125,9 +137,13 @@ class Runtime:
         *,
         source: str,
         keep_image: bool = False,
+        labels: ModelLabels | None = None,
     ) -> Pending[Outcome]:
+        labels = labels if labels is not None else ModelLabels()
         task = self.hub.resolve_task(task)
+        labels.task = task
         codec = self.hub.codec_for_image(task, quality)
+        labels.codec, labels.quality = codec.id, str(codec.quality)
         try:
             codec.codec.check_size(int(image.shape[-2]), int(image.shape[-1]))
         except Exception as exc:

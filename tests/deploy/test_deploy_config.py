@@ -19,6 +19,7 @@ import pytest
 import yaml
 from compose_model import dockerfile_steps, image_defaults, load_compose
 from kustomize import base_objects
+from metric_labels import exposed_labels, unknown_labels
 
 from services.encoder.cli import build_parser
 from services.encoder.metrics import EncoderMetrics, exposed_names
@@ -208,6 +209,25 @@ def test_dashboard_queries_only_use_defined_metrics() -> None:
     assert not REQUIRED_PANEL_METRICS - used
 
 
+def test_dashboard_filters_by_model_with_labels_the_metrics_carry() -> None:
+    metrics = pytest.importorskip("services.analytics.metrics")
+    labels = exposed_labels(metrics.Metrics(), EncoderMetrics())
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "transtic.json").read_text())
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    for name in ("task", "codec", "quality"):
+        assert variables[name]["includeAll"] and variables[name]["multi"]
+        assert name in variables[name]["definition"]
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    for expr in exprs:
+        assert not unknown_labels(expr, labels), expr
+    # The request and error panels follow the chosen models.
+    for metric in ("transtic_analytics_frames_total", "transtic_analytics_errors_total"):
+        filtered = [e for e in exprs if f'{metric}{{task=~"$task"' in e]
+        assert filtered and all(
+            'codec=~"$codec"' in e and 'quality=~"$quality"' in e for e in filtered
+        )
+
+
 # What the panels the operators asked for are built on.
 REQUIRED_PANEL_METRICS = {
     "transtic_analytics_frames_total",
@@ -237,12 +257,14 @@ def test_grafana_provisioning_points_at_the_dashboard_and_prometheus(
     # the provisioned source is the default, which the variable starts on.
     uids = {t["datasource"]["uid"] for p in dashboard["panels"] for t in p.get("targets", [])}
     assert uids == {"${datasource}"}
-    (variable,) = dashboard["templating"]["list"]
+    variable, *model_variables = dashboard["templating"]["list"]
     assert (variable["name"], variable["type"], variable["query"]) == (
         "datasource",
         "datasource",
         source["type"],
     )
+    # The model filters (task, codec, quality) read their values from the same source.
+    assert {v["datasource"]["uid"] for v in model_variables} <= {"${datasource}"}
     assert source["isDefault"] is True
     provider = load_yaml_docs(provisioning / "dashboards" / "transtic.yml")[0]["providers"][0]
     mounts = compose["services"]["grafana"]["volumes"]
