@@ -21,7 +21,7 @@ from services.common.errors import ErrorCode, ServiceError, abort_grpc
 from services.common.grpc_guard import GrpcGuard
 from services.common.grpc_limits import StreamLimiter, server_options
 from services.common.grpc_model_control import add_model_control
-from services.common.grpc_utils import add_health_and_reflection, set_serving
+from services.common.grpc_utils import HealthPort, add_health_and_reflection, set_serving
 from services.common.ratelimit import RateLimiter
 from services.common.tls import add_port, server_credentials
 from services.generated.transtic.v1 import api_pb2, api_pb2_grpc
@@ -195,6 +195,12 @@ class GrpcFrontEnd:
         self.port = add_port(self.server, address, server_credentials(settings))
         if self.port == 0:
             raise OSError(f"cannot listen for gRPC on {address}")
+        # Bound now (a taken port fails the start), started and stopped by the caller.
+        # Probes on it see what /readyz says: not ready while draining, without a codec,
+        # or while every gRPC handler thread is busy.
+        self.health_port = HealthPort.from_settings(
+            self.health, settings, ready=lambda: runtime.ready
+        )
 
     def set_serving(self, serving: bool) -> None:
         set_serving(self.health, self.services, serving)

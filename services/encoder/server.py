@@ -17,7 +17,7 @@ from services.common.auth import ApiKeys
 from services.common.errors import ErrorCode, ServiceError, abort_grpc, to_service_error
 from services.common.grpc_guard import GrpcGuard
 from services.common.grpc_limits import server_options
-from services.common.grpc_utils import add_health_and_reflection, set_serving
+from services.common.grpc_utils import HealthPort, add_health_and_reflection, set_serving
 from services.common.ratelimit import RateLimiter
 from services.common.tls import add_port, describe_server, server_credentials
 from services.generated.transtic.v1 import api_pb2, api_pb2_grpc
@@ -147,12 +147,15 @@ class EncoderServer:
         )
         if self.port == 0:
             raise OSError(f"cannot bind gRPC port {settings.host}:{settings.grpc_port}")
+        self.health_port = HealthPort.from_settings(self.health, settings)
         self._http: HealthHTTPServer | None = None
         self._stopped = threading.Event()
 
     def start(self) -> EncoderServer:
         self._server.start()
         set_serving(self.health, [SERVICE_NAME], True)
+        if self.health_port is not None:
+            self.health_port.start()
         if self.settings.http_port:
             self._http = HealthHTTPServer(
                 self.settings.host, self.settings.http_port, self.metrics.registry, self.serving
@@ -179,6 +182,8 @@ class EncoderServer:
         self._server.stop(grace).wait()
         if self._http is not None:
             self._http.stop()
+        if self.health_port is not None:
+            self.health_port.stop()
         log.info("encoder stopped")
 
     def wait(self) -> None:
