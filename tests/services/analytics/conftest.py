@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
+from services.analytics.grpc_service import GrpcFrontEnd
+from services.analytics.runtime import Runtime
 from services.analytics.settings import ENV_PREFIX, Settings
+from services.analytics.streaming import FrameProcessor
 from transtic.tasks import TaskBackend, create_backend
 
 from .fakes import FakeDetection
@@ -70,3 +75,21 @@ def module_settings(
         max_batch_delay_ms=2.0,
         max_upload_bytes=200_000,
     )
+
+
+@contextlib.contextmanager
+def grpc_channel(runtime: Runtime) -> Iterator[grpc.Channel]:
+    """The runtime's gRPC front end on an ephemeral port, and a channel to it; the
+    server and its frame processor stop on exit, the (caller's) runtime does not."""
+    frames = FrameProcessor(runtime)
+    front = GrpcFrontEnd(runtime, frames, "127.0.0.1:0")
+    front.set_serving(runtime.ready)
+    front.server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{front.port}")
+    try:
+        yield channel
+    finally:
+        channel.close()
+        front.server.stop(1).wait()
+        runtime.drain()
+        frames.close()

@@ -17,7 +17,7 @@ from services.analytics.runtime import Runtime
 from services.analytics.settings import Settings
 from services.analytics.streaming import FrameProcessor
 from services.common.grpc_limits import StreamLimiter, server_options
-from services.generated.transtic_api.v1 import api_pb2, api_pb2_grpc
+from services.generated.transtic.v1 import api_pb2, api_pb2_grpc
 
 from .fakes import FakeDetection
 

@@ -15,7 +15,7 @@ from security_helpers import GOOD_KEY, TinyDetection, analytics_server
 from services.analytics.rest import BITSTREAM_TYPE, create_app
 from services.analytics.settings import Settings
 from services.common.errors import redact_paths
-from services.generated.transtic_api.v1 import api_pb2, api_pb2_grpc
+from services.generated.transtic.v1 import api_pb2, api_pb2_grpc
 
 HEADERS = {
     "x-content-type-options": "nosniff",
