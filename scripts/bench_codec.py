@@ -21,7 +21,6 @@ import json
 import platform
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,7 +33,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from official_baseline import OfficialProcess  # noqa: E402
+from official_baseline import OfficialProcess, clocks  # noqa: E402
 
 from transtic.bitstream import EntropyParamMode  # noqa: E402
 from transtic.cli import psnr  # noqa: E402
@@ -85,11 +84,12 @@ class CodingPath:
     encode: Callable[[], Any]
     decode: Callable[[Any], torch.Tensor]
     size_of: Callable[[Any], int]
-    enc_s: list[float] = field(default_factory=list)
-    dec_s: list[float] = field(default_factory=list)
+    # (wall s, CPU s of the process, all threads) per run
+    enc_s: list[tuple[float, float]] = field(default_factory=list)
+    dec_s: list[tuple[float, float]] = field(default_factory=list)
     stream: Any = None
     image: torch.Tensor | None = None
-    # encode() returns (encode s, decode s, ...) measured in another process
+    # encode() returns (encode times, decode times, ...) measured in another process
     timed_elsewhere: bool = False
     close: Callable[[], None] = field(default=lambda: None)
 
@@ -100,12 +100,13 @@ class CodingPath:
             self.enc_s.append(self.stream[0])
             self.dec_s.append(self.stream[1])
             return
-        start = time.perf_counter()
+        start = clocks()
         self.stream = self.encode()
-        mid = time.perf_counter()
+        mid = clocks()
         self.image = self.decode(self.stream)
-        self.enc_s.append(mid - start)
-        self.dec_s.append(time.perf_counter() - mid)
+        end = clocks()
+        self.enc_s.append((mid[0] - start[0], mid[1] - start[1]))
+        self.dec_s.append((end[0] - mid[0], end[1] - mid[1]))
 
 
 def our_path(
@@ -172,8 +173,10 @@ def summarise(paths: list[CodingPath], image: torch.Tensor) -> list[dict[str, An
         rows.append(
             {
                 "path": p.name,
-                "encode_ms_per_mp": statistics.median(p.enc_s) * 1e3 / megapixels,
-                "decode_ms_per_mp": statistics.median(p.dec_s) * 1e3 / megapixels,
+                "encode_ms_per_mp": statistics.median(t[0] for t in p.enc_s) * 1e3 / megapixels,
+                "decode_ms_per_mp": statistics.median(t[0] for t in p.dec_s) * 1e3 / megapixels,
+                "encode_cpu_ms_per_mp": statistics.median(t[1] for t in p.enc_s) * 1e3 / megapixels,
+                "decode_cpu_ms_per_mp": statistics.median(t[1] for t in p.dec_s) * 1e3 / megapixels,
                 "bpp": p.size_of(p.stream) * 8 / (image.shape[1] * image.shape[2]),
                 "psnr_db": psnr(p.image, reference),
             }
@@ -182,6 +185,8 @@ def summarise(paths: list[CodingPath], image: torch.Tensor) -> list[dict[str, An
     for row in rows:
         row["encode_x"] = base["encode_ms_per_mp"] / row["encode_ms_per_mp"]
         row["decode_x"] = base["decode_ms_per_mp"] / row["decode_ms_per_mp"]
+        row["encode_cpu_x"] = base["encode_cpu_ms_per_mp"] / row["encode_cpu_ms_per_mp"]
+        row["decode_cpu_x"] = base["decode_cpu_ms_per_mp"] / row["decode_cpu_ms_per_mp"]
     return rows
 
 
@@ -234,14 +239,16 @@ def main() -> None:
     label = "vs official" if args.official_src else f"vs {rows[0]['path']}"
     print(
         f"{'path':<32}{'enc ms/MP':>11}{'dec ms/MP':>11}{'enc x':>7}{'dec x':>7}"
-        f"{'bpp':>9}{'PSNR':>8}   (x = {label})"
+        f"{'cpu enc x':>10}{'cpu dec x':>10}{'bpp':>9}{'PSNR':>8}   (x = {label})"
     )
     for row in rows:
         print(
             f"{row['path']:<32}{row['encode_ms_per_mp']:>11.0f}{row['decode_ms_per_mp']:>11.0f}"
             f"{row['encode_x']:>7.2f}{row['decode_x']:>7.2f}"
+            f"{row['encode_cpu_x']:>10.2f}{row['decode_cpu_x']:>10.2f}"
             f"{row['bpp']:>9.4f}{row['psnr_db']:>8.2f}"
         )
+    print("x: wall-time ratio; cpu x: ratio of process CPU time (all threads, user + system)")
     if args.json:
         report = {
             "date": datetime.now(UTC).isoformat(timespec="seconds"),

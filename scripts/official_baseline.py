@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import time
 import types
 from pathlib import Path
 from typing import Any
@@ -135,14 +136,19 @@ class OfficialProcess:
             raise RuntimeError(f"official code process: {value}")
         return value
 
-    def run_once(self) -> tuple[float, float, int, Tensor]:
-        """(encode s, decode s, stream bytes, decoded (3,H,W) image) of one round trip."""
+    def run_once(self) -> tuple[tuple[float, float], tuple[float, float], int, Tensor]:
+        """Encode and decode (wall s, CPU s), stream bytes, decoded (3,H,W) image."""
         self._conn.send("run")
         return self._expect("result")  # type: ignore[no-any-return]
 
     def close(self) -> None:
         self._conn.send("stop")
         self._process.join(timeout=30)
+
+
+def clocks() -> tuple[float, float]:
+    """(wall clock, CPU time of this process over all its threads), in seconds."""
+    return time.perf_counter(), time.process_time()
 
 
 def _serve(
@@ -153,8 +159,6 @@ def _serve(
     threads: int,
     retain_memory: bool,
 ) -> None:
-    import time
-
     torch.set_num_threads(threads)
     if retain_memory:
         from transtic.allocator import retain_freed_memory
@@ -173,10 +177,12 @@ def _serve(
                 return
         except EOFError:  # the parent has gone
             return
-        start = time.perf_counter()
+        start = clocks()
         enc = codec.encode(x)
-        mid = time.perf_counter()
+        mid = clocks()
         decoded = codec.decode(enc["strings"], enc["shape"])[0]
-        end = time.perf_counter()
+        end = clocks()
         size = len(enc["strings"][0][0]) + len(enc["strings"][1][0])
-        conn.send(("result", (mid - start, end - mid, size, decoded)))
+        encode = (mid[0] - start[0], mid[1] - start[1])
+        decode = (end[0] - mid[0], end[1] - mid[1])
+        conn.send(("result", (encode, decode, size, decoded)))
