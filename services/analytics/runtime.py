@@ -108,6 +108,7 @@ class Runtime:
         source: str,
         keep_image: bool = False,
         labels: ModelLabels | None = None,
+        request_id: str = "",
     ) -> Pending[Outcome]:
         """Queue a bitstream; ``labels`` (if given) learn the codec and task as they are
         resolved, so a caller counts a refusal under what was known by then."""
@@ -126,7 +127,15 @@ class Runtime:
         task = self.hub.resolve_task(task, header.task)
         labels.task = task
         backend = self.hub.backend(task)
-        job = Job(task, codec, backend, source, bitstream=data, keep_image=keep_image)
+        job = Job(
+            task,
+            codec,
+            backend,
+            source,
+            bitstream=data,
+            keep_image=keep_image,
+            request_id=request_id,
+        )
         return self.batcher.submit(job, job.abandoned)
 
     def submit_image(
@@ -138,6 +147,7 @@ class Runtime:
         source: str,
         keep_image: bool = False,
         labels: ModelLabels | None = None,
+        request_id: str = "",
     ) -> Pending[Outcome]:
         labels = labels if labels is not None else ModelLabels()
         task = self.hub.resolve_task(task)
@@ -149,7 +159,15 @@ class Runtime:
         except Exception as exc:
             raise to_service_error(exc) from None
         backend = self.hub.backend(task)
-        job = Job(task, codec, backend, source, image=image, keep_image=keep_image)
+        job = Job(
+            task,
+            codec,
+            backend,
+            source,
+            image=image,
+            keep_image=keep_image,
+            request_id=request_id,
+        )
         return self.batcher.submit(job, job.abandoned)
 
     def wait(self, future: Pending[Outcome], deadline_s: float | None = None) -> Outcome:

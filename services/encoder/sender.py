@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import grpc
 
 from services.common.auth import auth_metadata
+from services.common.request_ids import METADATA_KEY, new_request_id
 from services.common.tls import ClientTLS, open_channel
 from services.generated.transtic.v1 import api_pb2, api_pb2_grpc
 
@@ -198,7 +199,11 @@ class StreamSender:
         )
         try:
             stub = api_pb2_grpc.AnalyticsStub(channel)
-            call = stub.AnalyzeStream(iter(cursor), metadata=self.metadata)
+            # One id per call; frames carry their own, this one names the connection.
+            call_id = new_request_id()
+            log.info("stream %s connected to %s (call %s)", self.stream_id, self.target, call_id)
+            metadata = (*self.metadata, (METADATA_KEY, call_id))
+            call = stub.AnalyzeStream(iter(cursor), metadata=metadata)
             with self._lock:
                 self._call = call
             if self._stop.is_set():

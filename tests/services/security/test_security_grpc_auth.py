@@ -162,5 +162,5 @@ def test_auth_refusals_are_counted(analytics_settings: Callable[..., Settings]) 
     ):
         stub = api_pb2_grpc.AnalyticsStub(channel)
         assert refused(lambda: info(stub)) == grpc.StatusCode.UNAUTHENTICATED
-        counted = runtime.metrics.errors.labels("UNAUTHENTICATED")._value.get()
+        counted = runtime.metrics.total(runtime.metrics.errors, code="UNAUTHENTICATED")
         assert counted == 1
