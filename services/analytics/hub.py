@@ -16,6 +16,7 @@ from typing import Any
 
 from services.analytics.settings import TASKS, Settings
 from services.common.errors import ErrorCode, ServiceError, redact_paths
+from services.common.model_ids import codec_model_id
 from transtic.bitstream import StreamHeader
 from transtic.codec import ImageCodec
 from transtic.tasks import TASK_BACKENDS, ClassificationBackend, TaskBackend
@@ -105,20 +106,23 @@ class ModelHub:
     def _load_codec(self, key: str, spec: str) -> None:
         task, quality = _parse_key(key)
         registry = default_registry()
-        codec_id = Path(spec).stem
         sha256 = None
         if Path(spec).is_file():
             path = Path(spec)
         elif spec in registry:
             entry = registry.get(spec)
             path = resolve(spec, cache_dir=self.settings.weights_cache_dir, registry=registry)
-            codec_id = spec
             task = task or entry.task
             quality = quality if quality is not None else entry.quality
             # A registry file is checked against its published digest before it is parsed.
             sha256 = entry.sha256
         else:
             raise FileNotFoundError("neither a checkpoint file nor a known weights name")
+        codec_id = codec_model_id(path)
+        if self._holds(path, task, quality or 0):
+            # e.g. the default codec named again for its task and quality: one model, listed once
+            log.info("codec %s (%s) is already loaded for that task and quality", codec_id, key)
+            return
         codec = ImageCodec.from_checkpoint(
             str(path),
             sha256=sha256,
@@ -129,12 +133,16 @@ class ModelHub:
             max_aspect_ratio=self.settings.max_aspect_ratio,
             precision=self.settings.precision,
         )
-        if any(s.id == codec_id for s in self.codecs):
-            codec_id = f"{codec_id}#{len(self.codecs)}"
         slot = CodecSlot(codec_id, codec, task, quality or 0, str(path))
         self.codecs.append(slot)
         self._by_fingerprint.setdefault(codec.fingerprint, slot)
         log.info("codec %s loaded from %s (weights %s)", codec_id, path, slot.fingerprint)
+
+    def _holds(self, path: Path, task: str | None, quality: int) -> bool:
+        return any(
+            Path(s.source).resolve() == path.resolve() and (s.task, s.quality) == (task, quality)
+            for s in self.codecs
+        )
 
     def _load_backend(self, slot: BackendSlot) -> None:
         with slot.lock:

@@ -15,6 +15,7 @@ from typing import Any
 from PIL import Image
 
 from services.common.errors import ErrorCode, ServiceError
+from services.common.model_ids import codec_model_id
 from transtic.bitstream import AlignMode
 from transtic.codec import EncodeResult, ImageCodec
 from transtic.images import (
@@ -155,7 +156,8 @@ class CodecBank:
         return self._settings.quality or available[0]
 
     def codec_id(self, task: str, quality: int) -> str:
-        return f"transtic-{task}-q{quality}"
+        """The weights' id in the scheme both services share (services/common/model_ids.py)."""
+        return codec_model_id(self._models[(task, quality)].path)
 
     def resolve(self, task: str | None, quality: int | None) -> tuple[str, int]:
         """Apply the defaults and check the pair exists (INVALID_ARGUMENT if not)."""
