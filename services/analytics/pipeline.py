@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -45,10 +45,10 @@ class Outcome:
 
 
 def _groups(
-    jobs: list[Job], errors: list[BaseException | None], key: Callable[[Job], Hashable]
+    jobs: list[Job], errors: list[BaseException | None], key: Callable[[Job], str]
 ) -> list[list[int]]:
     """Indices of the still-healthy jobs, grouped by ``key`` (codec or task)."""
-    groups: dict[Hashable, list[int]] = defaultdict(list)
+    groups: dict[str, list[int]] = defaultdict(list)
     for i, job in enumerate(jobs):
         if errors[i] is None:
             groups[key(job)].append(i)
@@ -135,9 +135,8 @@ class Pipeline:
         timings: list[dict[str, float]],
     ) -> list[DecodeResult | None]:
         decoded: list[DecodeResult | None] = [None] * len(jobs)
-        # By the loaded codec itself: an id names a weights file, and two loaded codecs can
-        # share one (the same file for two tasks, or two files of the same name).
-        for indices in _groups(jobs, errors, lambda job: id(job.codec)):
+        # By weights, not by name: two loaded versions of one model share its name.
+        for indices in _groups(jobs, errors, lambda job: job.codec.fingerprint):
             codec = jobs[indices[0]].codec.codec
 
             def run(idx: list[int], codec: ImageCodec = codec) -> list[DecodeResult]:

@@ -5,8 +5,9 @@ The id names the weights file, not the role it plays: a file of the weights cata
 called by its catalog name (``transtic_small_cls_q3``, ``transtic_cls_q1`` for the
 release's ``cls_1.pth.tar``) however it was configured (by name, found in the cache
 directory, or by path); any other file by its name without the checkpoint suffixes
-(``/models/site_a.pth.tar`` -> ``site_a``). So the encoder and the analytics service name
-the same file alike. The weights fingerprint, listed beside the id, is what proves two
+(``/models/site_a.pth.tar`` -> ``site_a``); a model-repository entry of the analytics
+service keeps its manifest name. So the encoder and the analytics service name the same
+file alike. The weights fingerprint, listed beside the id, is what proves two
 files hold the same weights.
 """
 

@@ -43,6 +43,12 @@ class ServiceSettings(BaseSettings):
     weights_cache_dir: Path | None = Field(
         default=None, description="directory holding downloaded weights files"
     )
+    model_repository: Path | None = Field(
+        default=None,
+        description="directory of codec weights that model control may load by name: "
+        "NAME.json ({'file', 'sha256', 'task', 'quality'}) beside each weights file "
+        "(docs/model-control.md); read again at every load, so new files need no restart",
+    )
     shutdown_grace_s: float = Field(
         default=10.0, ge=0, description="how long in-flight requests may finish after SIGTERM"
     )
