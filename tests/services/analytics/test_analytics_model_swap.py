@@ -14,12 +14,13 @@ from typing import Any
 
 import grpc
 import pytest
+from model_repository import add_to_repository
 
 from services.analytics.runtime import Runtime
 from services.analytics.settings import Settings
 from services.generated.transtic.v1 import api_pb2, api_pb2_grpc
 
-from .conftest import add_to_repository, grpc_channel
+from .conftest import grpc_channel
 from .fakes import GatedDetection
 
 pytestmark = pytest.mark.integration
