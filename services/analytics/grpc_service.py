@@ -21,7 +21,8 @@ from services.common.auth import ApiKeys
 from services.common.errors import ErrorCode, ServiceError, abort_grpc
 from services.common.grpc_guard import GrpcGuard
 from services.common.grpc_limits import StreamLimiter, server_options
-from services.common.grpc_utils import add_health_and_reflection, set_serving
+from services.common.grpc_model_control import add_model_control
+from services.common.grpc_utils import HealthPort, add_health_and_reflection, set_serving
 from services.common.logs import log_context
 from services.common.ratelimit import RateLimiter
 from services.common.tls import add_port, server_credentials
@@ -210,10 +211,18 @@ class GrpcFrontEnd:
         api_pb2_grpc.add_AnalyticsServicer_to_server(
             AnalyticsServicer(runtime, frames), self.server
         )
-        self.health = add_health_and_reflection(self.server, [SERVICE_NAME])
+        control = add_model_control(self.server, runtime.models, runtime.record_error)
+        self.services = [SERVICE_NAME, control]
+        self.health = add_health_and_reflection(self.server, self.services)
         self.port = add_port(self.server, address, server_credentials(settings))
         if self.port == 0:
             raise OSError(f"cannot listen for gRPC on {address}")
+        # Bound now (a taken port fails the start), started and stopped by the caller.
+        # Probes on it see what /readyz says: not ready while draining, without a codec,
+        # or while every gRPC handler thread is busy.
+        self.health_port = HealthPort.from_settings(
+            self.health, settings, ready=lambda: runtime.ready
+        )
 
     def set_serving(self, serving: bool) -> None:
-        set_serving(self.health, [SERVICE_NAME], serving)
+        set_serving(self.health, self.services, serving)

@@ -68,6 +68,12 @@ class Metrics:
             "1 when the codecs and task backends are loaded and the service takes work",
             registry=r,
         )
+        self.models_loaded = Gauge(
+            f"{_NS}_models_loaded",
+            "Models serving now (codecs; task models of ready tasks); model control changes it",
+            ["kind"],
+            registry=r,
+        )
         self.queue_capacity = Gauge(
             f"{_NS}_queue_capacity", "Queued frames at which requests are refused", registry=r
         )

@@ -136,7 +136,8 @@ class Pipeline:
         timings: list[dict[str, float]],
     ) -> list[DecodeResult | None]:
         decoded: list[DecodeResult | None] = [None] * len(jobs)
-        for indices in _groups(jobs, errors, lambda job: job.codec.id):
+        # By weights, not by name: two loaded versions of one model share its name.
+        for indices in _groups(jobs, errors, lambda job: job.codec.fingerprint):
             codec = jobs[indices[0]].codec.codec
 
             def run(idx: list[int], codec: ImageCodec = codec) -> list[DecodeResult]:

@@ -10,6 +10,7 @@ from torch import Tensor
 from services.analytics.batcher import Batcher, Pending
 from services.analytics.hub import ModelHub
 from services.analytics.metrics import Metrics, ModelLabels
+from services.analytics.model_control import ModelControl
 from services.analytics.pipeline import Job, Outcome, Pipeline
 from services.analytics.settings import Settings
 from services.analytics.store import open_store
@@ -17,6 +18,7 @@ from services.common.errors import ServiceError, to_service_error
 from services.common.grpc_limits import CallCounter
 from transtic.bitstream import peek_header
 from transtic.tasks import TaskBackend
+from transtic.tasks.registry import BackendRegistry
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +44,19 @@ def build_labels() -> dict[str, str]:
 
 class Runtime:
     def __init__(
-        self, settings: Settings, *, backends: Sequence[TaskBackend] | None = None
+        self,
+        settings: Settings,
+        *,
+        backends: Sequence[TaskBackend] | None = None,
+        backend_registry: BackendRegistry | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = Metrics(request_timeout_s=settings.request_timeout_s)
-        self.hub = ModelHub(settings, backends=backends)
+        self.hub = ModelHub(settings, backends=backends, backend_registry=backend_registry)
+        self.models = ModelControl(self.hub)
         self.metrics.model_ready.set_function(lambda: float(self.ready))
+        self.metrics.models_loaded.labels("codec").set_function(lambda: len(self.hub.codecs))
+        self.metrics.models_loaded.labels("task").set_function(lambda: len(self.hub.ready_tasks()))
         self.metrics.queue_capacity.set(settings.max_queue)
         self.metrics.build_info.labels(**build_labels()).set(1)
         self.pipeline = Pipeline(self.metrics)
@@ -80,7 +89,12 @@ class Runtime:
 
     def close(self) -> None:
         self.drain()
+        self.models.close()
         self.store.close()
+
+    @property
+    def started(self) -> bool:
+        return self._started
 
     @property
     def ready(self) -> bool:
@@ -136,7 +150,7 @@ class Runtime:
             keep_image=keep_image,
             request_id=request_id,
         )
-        return self.batcher.submit(job, job.abandoned)
+        return self._queue(job)
 
     def submit_image(
         self,
@@ -168,7 +182,26 @@ class Runtime:
             keep_image=keep_image,
             request_id=request_id,
         )
-        return self.batcher.submit(job, job.abandoned)
+        return self._queue(job)
+
+    def _queue(self, job: Job) -> Pending[Outcome]:
+        """Queue ``job`` holding its codec and task model until it is done: unloading
+        either (model control) lets the job finish on the model it was given."""
+        held = (job.codec.in_flight, job.backend.in_flight)
+        for counter in held:
+            counter.hold()
+
+        def release(_: object = None) -> None:
+            for counter in held:
+                counter.release()
+
+        try:
+            future = self.batcher.submit(job, job.abandoned)
+        except BaseException:
+            release()
+            raise
+        future.add_done_callback(release)
+        return future
 
     def wait(self, future: Pending[Outcome], deadline_s: float | None = None) -> Outcome:
         """Block for a result (gRPC threads), at most the request timeout or ``deadline_s``;

@@ -319,7 +319,8 @@ def test_k8s_config_maps_hold_only_settings_env_names() -> None:
     for name, service in (("encoder-config", "encoder"), ("analytics-config", "analytics")):
         data = k8s("ConfigMap", name)["data"]
         assert set(data) <= set(env_names(service).values()), name
-        ports = {data[env_names(service)["grpc_port"]], data[env_names(service)["http_port"]]}
+        names = env_names(service)
+        ports = {data[names[port]] for port in ("grpc_port", "http_port", "grpc_health_port")}
         deployment = k8s("Deployment", service)
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         assert container["envFrom"][0]["configMapRef"]["name"] == name
@@ -342,23 +343,46 @@ def analytics_routes() -> set[str]:
     return set(app.openapi()["paths"])
 
 
+def grpc_readiness_port(service: str, container: dict[str, Any], config_map: str) -> int:
+    """Readiness is the kubelet's gRPC probe on the plaintext health-only port: the one
+    the service opens (grpc_health_port), declared on the container, not the TLS port."""
+    data = k8s("ConfigMap", config_map)["data"]
+    port = int(data[env_names(service)["grpc_health_port"]])
+    probe = container["readinessProbe"]["grpc"]
+    assert probe["port"] == port and "service" not in probe  # "" = the whole server
+    assert named_port(container, "grpc-health") == port
+    assert port != int(data[env_names(service)["grpc_port"]])
+    return port
+
+
 def test_k8s_probes_hit_existing_endpoints() -> None:
     routes = analytics_routes()
     (analytics,) = k8s("Deployment", "analytics")["spec"]["template"]["spec"]["containers"]
-    assert analytics["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    grpc_readiness_port("analytics", analytics, "analytics-config")
     assert analytics["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+    for probe in ("startupProbe", "livenessProbe"):
         get = analytics[probe]["httpGet"]
         assert get["path"] in routes
         assert named_port(analytics, get["port"]) == 8080
-    # The encoder's gRPC port needs mutual TLS, which the kubelet's gRPC probe cannot do:
-    # its probes use the HTTP health server (services/encoder/metrics.py).
     (encoder,) = k8s("Deployment", "encoder")["spec"]["template"]["spec"]["containers"]
-    assert encoder["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+    grpc_readiness_port("encoder", encoder, "encoder-config")
+    for probe in ("startupProbe", "livenessProbe"):
         get = encoder[probe]["httpGet"]
         assert get["path"] in ("/healthz", "/readyz")
         assert named_port(encoder, get["port"]) == 9102
+
+
+def test_k8s_health_ports_stay_inside_the_pod() -> None:
+    """Only the kubelet (always allowed from the node) reaches the plaintext health ports:
+    no Service exposes them and no NetworkPolicy opens them."""
+    health_ports = {50061, 50062}
+    for obj in k8s_objects():
+        if obj["kind"] == "Service":
+            exposed = {p.get("targetPort") for p in obj["spec"]["ports"]}
+            assert not exposed & (health_ports | {"grpc-health"}), obj["metadata"]["name"]
+        if obj["kind"] == "NetworkPolicy":
+            for rule in obj["spec"].get("ingress", []):
+                assert not {p["port"] for p in rule.get("ports", [])} & health_ports
 
 
 def test_k8s_services_select_their_deployments() -> None:

@@ -1,6 +1,8 @@
 """A second language on the contract: the Node client in examples/node, which loads
 proto/ at run time, calls both real services (API keys on), and what grpcurl relies on
 (reflection v1 serving the contract's file) checked with Python's reflection client.
+The same processes check the wiring of the plaintext health-only port (grpc_health_port)
+that the kubelet's gRPC probe uses.
 
 node comes from Debian and @grpc/grpc-js + @grpc/proto-loader from npm, both installed by
 scripts/setup_env.sh (which CI runs): missing tools fail here, they are not skipped.
@@ -19,9 +21,11 @@ from typing import Any
 
 import grpc
 import pytest
-from e2e_helpers import REPO, Analytics, Encoder, png
+from e2e_helpers import REPO, SERVING, Analytics, Encoder, free_port, grpc_health, png
 from google.protobuf import descriptor_pb2
 from grpc_reflection.v1alpha import reflection_pb2
+
+from services.generated.transtic.v1 import api_pb2, api_pb2_grpc
 
 pytestmark = pytest.mark.integration
 
@@ -36,6 +40,7 @@ REFLECTION_V1 = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
 class Services:
     analytics: Analytics
     encoder: Encoder
+    health_ports: dict[str, int]
 
 
 @pytest.fixture(scope="module")
@@ -48,14 +53,21 @@ def services(
     cache = work / "weights"
     cache.mkdir()
     auth = ["--api-keys-file", str(keys)]
-    analytics = Analytics(codec_checkpoint, work / "frames.db", cache, work / "a.log", auth)
-    encoder = Encoder(codec_checkpoint, cache, work / "e.log", auth)
+    ports = {"analytics": free_port(), "encoder": free_port()}
+    analytics = Analytics(
+        codec_checkpoint, work / "frames.db", cache, work / "a.log",
+        [*auth, "--grpc-health-port", str(ports["analytics"])],
+    )  # fmt: skip
+    encoder = Encoder(
+        codec_checkpoint, cache, work / "e.log",
+        [*auth, "--grpc-health-port", str(ports["encoder"])],
+    )  # fmt: skip
     try:
         analytics.start()
         encoder.start()
         analytics.wait_ready()
         encoder.wait_ready()
-        yield Services(analytics, encoder)
+        yield Services(analytics, encoder, ports)
     finally:
         encoder.stop()
         analytics.stop()
@@ -105,6 +117,10 @@ def test_node_client_encodes_and_analyses(services: Services, tmp_path: Path) ->
     # The analytics side decoded with the weights the encoder used, and says so.
     codecs = {m["fingerprint"]: m["id"] for m in out["analytics"]["models"] if m["kind"] == "codec"}
     assert codecs.get(encoded["fingerprint"]) == analysis["codec_id"]
+    # One id scheme: both services call the one weights file by the same name.
+    assert encoded["codec_id"] == analysis["codec_id"] == "tiny"  # tiny.pth
+    encoder_ids = {m["fingerprint"]: m["id"] for m in out["encoder"]["models"]}
+    assert encoder_ids[encoded["fingerprint"]] == analysis["codec_id"]
 
 
 @pytest.mark.parametrize("key", [None, "wrong-key-0123456789abcdef-wrong"])
@@ -157,3 +173,20 @@ def test_reflection_serves_the_contract_as_grpcurl_needs(
     assert contract.name == "transtic/v1/api.proto"  # the path in proto/, as buf lays it out
     (described,) = [s for s in contract.service if f"transtic.v1.{s.name}" == service]
     assert {m.name for m in described.method} == methods
+
+
+@pytest.mark.parametrize("which", ["encoder", "analytics"])
+def test_health_only_port_of_the_real_process(services: Services, which: str) -> None:
+    """What the kubelet's gRPC probe sees: SERVING without a key, and no API there."""
+    target = f"127.0.0.1:{services.health_ports[which]}"
+    assert grpc_health(target) == SERVING
+    with grpc.insecure_channel(target) as channel:
+        stub: Any = (
+            api_pb2_grpc.EncoderStub(channel)
+            if which == "encoder"
+            else api_pb2_grpc.AnalyticsStub(channel)
+        )
+        metadata = (("authorization", f"Bearer {API_KEY}"),)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.GetInfo(api_pb2.GetInfoRequest(), metadata=metadata, timeout=30)
+    assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED

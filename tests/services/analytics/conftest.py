@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
+from services.analytics.grpc_service import GrpcFrontEnd
+from services.analytics.runtime import Runtime
 from services.analytics.settings import ENV_PREFIX, Settings
+from services.analytics.streaming import FrameProcessor
 from transtic.tasks import TaskBackend, create_backend
 
 from .fakes import FakeDetection
@@ -70,3 +75,26 @@ def module_settings(
         max_batch_delay_ms=2.0,
         max_upload_bytes=200_000,
     )
+
+
+@contextlib.contextmanager
+def grpc_serving(runtime: Runtime) -> Iterator[int]:
+    """The runtime's gRPC front end on an ephemeral port (yielded); the server and its
+    frame processor stop on exit, the (caller's) runtime does not."""
+    frames = FrameProcessor(runtime)
+    front = GrpcFrontEnd(runtime, frames, "127.0.0.1:0")
+    front.set_serving(runtime.ready)
+    front.server.start()
+    try:
+        yield front.port
+    finally:
+        front.server.stop(1).wait()
+        runtime.drain()
+        frames.close()
+
+
+@contextlib.contextmanager
+def grpc_channel(runtime: Runtime) -> Iterator[grpc.Channel]:
+    """A channel to the runtime's gRPC front end (see grpc_serving)."""
+    with grpc_serving(runtime) as port, grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        yield channel
