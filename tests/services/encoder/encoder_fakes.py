@@ -1,4 +1,5 @@
-"""A fake Analytics gRPC service for stream tests: a real server that can be stopped and restarted.
+"""A fake Analytics gRPC service for stream tests: a real server that can be stopped and restarted
+(and :func:`live_analytics`, the real service in process, for end-to-end stream tests).
 
 The store outlives server restarts, like the persistent dedup store of the real service, so
 tests can check that each (stream_id, sequence) was processed exactly once.
@@ -11,6 +12,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from concurrent import futures
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ import grpc
 import numpy as np
 from PIL import Image
 
-from services.encoder.streamer import EncodedFrame
+from services.encoder.streamer import EncodedFrame, StreamRun
 from services.generated.transtic.v1 import api_pb2, api_pb2_grpc
 
 
@@ -155,3 +157,63 @@ def write_frames(directory: Path, count: int, size: int = 64) -> Path:
         frame = np.clip(scene + noise, 0, 255).astype(np.uint8)
         Image.fromarray(frame).save(directory / f"frame_{i:04d}.png")
     return directory
+
+
+@contextmanager
+def live_analytics(settings: Any, backends: list[Any]) -> Iterator[tuple[str, Any]]:
+    """The real analytics (runtime and gRPC front end) on 127.0.0.1: yields its target and
+    runtime, whose store holds what the stream client delivered."""
+    from services.analytics.grpc_service import GrpcFrontEnd
+    from services.analytics.runtime import Runtime
+    from services.analytics.streaming import FrameProcessor
+
+    runtime = Runtime(settings, backends=backends)
+    runtime.start()
+    frames = FrameProcessor(runtime)
+    front = GrpcFrontEnd(runtime, frames, "127.0.0.1:0")
+    front.set_serving(True)
+    front.server.start()
+    try:
+        yield f"127.0.0.1:{front.port}", runtime
+    finally:
+        front.server.stop(0).wait()
+        runtime.drain()
+        frames.close()
+        runtime.close()
+
+
+def camera_analytics_settings(checkpoint: Path, db_path: Path) -> Any:
+    """Analytics for the camera tests: detection with the test codec, batches right away."""
+    from services.analytics.settings import Settings
+
+    return Settings(
+        codec_checkpoint=str(checkpoint),
+        host="127.0.0.1",
+        device="cpu",
+        default_task="detection",
+        db_path=db_path,
+        max_batch_delay_ms=1.0,
+        precision="float32",  # emulated bfloat16 is slow on small CPUs
+    )
+
+
+def camera_stream_run(
+    source: str, target: str, checkpoint: Path, stream_id: str, **overrides: Any
+) -> StreamRun:
+    """The stream client reading a camera, patient with a camera that goes away."""
+    from services.encoder.settings import EncoderSettings
+
+    values: dict[str, Any] = {
+        "checkpoints": {"detection": {1: checkpoint}},
+        "task": "detection",
+        "device": "cpu",
+        "precision": "float32",
+        "source": source,
+        "target": target,
+        "stream_id": stream_id,
+        "reconnect_initial_s": 0.2,
+        "reconnect_max_s": 0.5,
+        "source_reconnect_attempts": 100,
+        "drain_timeout_s": 60.0,
+    }
+    return StreamRun(EncoderSettings(**(values | overrides)))
