@@ -40,6 +40,12 @@ class Store:
     release: threading.Event = field(default_factory=threading.Event)
     ack_delay_s: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # quality -> weights fingerprint of the codecs held (GetInfo); None: no GetInfo at all.
+    # Frames of other qualities (FakeEncoder's first byte) are refused as the real service
+    # refuses foreign weights.
+    codecs: dict[int, str] | None = None
+    # (sequence, quality): when this frame arrives, that codec is unloaded
+    unload_at: tuple[int, int] | None = None
 
     def sequences(self) -> list[int]:
         return [seq for _, seq in self.processed]
@@ -49,12 +55,31 @@ class FakeAnalytics(api_pb2_grpc.AnalyticsServicer):
     def __init__(self, store: Store) -> None:
         self.store = store
 
+    def GetInfo(self, request: Any, context: Any) -> api_pb2.ServiceInfo:  # noqa: N802
+        if self.store.codecs is None:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "no GetInfo here")
+        with self.store.lock:
+            codecs = dict(self.store.codecs or {})
+        models = [
+            api_pb2.ModelInfo(kind="codec", quality=q, fingerprint=fp, ready=True)
+            for q, fp in codecs.items()
+        ]
+        return api_pb2.ServiceInfo(service="analytics", models=models)
+
     def AnalyzeStream(self, request_iterator: Iterator[api_pb2.Frame], context: Any) -> Any:  # noqa: N802
         s = self.store
         for frame in request_iterator:
             key = (frame.stream_id, int(frame.sequence))
             sid, seq = frame.stream_id, frame.sequence
             with s.lock:
+                if s.unload_at is not None and seq >= s.unload_at[0] and s.codecs:
+                    s.codecs.pop(s.unload_at[1], None)
+                if s.codecs is not None and frame.bitstream[0] not in s.codecs:
+                    code = grpc.StatusCode.FAILED_PRECONDITION
+                    yield api_pb2.FrameAck(
+                        stream_id=sid, sequence=seq, error_code=code.value[0], error_message="?"
+                    )
+                    continue
                 if key in s.results:
                     s.duplicates_answered.append(key[1])
                     yield api_pb2.FrameAck(
@@ -137,7 +162,8 @@ class FakeEncoder:
             self.observe()
         self.calls.append(quality)
         pixels = int(image.shape[-1] * image.shape[-2])
-        return EncodedFrame(b"x" * max(1, round(self.bpp[quality] * pixels / 8)), 1.0)
+        size = max(1, round(self.bpp[quality] * pixels / 8))
+        return EncodedFrame(bytes([quality]) + b"x" * (size - 1), 1.0)  # quality, then filler
 
 
 def png_bytes(width: int, height: int, seed: int = 0) -> bytes:
