@@ -185,6 +185,37 @@ class ModelsInfo(_Model):
     models: list[ModelInfo]
 
 
+class RepositoryModel(_Model):
+    """One model as model control sees it (the fields of the gRPC RepositoryModel)."""
+
+    name: str
+    kind: Literal["codec", "task"]
+    version: str = Field(
+        description="codecs: weights fingerprint (hex), empty until loaded; tasks: weights"
+    )
+    state: Literal["READY", "UNAVAILABLE", "LOADING", "UNLOADING"]
+    reason: str = Field(description="why it is not READY")
+    task: str
+    quality: int
+    source: Literal["catalog", "repository", "config", "backends"]
+    in_flight: int = Field(description="requests still holding it")
+
+
+class RepositoryIndex(_Model):
+    models: list[RepositoryModel]
+
+
+class LoadResult(_Model):
+    model: RepositoryModel
+    already_loaded: bool = Field(description="that version was loaded before this call")
+
+
+class UnloadResult(_Model):
+    unloaded: list[RepositoryModel] = Field(
+        description="state UNLOADING while requests still use them; empty if none was loaded"
+    )
+
+
 class Health(_Model):
     status: Literal["ok", "ready"]
 

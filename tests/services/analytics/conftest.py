@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
+from services.analytics.grpc_service import GrpcFrontEnd
+from services.analytics.runtime import Runtime
 from services.analytics.settings import ENV_PREFIX, Settings
+from services.analytics.streaming import FrameProcessor
 from transtic.tasks import TaskBackend, create_backend
 
 from .fakes import FakeDetection
@@ -70,3 +78,36 @@ def module_settings(
         max_batch_delay_ms=2.0,
         max_upload_bytes=200_000,
     )
+
+
+def add_to_repository(
+    repository: Path, name: str, checkpoint: Path, *, task: str | None = None, quality: int = 0
+) -> str:
+    """Put ``checkpoint`` into the model repository as ``name`` (file + manifest with its
+    sha256); returns the digest. Writing a name again makes a new version of it."""
+    repository.mkdir(parents=True, exist_ok=True)
+    data = checkpoint.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    target = f"{name}-{digest[:12]}.pth"
+    shutil.copyfile(checkpoint, repository / target)
+    manifest = {"file": target, "sha256": digest, "task": task, "quality": quality}
+    (repository / f"{name}.json").write_text(json.dumps(manifest))
+    return digest
+
+
+@contextlib.contextmanager
+def grpc_channel(runtime: Runtime) -> Iterator[grpc.Channel]:
+    """The runtime's gRPC front end on an ephemeral port, and a channel to it; the
+    server and its frame processor stop on exit, the (caller's) runtime does not."""
+    frames = FrameProcessor(runtime)
+    front = GrpcFrontEnd(runtime, frames, "127.0.0.1:0")
+    front.set_serving(runtime.ready)
+    front.server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{front.port}")
+    try:
+        yield channel
+    finally:
+        channel.close()
+        front.server.stop(1).wait()
+        runtime.drain()
+        frames.close()

@@ -9,12 +9,13 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from services.analytics.grpc_service import SERVICE_NAME, GrpcFrontEnd
+from services.analytics.grpc_service import SERVICE_NAME
 from services.analytics.runtime import Runtime
 from services.analytics.settings import Settings
-from services.analytics.streaming import FrameProcessor
 from services.generated.transtic.v1 import api_pb2, api_pb2_grpc
 from transtic.tasks import TaskBackend
+
+from .conftest import grpc_channel
 
 pytestmark = pytest.mark.integration
 
@@ -25,18 +26,10 @@ def server(
 ) -> Iterator[tuple[Runtime, grpc.Channel]]:
     runtime = Runtime(module_settings, backends=backends)
     runtime.start()
-    frames = FrameProcessor(runtime)
-    front = GrpcFrontEnd(runtime, frames, "127.0.0.1:0")
-    front.set_serving(runtime.ready)
-    front.server.start()
-    channel = grpc.insecure_channel(f"127.0.0.1:{front.port}")
     try:
-        yield runtime, channel
+        with grpc_channel(runtime) as channel:
+            yield runtime, channel
     finally:
-        channel.close()
-        front.server.stop(1).wait()
-        runtime.drain()
-        frames.close()
         runtime.close()
 
 

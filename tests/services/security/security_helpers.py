@@ -162,8 +162,9 @@ def echo_calls(channel: grpc.Channel) -> tuple[Any, Any]:
 
 # -- the real servers, in process ----------------------------------------------------
 @contextmanager
-def analytics_server(settings: Settings, *, start: bool = False) -> Iterator[tuple[int, Runtime]]:
-    """The real gRPC front end; the runtime (models) is started only when asked."""
+def analytics_front(settings: Settings, *, start: bool = False) -> Iterator[GrpcFrontEnd]:
+    """The real gRPC front end (and its health-only port when configured), serving; the
+    runtime (models) is started only when asked."""
     runtime = Runtime(settings, backends=[TinyDetection()])
     if start:
         runtime.start()
@@ -176,13 +177,23 @@ def analytics_server(settings: Settings, *, start: bool = False) -> Iterator[tup
         raise
     front.set_serving(True)
     front.server.start()
+    if front.health_port is not None:
+        front.health_port.start()
     try:
-        yield front.port, runtime
+        yield front
     finally:
         front.server.stop(0).wait()
+        if front.health_port is not None:
+            front.health_port.stop()
         runtime.drain()
         frames.close()
         runtime.close()
+
+
+@contextmanager
+def analytics_server(settings: Settings, *, start: bool = False) -> Iterator[tuple[int, Runtime]]:
+    with analytics_front(settings, start=start) as front:
+        yield front.port, front.runtime
 
 
 def tiny_bank(checkpoint: Path) -> CodecBank:

@@ -300,3 +300,165 @@ class Analytics:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class ModelControlServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListModels = channel.unary_unary(
+                '/transtic.v1.ModelControlService/ListModels',
+                request_serializer=transtic_dot_v1_dot_api__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=transtic_dot_v1_dot_api__pb2.ListModelsResponse.FromString,
+                _registered_method=True)
+        self.LoadModel = channel.unary_unary(
+                '/transtic.v1.ModelControlService/LoadModel',
+                request_serializer=transtic_dot_v1_dot_api__pb2.LoadModelRequest.SerializeToString,
+                response_deserializer=transtic_dot_v1_dot_api__pb2.LoadModelResponse.FromString,
+                _registered_method=True)
+        self.UnloadModel = channel.unary_unary(
+                '/transtic.v1.ModelControlService/UnloadModel',
+                request_serializer=transtic_dot_v1_dot_api__pb2.UnloadModelRequest.SerializeToString,
+                response_deserializer=transtic_dot_v1_dot_api__pb2.UnloadModelResponse.FromString,
+                _registered_method=True)
+
+
+class ModelControlServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def ListModels(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LoadModel(self, request, context):
+        """Errors: NOT_FOUND (no such name), FAILED_PRECONDITION (weights missing or failing
+        their sha256, or that name is loading already), UNAVAILABLE (shutting down).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnloadModel(self, request, context):
+        """Errors: NOT_FOUND (no such name or version loaded), FAILED_PRECONDITION (the last
+        codec without force, or a model that could not be loaded again by name).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ModelControlServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModels,
+                    request_deserializer=transtic_dot_v1_dot_api__pb2.ListModelsRequest.FromString,
+                    response_serializer=transtic_dot_v1_dot_api__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'LoadModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.LoadModel,
+                    request_deserializer=transtic_dot_v1_dot_api__pb2.LoadModelRequest.FromString,
+                    response_serializer=transtic_dot_v1_dot_api__pb2.LoadModelResponse.SerializeToString,
+            ),
+            'UnloadModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnloadModel,
+                    request_deserializer=transtic_dot_v1_dot_api__pb2.UnloadModelRequest.FromString,
+                    response_serializer=transtic_dot_v1_dot_api__pb2.UnloadModelResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'transtic.v1.ModelControlService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('transtic.v1.ModelControlService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class ModelControlService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def ListModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/transtic.v1.ModelControlService/ListModels',
+            transtic_dot_v1_dot_api__pb2.ListModelsRequest.SerializeToString,
+            transtic_dot_v1_dot_api__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LoadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/transtic.v1.ModelControlService/LoadModel',
+            transtic_dot_v1_dot_api__pb2.LoadModelRequest.SerializeToString,
+            transtic_dot_v1_dot_api__pb2.LoadModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnloadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/transtic.v1.ModelControlService/UnloadModel',
+            transtic_dot_v1_dot_api__pb2.UnloadModelRequest.SerializeToString,
+            transtic_dot_v1_dot_api__pb2.UnloadModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
