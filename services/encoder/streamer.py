@@ -28,6 +28,7 @@ from .settings import EncoderSettings
 from .sources import Reconnect, SourceFrame, open_source
 
 log = logging.getLogger(__name__)
+_CLOSE_GRACE_S = 2.0
 
 # EXIT_REFUSED: the run ended, but the analytics refused some frames (they are not stored).
 EXIT_OK, EXIT_ERROR, EXIT_UNACKED, EXIT_REFUSED = 0, 1, 3, 4
@@ -196,6 +197,11 @@ class StreamRun:
         finally:
             self.buffer.close()
             drained = self._drain()
+            if drained and not self.abort_requested.is_set():
+                # Every frame is acknowledged: let the call end by itself (the analytics
+                # closes it once it has seen the end of the frames) instead of cancelling it,
+                # which the analytics would count as a client that went away.
+                self.sender.join(timeout=_CLOSE_GRACE_S)
             self.sender.stop()
             self.sender.join(timeout=5.0)
         summary = self.summary(time.monotonic() - start, drained)
