@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -80,34 +77,24 @@ def module_settings(
     )
 
 
-def add_to_repository(
-    repository: Path, name: str, checkpoint: Path, *, task: str | None = None, quality: int = 0
-) -> str:
-    """Put ``checkpoint`` into the model repository as ``name`` (file + manifest with its
-    sha256); returns the digest. Writing a name again makes a new version of it."""
-    repository.mkdir(parents=True, exist_ok=True)
-    data = checkpoint.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    target = f"{name}-{digest[:12]}.pth"
-    shutil.copyfile(checkpoint, repository / target)
-    manifest = {"file": target, "sha256": digest, "task": task, "quality": quality}
-    (repository / f"{name}.json").write_text(json.dumps(manifest))
-    return digest
-
-
 @contextlib.contextmanager
-def grpc_channel(runtime: Runtime) -> Iterator[grpc.Channel]:
-    """The runtime's gRPC front end on an ephemeral port, and a channel to it; the
-    server and its frame processor stop on exit, the (caller's) runtime does not."""
+def grpc_serving(runtime: Runtime) -> Iterator[int]:
+    """The runtime's gRPC front end on an ephemeral port (yielded); the server and its
+    frame processor stop on exit, the (caller's) runtime does not."""
     frames = FrameProcessor(runtime)
     front = GrpcFrontEnd(runtime, frames, "127.0.0.1:0")
     front.set_serving(runtime.ready)
     front.server.start()
-    channel = grpc.insecure_channel(f"127.0.0.1:{front.port}")
     try:
-        yield channel
+        yield front.port
     finally:
-        channel.close()
         front.server.stop(1).wait()
         runtime.drain()
         frames.close()
+
+
+@contextlib.contextmanager
+def grpc_channel(runtime: Runtime) -> Iterator[grpc.Channel]:
+    """A channel to the runtime's gRPC front end (see grpc_serving)."""
+    with grpc_serving(runtime) as port, grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        yield channel

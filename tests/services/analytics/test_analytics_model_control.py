@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from model_repository import add_to_repository
 
 from services.analytics.runtime import Runtime
 from services.analytics.settings import Settings
@@ -18,7 +19,6 @@ from services.common.errors import ErrorCode, ServiceError
 from transtic.codec import ImageCodec
 from transtic.tasks.registry import BackendRegistry
 
-from .conftest import add_to_repository
 from .fakes import FakeDetection, GatedDetection
 
 
