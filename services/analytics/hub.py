@@ -224,7 +224,7 @@ class ModelHub:
                     "no work; load another first, or unload with force",
                 )
             self._publish_codecs(kept)
-            self.retired += gone
+            self._retire(gone)
         return gone
 
     def swap_backend(self, slot: BackendSlot) -> None:
@@ -234,12 +234,17 @@ class ModelHub:
             old = self.backends.get(slot.task)
             self.backends = {**self.backends, slot.task: slot}
             if old is not None and old.ready:
-                self.retired.append(old)
+                self._retire([old])
+
+    def _retire(self, slots: list[CodecSlot] | list[BackendSlot]) -> None:
+        # Kept (and listed as UNLOADING) only while requests hold them; a release after
+        # the last one calls unloading(), which lets them go.
+        self.retired = [s for s in [*self.retired, *slots] if s.in_flight.count > 0]
 
     def unloading(self) -> list[CodecSlot | BackendSlot]:
         """Unloaded models still in use; the rest are forgotten (and freed) here."""
         with self._lock:
-            self.retired = [s for s in self.retired if s.in_flight.count > 0]
+            self._retire([])
             return list(self.retired)
 
     def _holds(self, path: Path, task: str | None, quality: int) -> bool:
