@@ -34,6 +34,7 @@ _CODEC_FLAGS = (
     "max_aspect_ratio",
     "max_image_bytes",
     "log_level",
+    "log_format",
 )
 _SERVE_FLAGS = (
     "host",
@@ -178,7 +179,7 @@ def settings_from_args(args: argparse.Namespace) -> EncoderSettings:
 
 
 def _configure(settings: EncoderSettings) -> None:
-    configure_logging(settings.log_level.upper())
+    configure_logging(settings.log_level.upper(), settings.log_format)
     if settings.torch_threads:
         import torch
 
