@@ -67,6 +67,8 @@ _CLIENT_FLAGS = (
 )
 _STREAM_FLAGS = (
     "source",
+    "source_reconnect_attempts",
+    "source_skip_stale",
     "target",
     "stream_id",
     "target_bpp",
@@ -81,6 +83,7 @@ _STREAM_FLAGS = (
     "ack_timeout_s",
     "drain_timeout_s",
     "frame_max_retries",
+    "refused_frames_limit",
     "stream_metrics_port",
     "summary_json",
 )

@@ -120,6 +120,7 @@ class StreamRun:
                 settings.source,
                 max_pixels=settings.max_pixels,
                 reconnect=Reconnect(source_backoff.delay, settings.source_reconnect_attempts),
+                newest_only=settings.source_skip_stale,
             )
         self.frames = frames
         self.metrics = metrics or EncoderMetrics()
@@ -201,6 +202,9 @@ class StreamRun:
         try:
             self._read_loop(start)
         finally:
+            close_source = getattr(self.frames, "close", None)
+            if close_source is not None:
+                close_source()  # a live source stops reading (and reconnecting) now
             self.buffer.close()
             drained = self._drain()
             if drained and not self.abort_requested.is_set():
