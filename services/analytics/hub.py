@@ -17,6 +17,7 @@ from typing import Any
 from services.analytics.settings import TASKS, Settings
 from services.common.errors import ErrorCode, ServiceError, redact_paths
 from services.common.model_catalog import CodecCatalog
+from services.common.model_ids import codec_model_id
 from transtic.bitstream import StreamHeader
 from transtic.codec import ImageCodec
 from transtic.tasks import TASK_BACKENDS, ClassificationBackend, TaskBackend
@@ -150,7 +151,6 @@ class ModelHub:
     def _load_codec(self, key: str, spec: str) -> None:
         task, quality = _parse_key(key)
         registry = default_registry()
-        codec_id = Path(spec).stem
         sha256 = None
         origin = "config"
         if Path(spec).is_file():
@@ -158,7 +158,6 @@ class ModelHub:
         elif spec in registry:
             entry = registry.get(spec)
             path = resolve(spec, cache_dir=self.settings.weights_cache_dir, registry=registry)
-            codec_id = spec
             task = task or entry.task
             quality = quality if quality is not None else entry.quality
             # A registry file is checked against its published digest before it is parsed.
@@ -168,12 +167,16 @@ class ModelHub:
             # A model repository name (its manifest pins the digest), else an error.
             source = self.catalog.find(spec)
             assert source.path is not None  # find() returns loadable sources only
-            path, sha256, codec_id, origin = source.path, source.sha256, spec, source.origin
+            path, sha256, origin = source.path, source.sha256, source.origin
             task = task or source.task
             quality = quality if quality is not None else source.quality
+        # Files go by the id scheme both services share; a repository model by its name.
+        codec_id = spec if origin == "repository" else codec_model_id(path)
+        if self._holds(path, task, quality or 0):
+            # e.g. the default codec named again for its task and quality: one model, listed once
+            log.info("codec %s (%s) is already loaded for that task and quality", codec_id, key)
+            return
         codec = self.build_codec(path, sha256=sha256, task=task, quality=quality or 0)
-        if any(s.id == codec_id for s in self.codecs):
-            codec_id = f"{codec_id}#{len(self.codecs)}"
         slot = CodecSlot(codec_id, codec, task, quality or 0, str(path), origin, sha256)
         self.install_codec(slot)
         log.info("codec %s loaded from %s (weights %s)", codec_id, path, slot.fingerprint)
@@ -221,7 +224,7 @@ class ModelHub:
                     "no work; load another first, or unload with force",
                 )
             self._publish_codecs(kept)
-            self.retired += gone
+            self._retire(gone)
         return gone
 
     def swap_backend(self, slot: BackendSlot) -> None:
@@ -231,13 +234,24 @@ class ModelHub:
             old = self.backends.get(slot.task)
             self.backends = {**self.backends, slot.task: slot}
             if old is not None and old.ready:
-                self.retired.append(old)
+                self._retire([old])
+
+    def _retire(self, slots: list[CodecSlot] | list[BackendSlot]) -> None:
+        # Kept (and listed as UNLOADING) only while requests hold them; a release after
+        # the last one calls unloading(), which lets them go.
+        self.retired = [s for s in [*self.retired, *slots] if s.in_flight.count > 0]
 
     def unloading(self) -> list[CodecSlot | BackendSlot]:
         """Unloaded models still in use; the rest are forgotten (and freed) here."""
         with self._lock:
-            self.retired = [s for s in self.retired if s.in_flight.count > 0]
+            self._retire([])
             return list(self.retired)
+
+    def _holds(self, path: Path, task: str | None, quality: int) -> bool:
+        return any(
+            Path(s.source).resolve() == path.resolve() and (s.task, s.quality) == (task, quality)
+            for s in self.codecs
+        )
 
     def _load_backend(self, slot: BackendSlot) -> None:
         with slot.lock:

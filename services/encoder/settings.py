@@ -96,6 +96,11 @@ class EncoderSettings(ServiceSettings):
         description="network sources: failed reopenings in a row before the stream ends "
         "(waits as for reconnect_initial_s / reconnect_max_s); 0 = forever",
     )
+    source_skip_stale: bool = Field(
+        default=True,
+        description="live sources (cameras, streams): when coding is slower than the camera, "
+        "code the newest frame and skip older ones; false = every frame, in order",
+    )
     target: str = Field(
         default=DEFAULT_ANALYTICS_TARGET, description="Analytics gRPC address host:port"
     )
@@ -123,6 +128,12 @@ class EncoderSettings(ServiceSettings):
     )
     frame_max_retries: int = Field(
         default=3, ge=0, description="resends of a frame after transient errors"
+    )
+    refused_frames_limit: int = Field(
+        default=10,
+        ge=0,
+        description="frames the analytics refuses in a row (not transient errors) before "
+        "the stream stops; any refused frame makes the exit code 4; 0 = never stop",
     )
     stream_metrics_port: int = Field(
         default=0, ge=0, le=65535, description="stream: metrics port; 0 = off"

@@ -78,18 +78,23 @@ def module_settings(
 
 
 @contextlib.contextmanager
-def grpc_channel(runtime: Runtime) -> Iterator[grpc.Channel]:
-    """The runtime's gRPC front end on an ephemeral port, and a channel to it; the
-    server and its frame processor stop on exit, the (caller's) runtime does not."""
+def grpc_serving(runtime: Runtime) -> Iterator[int]:
+    """The runtime's gRPC front end on an ephemeral port (yielded); the server and its
+    frame processor stop on exit, the (caller's) runtime does not."""
     frames = FrameProcessor(runtime)
     front = GrpcFrontEnd(runtime, frames, "127.0.0.1:0")
     front.set_serving(runtime.ready)
     front.server.start()
-    channel = grpc.insecure_channel(f"127.0.0.1:{front.port}")
     try:
-        yield channel
+        yield front.port
     finally:
-        channel.close()
         front.server.stop(1).wait()
         runtime.drain()
         frames.close()
+
+
+@contextlib.contextmanager
+def grpc_channel(runtime: Runtime) -> Iterator[grpc.Channel]:
+    """A channel to the runtime's gRPC front end (see grpc_serving)."""
+    with grpc_serving(runtime) as port, grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        yield channel

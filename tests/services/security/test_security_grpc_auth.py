@@ -23,6 +23,7 @@ from security_helpers import (
     refused,
 )
 
+from services.analytics.metrics import ModelLabels
 from services.analytics.settings import Settings
 from services.common.auth import ApiKeys, auth_metadata
 from services.common.grpc_guard import GrpcGuard, peer_identity
@@ -162,5 +163,8 @@ def test_auth_refusals_are_counted(analytics_settings: Callable[..., Settings]) 
     ):
         stub = api_pb2_grpc.AnalyticsStub(channel)
         assert refused(lambda: info(stub)) == grpc.StatusCode.UNAUTHENTICATED
-        counted = runtime.metrics.errors.labels("UNAUTHENTICATED")._value.get()
+        # A refusal at the guard knows no model yet: it counts under the unknown labels.
+        counted = runtime.metrics.total(
+            runtime.metrics.errors, code="UNAUTHENTICATED", **ModelLabels().values()
+        )
         assert counted == 1
