@@ -19,7 +19,7 @@ from services.common.errors import ErrorCode, ServiceError, redact_paths
 from transtic.bitstream import StreamHeader
 from transtic.codec import ImageCodec
 from transtic.tasks import TASK_BACKENDS, ClassificationBackend, TaskBackend
-from transtic.weights import WeightsNotFoundError, default_registry, resolve
+from transtic.weights import WeightsNotFoundError, default_registry, load_codec
 
 log = logging.getLogger(__name__)
 
@@ -104,24 +104,17 @@ class ModelHub:
 
     def _load_codec(self, key: str, spec: str) -> None:
         task, quality = _parse_key(key)
-        registry = default_registry()
-        codec_id = Path(spec).stem
-        sha256 = None
-        if Path(spec).is_file():
-            path = Path(spec)
-        elif spec in registry:
-            entry = registry.get(spec)
-            path = resolve(spec, cache_dir=self.settings.weights_cache_dir, registry=registry)
-            codec_id = spec
-            task = task or entry.task
-            quality = quality if quality is not None else entry.quality
-            # A registry file is checked against its published digest before it is parsed.
-            sha256 = entry.sha256
-        else:
-            raise FileNotFoundError("neither a checkpoint file nor a known weights name")
-        codec = ImageCodec.from_checkpoint(
-            str(path),
-            sha256=sha256,
+        # A catalog file is checked against its published digest before it is parsed.
+        loaded = load_codec(
+            spec,
+            cache_dir=self.settings.weights_cache_dir,
+            device=self.device,
+            registry=default_registry(),
+        )
+        task = task or loaded.task
+        quality = quality if quality is not None else loaded.quality
+        codec = ImageCodec(
+            loaded.model,
             device=self.device,
             quality=quality or 0,
             task=task,
@@ -129,6 +122,7 @@ class ModelHub:
             max_aspect_ratio=self.settings.max_aspect_ratio,
             precision=self.settings.precision,
         )
+        codec_id, path = loaded.name, loaded.path
         if any(s.id == codec_id for s in self.codecs):
             codec_id = f"{codec_id}#{len(self.codecs)}"
         slot = CodecSlot(codec_id, codec, task, quality or 0, str(path))

@@ -150,7 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
     codec = sub.add_parser("codec", help="rate-distortion training of a base codec")
     _common(codec)
     codec.add_argument("--model", default="tic", help="registered architecture, e.g. tic-small")
-    codec.add_argument("--init", type=Path, default=None, help="start from these codec weights")
+    codec.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="start from these codec weights (a file or a catalog name)",
+    )
     codec.add_argument(
         "--aux-lr",
         type=float,
@@ -172,7 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["classification", "detection", "segmentation"],
         help="the machine task the prompts are trained for",
     )
-    prompts.add_argument("--base", type=Path, required=True, help="base codec (or TransTIC) file")
+    prompts.add_argument(
+        "--base",
+        type=Path,
+        required=True,
+        help="base codec (or TransTIC): a file or a catalog name",
+    )
     prompts.add_argument(
         "--init-prompts", type=Path, default=None, help="start from the prompts of this TransTIC"
     )
@@ -313,9 +323,9 @@ def run_codec(args: argparse.Namespace) -> int:
     model = create_model(args.model)
     set_drop_path(model, args.drop_path)
     if args.init is not None:
-        from ..models import load_checkpoint
+        from ..weights import load_codec
 
-        model.load_state_dict(load_checkpoint(args.init).state_dict())
+        model.load_state_dict(load_codec(args.init).model.state_dict())
     # The entropy bottleneck's quantiles are trained by the aux loss only (CompressAI).
     aux = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
     main = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]

@@ -23,8 +23,8 @@ from services.common.tls import ClientTLS
 from services.encoder.codecs import CodecBank, LoadedModel
 from services.encoder.server import EncoderServer
 from services.encoder.settings import EncoderSettings
-from transtic.models import load_checkpoint
 from transtic.tasks import Normalization, TaskBackend, TaskName
+from transtic.weights import load_codec
 
 GOOD_KEY = "k-good-0123456789abcdef"
 OTHER_KEY = "k-other-0123456789abcdef"
@@ -187,7 +187,8 @@ def analytics_server(settings: Settings, *, start: bool = False) -> Iterator[tup
 
 def tiny_bank(checkpoint: Path) -> CodecBank:
     """One codec (detection, quality 1), without looking at the weights catalog."""
-    loaded = LoadedModel("detection", 1, checkpoint, load_checkpoint(checkpoint), threading.Lock())
+    model = load_codec(checkpoint).model
+    loaded = LoadedModel("detection", 1, checkpoint, model, threading.Lock())
     return CodecBank({("detection", 1): loaded}, EncoderSettings(device="cpu", task="detection"))
 
 
