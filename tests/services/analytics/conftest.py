@@ -1,47 +1,20 @@
-"""Fixtures of the analytics tests: settings, a runtime, an HTTP client."""
+"""Fixtures of the analytics tests: settings and task backends."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+import functools
+from collections.abc import Callable
 
 import pytest
+from service_fakes import FakeDetection
 
-from services.analytics.settings import ENV_PREFIX, Settings
+from services.analytics.settings import Settings
 from transtic.tasks import TaskBackend, create_backend
-
-from .fakes import FakeDetection
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Settings read the environment: a developer's exports must not leak into tests.
-    for name in list(os.environ):
-        if name.startswith(ENV_PREFIX):
-            monkeypatch.delenv(name)
 
 
 @pytest.fixture
-def make_settings(
-    codec_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Callable[..., Settings]:
-    def make(**overrides: Any) -> Settings:
-        values: dict[str, Any] = {
-            "codec_checkpoint": str(codec_checkpoint),
-            "host": "127.0.0.1",
-            "grpc_port": 0,
-            "http_port": 0,
-            "device": "cpu",
-            "db_path": tmp_path_factory.mktemp("db") / "frames.db",
-            "weights_cache_dir": tmp_path_factory.mktemp("weights"),
-            "max_batch_delay_ms": 2.0,
-        }
-        values.update(overrides)
-        return Settings(**values)
-
-    return make
+def make_settings(make_analytics_settings: Callable[..., Settings]) -> Callable[..., Settings]:
+    return functools.partial(make_analytics_settings, max_batch_delay_ms=2.0)
 
 
 @pytest.fixture(scope="module")
@@ -56,17 +29,5 @@ def backends(tmp_path_factory: pytest.TempPathFactory) -> list[TaskBackend]:
 
 
 @pytest.fixture(scope="module")
-def module_settings(
-    codec_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Settings]:
-    yield Settings(
-        codec_checkpoint=str(codec_checkpoint),
-        host="127.0.0.1",
-        grpc_port=0,
-        http_port=0,
-        device="cpu",
-        db_path=tmp_path_factory.mktemp("db") / "frames.db",
-        weights_cache_dir=tmp_path_factory.mktemp("weights"),
-        max_batch_delay_ms=2.0,
-        max_upload_bytes=200_000,
-    )
+def module_settings(make_analytics_settings: Callable[..., Settings]) -> Settings:
+    return make_analytics_settings(max_batch_delay_ms=2.0, max_upload_bytes=200_000)

@@ -10,14 +10,13 @@ from typing import Any
 import grpc
 import pytest
 from fastapi.testclient import TestClient
+from service_fakes import FakeDetection, analyze_scope
 
 from services.analytics.rest import BITSTREAM_TYPE, create_app
 from services.analytics.runtime import Runtime
 from services.analytics.settings import Settings
 from services.common.errors import ErrorCode, ServiceError
 from services.generated.transtic_api.v1 import api_pb2, api_pb2_grpc
-
-from .fakes import ANALYZE_SCOPE, FakeDetection
 
 
 class GatedDecoding:
@@ -132,7 +131,7 @@ def test_a_rest_client_that_disconnects_is_cancelled(
         async def send(message: dict[str, Any]) -> None:
             sent.append(message)
 
-        asyncio.run(asyncio.wait_for(app(dict(ANALYZE_SCOPE), receive, send), 30))
+        asyncio.run(asyncio.wait_for(app(analyze_scope(), receive, send), 30))
         gate.gate.set()
         assert sent[0]["status"] == 499
         assert errors(runtime, "CANCELLED") == 1

@@ -8,11 +8,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from service_fakes import analytics_grpc
 
-from services.analytics.grpc_service import SERVICE_NAME, GrpcFrontEnd
+from services.analytics.grpc_service import SERVICE_NAME
 from services.analytics.runtime import Runtime
 from services.analytics.settings import Settings
-from services.analytics.streaming import FrameProcessor
 from services.generated.transtic_api.v1 import api_pb2, api_pb2_grpc
 from transtic.tasks import TaskBackend
 
@@ -23,21 +23,8 @@ pytestmark = pytest.mark.integration
 def server(
     module_settings: Settings, backends: list[TaskBackend]
 ) -> Iterator[tuple[Runtime, grpc.Channel]]:
-    runtime = Runtime(module_settings, backends=backends)
-    runtime.start()
-    frames = FrameProcessor(runtime)
-    front = GrpcFrontEnd(runtime, frames, "127.0.0.1:0")
-    front.set_serving(runtime.ready)
-    front.server.start()
-    channel = grpc.insecure_channel(f"127.0.0.1:{front.port}")
-    try:
-        yield runtime, channel
-    finally:
-        channel.close()
-        front.server.stop(1).wait()
-        runtime.drain()
-        frames.close()
-        runtime.close()
+    with analytics_grpc(module_settings, backends, serving=None, grace_s=1) as served:
+        yield served.runtime, served.channel
 
 
 @pytest.fixture(scope="module")

@@ -12,14 +12,13 @@ from typing import Any
 
 import pytest
 import uvicorn
+from service_fakes import FakeDetection, analyze_scope
 
 from services.analytics.rest import create_app
 from services.analytics.runtime import Runtime
 from services.analytics.settings import Settings
 from services.common.http_limits import guarded_http_protocol
 from services.common.serving import bind_http_socket
-
-from .fakes import ANALYZE_SCOPE, FakeDetection
 
 
 async def hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -114,7 +113,7 @@ async def request(app: Any, receive: Callable[[], Any]) -> int:
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    await asyncio.wait_for(app(dict(ANALYZE_SCOPE), receive, send), 30)
+    await asyncio.wait_for(app(analyze_scope(), receive, send), 30)
     return int(sent[0]["status"])
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
+from service_fakes import FakeDetection
 
 from services.analytics.grpc_service import GrpcFrontEnd
 from services.analytics.runtime import Runtime
@@ -24,7 +25,6 @@ from services.analytics.streaming import FrameProcessor
 from services.encoder.settings import EncoderSettings
 from services.encoder.sources import Reconnect, SourceError, network_frames, open_source, redact
 from services.encoder.streamer import EXIT_OK, StreamRun
-from tests.services.analytics.fakes import FakeDetection
 
 pytestmark = pytest.mark.integration
 FFMPEG = shutil.which("ffmpeg")

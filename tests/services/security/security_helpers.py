@@ -8,22 +8,19 @@ from concurrent import futures
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import grpc
 import pytest
-import torch
+from service_fakes import TinyDetection, analytics_grpc
 
-from services.analytics.grpc_service import GrpcFrontEnd
 from services.analytics.runtime import Runtime
 from services.analytics.settings import Settings
-from services.analytics.streaming import FrameProcessor
 from services.common.devcerts import Issued, issue, make_ca
 from services.common.tls import ClientTLS
 from services.encoder.codecs import CodecBank, LoadedModel
 from services.encoder.server import EncoderServer
 from services.encoder.settings import EncoderSettings
-from transtic.tasks import Normalization, TaskBackend, TaskName
 from transtic.weights import load_codec
 
 GOOD_KEY = "k-good-0123456789abcdef"
@@ -88,33 +85,6 @@ def make_pki(directory: Path) -> Pki:
     )
 
 
-class TinyDetection(TaskBackend):
-    """A detector without weights: one box per image (the real model is irrelevant here)."""
-
-    name: ClassVar[str] = "tiny_detection"
-    task: ClassVar[TaskName] = "detection"
-
-    @property
-    def required_weights(self) -> list[str]:
-        return []
-
-    @property
-    def normalization(self) -> Normalization:
-        return Normalization(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), resize="internal")
-
-    def _load(self) -> None:
-        pass
-
-    def _predict(self, images: list[torch.Tensor]) -> list[dict[str, Any]]:
-        out = []
-        for image in images:
-            h, w = image.shape[-2:]
-            box = [0.0, 0.0, float(w), float(h)]
-            detection = {"box": box, "score": 0.5, "category_id": 0, "label": "thing"}
-            out.append({"image_size": [h, w], "detections": [detection]})
-        return out
-
-
 # -- a generic gRPC service (raw bytes) to test the interceptor by itself -------------
 ECHO_SERVICE = "test.Echo"
 
@@ -164,25 +134,8 @@ def echo_calls(channel: grpc.Channel) -> tuple[Any, Any]:
 @contextmanager
 def analytics_server(settings: Settings, *, start: bool = False) -> Iterator[tuple[int, Runtime]]:
     """The real gRPC front end; the runtime (models) is started only when asked."""
-    runtime = Runtime(settings, backends=[TinyDetection()])
-    if start:
-        runtime.start()
-    frames = FrameProcessor(runtime)
-    try:
-        front = GrpcFrontEnd(runtime, frames, "127.0.0.1:0")
-    except BaseException:
-        frames.close()
-        runtime.close()
-        raise
-    front.set_serving(True)
-    front.server.start()
-    try:
-        yield front.port, runtime
-    finally:
-        front.server.stop(0).wait()
-        runtime.drain()
-        frames.close()
-        runtime.close()
+    with analytics_grpc(settings, [TinyDetection()], start=start) as served:
+        yield served.port, served.runtime
 
 
 def tiny_bank(checkpoint: Path) -> CodecBank:
