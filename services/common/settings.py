@@ -161,7 +161,8 @@ def _flag_options(annotation: Any) -> dict[str, Any]:
     if origin is typing.Literal:
         return {"choices": [str(choice) for choice in typing.get_args(annotation)]}
     if origin in (list, tuple, set):
-        return {"nargs": "+", "type": _list_items, "action": _ListFlag, "suffix": " (values)"}
+        suffix = " (values, a comma list or a JSON list)"
+        return {"nargs": "+", "type": _list_items, "action": _ListFlag, "suffix": suffix}
     if origin is dict:
         return {"type": _json_value, "metavar": "JSON", "suffix": " (JSON)"}
     return {}

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from service_fakes import FakeDetection
 
+from services.analytics.runtime import Runtime
 from services.analytics.settings import Settings
 from transtic.tasks import TaskBackend, create_backend
 
@@ -15,6 +17,23 @@ from transtic.tasks import TaskBackend, create_backend
 @pytest.fixture
 def make_settings(make_analytics_settings: Callable[..., Settings]) -> Callable[..., Settings]:
     return functools.partial(make_analytics_settings, max_batch_delay_ms=2.0)
+
+
+@pytest.fixture
+def start_runtime(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., Runtime]]:
+    """``start_runtime(**overrides)``: a started runtime with the fake detector, closed
+    when the test ends."""
+    started: list[Runtime] = []
+
+    def start(**overrides: Any) -> Runtime:
+        runtime = Runtime(make_settings(**overrides), backends=[FakeDetection()])
+        runtime.start()
+        started.append(runtime)
+        return runtime
+
+    yield start
+    for runtime in started:
+        runtime.close()
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import grpc
-import pytest
 from fastapi.testclient import TestClient
 from service_fakes import FakeDetection, analyze_scope
 
@@ -38,22 +37,6 @@ class GatedDecoding:
         codec.decode_batch = gated  # type: ignore[method-assign]
 
 
-@pytest.fixture
-def started(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., Runtime]]:
-    runtimes: list[Runtime] = []
-
-    def start(**overrides: Any) -> Runtime:
-        values = {"max_batch_size": 1, **overrides}
-        runtime = Runtime(make_settings(**values), backends=[FakeDetection()])
-        runtime.start()
-        runtimes.append(runtime)
-        return runtime
-
-    yield start
-    for runtime in runtimes:
-        runtime.close()
-
-
 def detector(runtime: Runtime) -> FakeDetection:
     backend = runtime.hub.backend("detection").backend
     assert isinstance(backend, FakeDetection)
@@ -64,8 +47,10 @@ def errors(runtime: Runtime, code: str) -> float:
     return runtime.metrics.errors.labels(code)._value.get()  # type: ignore[attr-defined, no-any-return]
 
 
-def test_abandoned_work_stops_between_stages(started, bitstream: bytes) -> None:
-    runtime = started()
+def test_abandoned_work_stops_between_stages(
+    start_runtime: Callable[..., Runtime], bitstream: bytes
+) -> None:
+    runtime = start_runtime(max_batch_size=1)
     gate = GatedDecoding(runtime)
     first = runtime.submit_bitstream(bitstream, "detection", source="test")
     assert gate.entered.wait(30)
@@ -78,8 +63,10 @@ def test_abandoned_work_stops_between_stages(started, bitstream: bytes) -> None:
     assert detector(runtime).batches == [1]  # the task network ran for the second only
 
 
-def test_abandoned_work_leaves_the_queue_unprocessed(started, bitstream: bytes) -> None:
-    runtime = started()
+def test_abandoned_work_leaves_the_queue_unprocessed(
+    start_runtime: Callable[..., Runtime], bitstream: bytes
+) -> None:
+    runtime = start_runtime(max_batch_size=1)
     gate = GatedDecoding(runtime)
     busy = runtime.submit_bitstream(bitstream, "detection", source="test")
     assert gate.entered.wait(30)
