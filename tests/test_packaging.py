@@ -31,8 +31,8 @@ def test_wheel_contents(tmp_path: Path) -> None:
         "services/analytics/routes/inference.py",
         "services/analytics/static/index.html",
         "services/analytics/static/app.js",
-        "services/generated/transtic_api/v1/api_pb2.py",
-        "services/generated/transtic_api/v1/api_pb2_grpc.py",
+        "services/generated/transtic/v1/api_pb2.py",
+        "services/generated/transtic/v1/api_pb2_grpc.py",
     ):
         assert expected in names, expected
     assert not any(name.startswith("tests/") for name in names)

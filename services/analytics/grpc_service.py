@@ -13,16 +13,18 @@ from typing import Any
 import grpc
 
 import transtic
+from services.analytics.metrics import ModelLabels
 from services.analytics.runtime import Runtime
 from services.analytics.streaming import FrameOutcome, FrameProcessor
 from services.common.auth import ApiKeys
 from services.common.errors import ErrorCode, ServiceError, abort_grpc
 from services.common.grpc_guard import GrpcGuard
 from services.common.grpc_limits import StreamLimiter, server_options
-from services.common.grpc_utils import add_health_and_reflection, set_serving
+from services.common.grpc_model_control import add_model_control
+from services.common.grpc_utils import HealthPort, add_health_and_reflection, set_serving
 from services.common.ratelimit import RateLimiter
 from services.common.tls import add_port, server_credentials
-from services.generated.transtic_api.v1 import api_pb2, api_pb2_grpc
+from services.generated.transtic.v1 import api_pb2, api_pb2_grpc
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = api_pb2.DESCRIPTOR.services_by_name["Analytics"].full_name
@@ -54,21 +56,26 @@ class AnalyticsServicer(api_pb2_grpc.AnalyticsServicer):
         self.stream_window = max(2, 2 * runtime.settings.max_batch_size)
 
     def Analyze(self, request: Any, context: grpc.ServicerContext) -> api_pb2.AnalyzeResult:
-        metrics = self.runtime.metrics
-        with metrics.request_seconds.labels("grpc").time():
-            try:
-                future = self.runtime.submit_bitstream(
-                    request.bitstream, request.task or None, source="grpc"
-                )
-                # A cancelled or expired call drops its work from the queue or between stages.
-                context.add_callback(future.abandon)
-                outcome = self.runtime.wait(future, context.time_remaining())
-            except Exception as exc:
-                error = self.runtime.record_error(exc)
-                if not context.is_active():
-                    return api_pb2.AnalyzeResult()  # nobody is listening any more
-                abort_grpc(context, error)
-                raise  # unreachable: abort raises
+        labels = ModelLabels()
+        start = time.perf_counter()
+        try:
+            future = self.runtime.submit_bitstream(
+                request.bitstream, request.task or None, source="grpc", labels=labels
+            )
+            # A cancelled or expired call drops its work from the queue or between stages.
+            context.add_callback(future.abandon)
+            outcome = self.runtime.wait(future, context.time_remaining())
+        except Exception as exc:
+            error = self.runtime.record_error(exc, labels)
+            if not context.is_active():
+                return api_pb2.AnalyzeResult()  # nobody is listening any more
+            abort_grpc(context, error)
+            raise  # unreachable: abort raises
+        finally:
+            elapsed = time.perf_counter() - start
+            self.runtime.metrics.request_seconds.labels(api="grpc", **labels.values()).observe(
+                elapsed
+            )
         return outcome.result.to_proto()
 
     def AnalyzeStream(
@@ -162,7 +169,7 @@ class GrpcFrontEnd:
         limit = settings.max_upload_bytes
 
         def refused(code: ErrorCode) -> None:
-            runtime.metrics.errors.labels(code.value).inc()
+            runtime.metrics.count_error(code.value)
 
         self.streams = StreamLimiter(settings.grpc_max_streams_per_client, settings.stream_cap)
         guard = GrpcGuard(
@@ -182,10 +189,18 @@ class GrpcFrontEnd:
         api_pb2_grpc.add_AnalyticsServicer_to_server(
             AnalyticsServicer(runtime, frames), self.server
         )
-        self.health = add_health_and_reflection(self.server, [SERVICE_NAME])
+        control = add_model_control(self.server, runtime.models, runtime.record_error)
+        self.services = [SERVICE_NAME, control]
+        self.health = add_health_and_reflection(self.server, self.services)
         self.port = add_port(self.server, address, server_credentials(settings))
         if self.port == 0:
             raise OSError(f"cannot listen for gRPC on {address}")
+        # Bound now (a taken port fails the start), started and stopped by the caller.
+        # Probes on it see what /readyz says: not ready while draining, without a codec,
+        # or while every gRPC handler thread is busy.
+        self.health_port = HealthPort.from_settings(
+            self.health, settings, ready=lambda: runtime.ready
+        )
 
     def set_serving(self, serving: bool) -> None:
-        set_serving(self.health, [SERVICE_NAME], serving)
+        set_serving(self.health, self.services, serving)

@@ -16,34 +16,62 @@ from typing import Any
 
 from services.analytics.settings import TASKS, Settings
 from services.common.errors import ErrorCode, ServiceError, redact_paths
+from services.common.model_catalog import CodecCatalog
 from transtic.bitstream import StreamHeader
 from transtic.codec import ImageCodec
+from transtic.models import HyperpriorCodec
 from transtic.tasks import TASK_BACKENDS, ClassificationBackend, TaskBackend
+from transtic.tasks.registry import BackendRegistry
 from transtic.weights import WeightsNotFoundError, default_registry, load_codec
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
+class InFlight:
+    """How many requests hold a model: one unloaded while they run stays alive for them
+    (each request keeps its own reference) and is listed as UNLOADING until they finish."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def hold(self) -> None:
+        with self._lock:
+            self._count += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._count -= 1
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+
+@dataclass(eq=False)  # slots are compared by identity: two versions may look alike
 class CodecSlot:
     id: str
     codec: ImageCodec
     task: str | None  # the task its prompts were tuned for; None = general purpose
     quality: int
     source: str
+    origin: str = "config"  # "config" (set at start), "catalog" or "repository"
+    sha256: str | None = None  # of the weights file, when it was checked on load
+    in_flight: InFlight = field(default_factory=InFlight)
 
     @property
     def fingerprint(self) -> str:
         return self.codec.fingerprint.hex()
 
 
-@dataclass
+@dataclass(eq=False)
 class BackendSlot:
     backend: TaskBackend
     ready: bool = False
     detail: str = ""
     retryable: bool = True
     lock: threading.Lock = field(default_factory=threading.Lock)
+    in_flight: InFlight = field(default_factory=InFlight)
 
     @property
     def task(self) -> str:
@@ -62,21 +90,39 @@ def _parse_key(key: str) -> tuple[str | None, int | None]:
 
 
 class ModelHub:
-    def __init__(self, settings: Settings, *, backends: Sequence[TaskBackend] | None = None):
+    """Readers take ``codecs``, ``backends`` and the fingerprint map without a lock: a
+    change (model control) builds new ones and swaps them in whole, under ``_lock``, so a
+    request sees either the old set or the new one, never half of each."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        backends: Sequence[TaskBackend] | None = None,
+        backend_registry: BackendRegistry | None = None,
+    ):
         self.settings = settings
         self.device = settings.resolved_device()
+        self.backend_registry = backend_registry if backend_registry is not None else TASK_BACKENDS
+        # What model control (and the settings) may name: weights catalog, model repository.
+        self.catalog = CodecCatalog(
+            cache_dir=settings.weights_cache_dir, repository=settings.model_repository
+        )
         self.codecs: list[CodecSlot] = []
         self.codec_problems: dict[str, str] = {}
         self._by_fingerprint: dict[bytes, CodecSlot] = {}
+        self._lock = threading.Lock()
+        # Unloaded models that requests still hold (listed as UNLOADING until released).
+        self.retired: list[CodecSlot | BackendSlot] = []
         if backends is None:
-            backends = [self._create_backend(name) for name in settings.task_backends]
+            backends = [self.create_backend(name) for name in settings.task_backends]
         self.backends: dict[str, BackendSlot] = {}
         for backend in backends:
             # The first backend named for a task serves it; later ones are alternatives.
             self.backends.setdefault(str(backend.task), BackendSlot(backend))
 
-    def _create_backend(self, name: str) -> TaskBackend:
-        cls = TASK_BACKENDS.get(name)  # unknown names are a configuration error: fail fast
+    def create_backend(self, name: str) -> TaskBackend:
+        cls = self.backend_registry.get(name)  # unknown names are a configuration error
         kwargs: dict[str, Any] = {"cache_dir": self.settings.weights_cache_dir}
         if issubclass(cls, ClassificationBackend):
             kwargs["top_k"] = self.settings.classification_top_k
@@ -104,31 +150,100 @@ class ModelHub:
 
     def _load_codec(self, key: str, spec: str) -> None:
         task, quality = _parse_key(key)
-        # A catalog file is checked against its published digest before it is parsed.
+        registry = default_registry()
+        if Path(spec).is_file() or spec in registry:
+            # A file or a catalog name; a catalog file is checked against its published
+            # digest before it is parsed, as everywhere codecs are loaded.
+            loaded = load_codec(
+                spec,
+                cache_dir=self.settings.weights_cache_dir,
+                device=self.device,
+                registry=registry,
+            )
+            path, sha256, codec_id = loaded.path, loaded.file.sha256, loaded.name
+            origin = "config" if loaded.file.entry is None else "catalog"
+            task = task or loaded.task
+            quality = quality if quality is not None else loaded.quality
+            codec = self._image_codec(loaded.model, task=task, quality=quality or 0)
+        else:
+            # A model repository name (its manifest pins the digest), else an error.
+            source = self.catalog.find(spec)
+            assert source.path is not None  # find() returns loadable sources only
+            path, sha256, codec_id, origin = source.path, source.sha256, spec, source.origin
+            task = task or source.task
+            quality = quality if quality is not None else source.quality
+            codec = self.build_codec(path, sha256=sha256, task=task, quality=quality or 0)
+        if any(s.id == codec_id for s in self.codecs):
+            codec_id = f"{codec_id}#{len(self.codecs)}"
+        slot = CodecSlot(codec_id, codec, task, quality or 0, str(path), origin, sha256)
+        self.install_codec(slot)
+        log.info("codec %s loaded from %s (weights %s)", codec_id, path, slot.fingerprint)
+
+    def build_codec(
+        self, path: Path, *, sha256: str | None, task: str | None, quality: int
+    ) -> ImageCodec:
+        """A codec from a weights file, checked against ``sha256`` before it is parsed."""
         loaded = load_codec(
-            spec,
-            cache_dir=self.settings.weights_cache_dir,
-            device=self.device,
-            registry=default_registry(),
+            path, cache_dir=self.settings.weights_cache_dir, device=self.device, sha256=sha256
         )
-        task = task or loaded.task
-        quality = quality if quality is not None else loaded.quality
-        codec = ImageCodec(
-            loaded.model,
+        return self._image_codec(loaded.model, task=task, quality=quality)
+
+    def _image_codec(self, model: HyperpriorCodec, *, task: str | None, quality: int) -> ImageCodec:
+        return ImageCodec(
+            model,
             device=self.device,
-            quality=quality or 0,
+            quality=quality,
             task=task,
             max_pixels=self.settings.max_pixels,
             max_aspect_ratio=self.settings.max_aspect_ratio,
             precision=self.settings.precision,
         )
-        codec_id, path = loaded.name, loaded.path
-        if any(s.id == codec_id for s in self.codecs):
-            codec_id = f"{codec_id}#{len(self.codecs)}"
-        slot = CodecSlot(codec_id, codec, task, quality or 0, str(path))
-        self.codecs.append(slot)
-        self._by_fingerprint.setdefault(codec.fingerprint, slot)
-        log.info("codec %s loaded from %s (weights %s)", codec_id, path, slot.fingerprint)
+
+    # -- changes while serving (model control) ------------------------------------------
+    def _publish_codecs(self, codecs: list[CodecSlot]) -> None:
+        by_fingerprint: dict[bytes, CodecSlot] = {}
+        for slot in codecs:
+            by_fingerprint.setdefault(slot.codec.fingerprint, slot)
+        # Either order is safe for a reader: every slot in either map is a live codec.
+        self._by_fingerprint = by_fingerprint
+        self.codecs = codecs
+
+    def install_codec(self, slot: CodecSlot, *, preferred: bool = False) -> None:
+        """Add a codec; ``preferred`` puts it first, so images are coded with it from now
+        on where it competes with older codecs of the same task and quality."""
+        with self._lock:
+            self._publish_codecs([slot, *self.codecs] if preferred else [*self.codecs, slot])
+
+    def retire_codecs(self, name: str, version: str | None, *, force: bool) -> list[CodecSlot]:
+        """Stop routing new requests to codec ``name`` (one version or all); requests
+        that hold it finish on it. Refuses to remove the last codec unless ``force``."""
+        with self._lock:
+            gone = [s for s in self.codecs if s.id == name and version in (None, s.fingerprint)]
+            kept = [s for s in self.codecs if s not in gone]
+            if gone and not kept and not force:
+                raise ServiceError(
+                    ErrorCode.FAILED_PRECONDITION,
+                    f"codec {name!r} is the last one loaded: without it the service takes "
+                    "no work; load another first, or unload with force",
+                )
+            self._publish_codecs(kept)
+            self.retired += gone
+        return gone
+
+    def swap_backend(self, slot: BackendSlot) -> None:
+        """Serve ``slot``'s task with it from now on; requests holding the previous
+        backend finish on that one."""
+        with self._lock:
+            old = self.backends.get(slot.task)
+            self.backends = {**self.backends, slot.task: slot}
+            if old is not None and old.ready:
+                self.retired.append(old)
+
+    def unloading(self) -> list[CodecSlot | BackendSlot]:
+        """Unloaded models still in use; the rest are forgotten (and freed) here."""
+        with self._lock:
+            self.retired = [s for s in self.retired if s.in_flight.count > 0]
+            return list(self.retired)
 
     def _load_backend(self, slot: BackendSlot) -> None:
         with slot.lock:

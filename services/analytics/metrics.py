@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from prometheus_client import (
     GC_COLLECTOR,
@@ -19,6 +20,26 @@ _NS = "transtic_analytics"
 _STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BPP_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0, 8.0)
 _BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128)
+# The label value of a model a request never resolved to (garbage input, unknown task).
+UNKNOWN = "unknown"
+MODEL_LABELS = ("codec", "quality", "task")
+
+
+@dataclass
+class ModelLabels:
+    """The served model one request resolved to, as metric labels.
+
+    Filled in step by step while the request is resolved (task checked, codec chosen),
+    so an error counts under whatever was known when it happened. Values come only from
+    the loaded model set, never from what a client sent: the series stay bounded.
+    """
+
+    codec: str = UNKNOWN
+    quality: str = UNKNOWN
+    task: str = UNKNOWN
+
+    def values(self) -> dict[str, str]:
+        return {"codec": self.codec, "quality": self.quality, "task": self.task}
 
 
 def latency_buckets(timeout_s: float) -> tuple[float, ...]:
@@ -47,11 +68,20 @@ class Metrics:
             "1 when the codecs and task backends are loaded and the service takes work",
             registry=r,
         )
+        self.models_loaded = Gauge(
+            f"{_NS}_models_loaded",
+            "Models serving now (codecs; task models of ready tasks); model control changes it",
+            ["kind"],
+            registry=r,
+        )
         self.queue_capacity = Gauge(
             f"{_NS}_queue_capacity", "Queued frames at which requests are refused", registry=r
         )
         self.frames = Counter(
-            f"{_NS}_frames", "Frames analysed successfully", ["task", "source"], registry=r
+            f"{_NS}_frames",
+            "Frames analysed successfully",
+            ["source", *MODEL_LABELS],
+            registry=r,
         )
         self.bytes = Counter(
             f"{_NS}_bitstream_bytes", "Bitstream bytes analysed", ["task"], registry=r
@@ -72,8 +102,8 @@ class Metrics:
         )
         self.request_seconds = Histogram(
             f"{_NS}_request_seconds",
-            "End-to-end time per analysed frame",
-            ["api"],
+            "End-to-end time per analysis request (failed ones too)",
+            ["api", *MODEL_LABELS],
             buckets=latency_buckets(request_timeout_s),
             registry=r,
         )
@@ -81,7 +111,9 @@ class Metrics:
         self.batch_size = Histogram(
             f"{_NS}_batch_size", "Frames per processed batch", buckets=_BATCH_BUCKETS, registry=r
         )
-        self.errors = Counter(f"{_NS}_errors", "Failed requests and frames", ["code"], registry=r)
+        self.errors = Counter(
+            f"{_NS}_errors", "Failed requests and frames", ["code", *MODEL_LABELS], registry=r
+        )
         self.duplicates = Counter(
             f"{_NS}_duplicate_frames", "Stream frames answered from the store", registry=r
         )
@@ -89,6 +121,9 @@ class Metrics:
     def observe_stages(self, timings_ms: Mapping[str, float]) -> None:
         for stage, ms in timings_ms.items():
             self.stage_seconds.labels(stage).observe(ms / 1e3)
+
+    def count_error(self, code: str, labels: ModelLabels | None = None) -> None:
+        self.errors.labels(code=code, **(labels or ModelLabels()).values()).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

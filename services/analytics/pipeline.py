@@ -135,7 +135,8 @@ class Pipeline:
         timings: list[dict[str, float]],
     ) -> list[DecodeResult | None]:
         decoded: list[DecodeResult | None] = [None] * len(jobs)
-        for indices in _groups(jobs, errors, lambda job: job.codec.id):
+        # By weights, not by name: two loaded versions of one model share its name.
+        for indices in _groups(jobs, errors, lambda job: job.codec.fingerprint):
             codec = jobs[indices[0]].codec.codec
 
             def run(idx: list[int], codec: ImageCodec = codec) -> list[DecodeResult]:
@@ -193,7 +194,9 @@ class Pipeline:
             timings_ms={k: round(v, 3) for k, v in timings.items()},
         )
         m = self.metrics
-        m.frames.labels(job.task, job.source).inc()
+        m.frames.labels(
+            source=job.source, codec=job.codec.id, quality=str(job.codec.quality), task=job.task
+        ).inc()
         m.bytes.labels(job.task).inc(dec.num_bytes)
         m.bpp.labels(job.task).observe(dec.bpp)
         m.observe_stages(timings)

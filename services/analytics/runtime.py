@@ -9,7 +9,8 @@ from torch import Tensor
 
 from services.analytics.batcher import Batcher, Pending
 from services.analytics.hub import ModelHub
-from services.analytics.metrics import Metrics
+from services.analytics.metrics import Metrics, ModelLabels
+from services.analytics.model_control import ModelControl
 from services.analytics.pipeline import Job, Outcome, Pipeline
 from services.analytics.settings import Settings
 from services.analytics.store import open_store
@@ -17,6 +18,7 @@ from services.common.errors import ServiceError, to_service_error
 from services.common.grpc_limits import CallCounter
 from transtic.bitstream import peek_header
 from transtic.tasks import TaskBackend
+from transtic.tasks.registry import BackendRegistry
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +44,19 @@ def build_labels() -> dict[str, str]:
 
 class Runtime:
     def __init__(
-        self, settings: Settings, *, backends: Sequence[TaskBackend] | None = None
+        self,
+        settings: Settings,
+        *,
+        backends: Sequence[TaskBackend] | None = None,
+        backend_registry: BackendRegistry | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = Metrics(request_timeout_s=settings.request_timeout_s)
-        self.hub = ModelHub(settings, backends=backends)
+        self.hub = ModelHub(settings, backends=backends, backend_registry=backend_registry)
+        self.models = ModelControl(self.hub)
         self.metrics.model_ready.set_function(lambda: float(self.ready))
+        self.metrics.models_loaded.labels("codec").set_function(lambda: len(self.hub.codecs))
+        self.metrics.models_loaded.labels("task").set_function(lambda: len(self.hub.ready_tasks()))
         self.metrics.queue_capacity.set(settings.max_queue)
         self.metrics.build_info.labels(**build_labels()).set(1)
         self.pipeline = Pipeline(self.metrics)
@@ -80,7 +89,12 @@ class Runtime:
 
     def close(self) -> None:
         self.drain()
+        self.models.close()
         self.store.close()
+
+    @property
+    def started(self) -> bool:
+        return self._started
 
     @property
     def ready(self) -> bool:
@@ -90,32 +104,44 @@ class Runtime:
     def grpc_saturated(self) -> bool:
         return self.grpc_calls.in_flight >= self.settings.grpc_max_workers
 
-    def record_error(self, exc: BaseException) -> ServiceError:
-        """Classify ``exc`` for a client and count it; unexpected ones are logged in full."""
+    def record_error(self, exc: BaseException, labels: ModelLabels | None = None) -> ServiceError:
+        """Classify ``exc`` for a client and count it (under the model the request had
+        resolved to, if any); unexpected ones are logged in full."""
         error = to_service_error(exc)
         if error is not exc and error.code.value == "INTERNAL":
             log.error("unexpected error", exc_info=exc)
-        self.metrics.errors.labels(error.code.value).inc()
+        self.metrics.count_error(error.code.value, labels)
         return error
 
     # -- submission (raises ServiceError for what can be refused up front) -------------
     def submit_bitstream(
-        self, data: bytes, task: str | None, *, source: str, keep_image: bool = False
+        self,
+        data: bytes,
+        task: str | None,
+        *,
+        source: str,
+        keep_image: bool = False,
+        labels: ModelLabels | None = None,
     ) -> Pending[Outcome]:
+        """Queue a bitstream; ``labels`` (if given) learn the codec and task as they are
+        resolved, so a caller counts a refusal under what was known by then."""
+        labels = labels if labels is not None else ModelLabels()
         try:
             header = peek_header(data, max_pixels=self.settings.max_pixels)
         except Exception as exc:
             raise to_service_error(exc) from None
         codec = self.hub.codec_for_stream(header)
+        labels.codec, labels.quality = codec.id, str(codec.quality)
         try:
             # What the header claims is what decoding would cost: refused before queueing.
             codec.codec.check_size(*header.original_size)
         except Exception as exc:
             raise to_service_error(exc) from None
         task = self.hub.resolve_task(task, header.task)
+        labels.task = task
         backend = self.hub.backend(task)
         job = Job(task, codec, backend, source, bitstream=data, keep_image=keep_image)
-        return self.batcher.submit(job, job.abandoned)
+        return self._queue(job)
 
     def submit_image(
         self,
@@ -125,16 +151,39 @@ class Runtime:
         *,
         source: str,
         keep_image: bool = False,
+        labels: ModelLabels | None = None,
     ) -> Pending[Outcome]:
+        labels = labels if labels is not None else ModelLabels()
         task = self.hub.resolve_task(task)
+        labels.task = task
         codec = self.hub.codec_for_image(task, quality)
+        labels.codec, labels.quality = codec.id, str(codec.quality)
         try:
             codec.codec.check_size(int(image.shape[-2]), int(image.shape[-1]))
         except Exception as exc:
             raise to_service_error(exc) from None
         backend = self.hub.backend(task)
         job = Job(task, codec, backend, source, image=image, keep_image=keep_image)
-        return self.batcher.submit(job, job.abandoned)
+        return self._queue(job)
+
+    def _queue(self, job: Job) -> Pending[Outcome]:
+        """Queue ``job`` holding its codec and task model until it is done: unloading
+        either (model control) lets the job finish on the model it was given."""
+        held = (job.codec.in_flight, job.backend.in_flight)
+        for counter in held:
+            counter.hold()
+
+        def release(_: object = None) -> None:
+            for counter in held:
+                counter.release()
+
+        try:
+            future = self.batcher.submit(job, job.abandoned)
+        except BaseException:
+            release()
+            raise
+        future.add_done_callback(release)
+        return future
 
     def wait(self, future: Pending[Outcome], deadline_s: float | None = None) -> Outcome:
         """Block for a result (gRPC threads), at most the request timeout or ``deadline_s``;

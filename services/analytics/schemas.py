@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.generated.transtic_api.v1 import api_pb2
+from services.generated.transtic.v1 import api_pb2
 
 
 class _Model(BaseModel):
@@ -183,6 +183,37 @@ class ModelsInfo(_Model):
     tasks: list[str]
     qualities: list[int]
     models: list[ModelInfo]
+
+
+class RepositoryModel(_Model):
+    """One model as model control sees it (the fields of the gRPC RepositoryModel)."""
+
+    name: str
+    kind: Literal["codec", "task"]
+    version: str = Field(
+        description="codecs: weights fingerprint (hex), empty until loaded; tasks: weights"
+    )
+    state: Literal["READY", "UNAVAILABLE", "LOADING", "UNLOADING"]
+    reason: str = Field(description="why it is not READY")
+    task: str
+    quality: int
+    source: Literal["catalog", "repository", "config", "backends"]
+    in_flight: int = Field(description="requests still holding it")
+
+
+class RepositoryIndex(_Model):
+    models: list[RepositoryModel]
+
+
+class LoadResult(_Model):
+    model: RepositoryModel
+    already_loaded: bool = Field(description="that version was loaded before this call")
+
+
+class UnloadResult(_Model):
+    unloaded: list[RepositoryModel] = Field(
+        description="state UNLOADING while requests still use them; empty if none was loaded"
+    )
 
 
 class Health(_Model):

@@ -169,7 +169,7 @@ def install(app: FastAPI, settings: Settings) -> ApiKeys:
         runtime = app.state.runtime
         metrics = getattr(runtime, "metrics", None)
         if metrics is not None:
-            metrics.errors.labels(code.value).inc()
+            metrics.count_error(code.value)
 
     app.add_middleware(
         Guard,

@@ -43,6 +43,7 @@ def run(settings: Settings, *, backends: Sequence[TaskBackend] | None = None) ->
     runtime = Runtime(settings, backends=backends)
     runtime.start()
     frames = FrameProcessor(runtime)
+    front: GrpcFrontEnd | None = None
     try:
         front = GrpcFrontEnd(runtime, frames, grpc_address(settings.host, settings.grpc_port))
         http_socket = bind_http_socket(settings.host, settings.http_port)
@@ -74,6 +75,8 @@ def run(settings: Settings, *, backends: Sequence[TaskBackend] | None = None) ->
             runtime.draining = True
             front.set_serving(False)
 
+        if front.health_port is not None:
+            front.health_port.start()
         asyncio.run(
             serve_until_signalled(
                 front.server,
@@ -84,6 +87,9 @@ def run(settings: Settings, *, backends: Sequence[TaskBackend] | None = None) ->
             )
         )
     finally:
+        # Stopped last: through the drain, probes read NOT_SERVING rather than a dead port.
+        if front is not None and front.health_port is not None:
+            front.health_port.stop()
         # Queued frames finish first, so their results still reach the store writer.
         runtime.drain()
         frames.close()

@@ -19,6 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from services.analytics.metrics import ModelLabels
 from services.analytics.pipeline import Outcome
 from services.analytics.results import jpeg_thumbnail_base64
 from services.analytics.runtime import Runtime
@@ -96,7 +97,7 @@ class FrameProcessor:
         session: str = "",
     ) -> Future[FrameOutcome]:
         key = (stream_id, sequence)
-        frame = _Frame(stream_id, sequence, session, content_digest(bitstream))
+        frame = _Frame(stream_id, sequence, session, content_digest(bitstream), ModelLabels())
         done: Future[FrameOutcome] = Future()
         with self._lock:
             first = self._inflight.get(key)
@@ -113,10 +114,14 @@ class FrameProcessor:
                     done.set_result(self._stored(frame, stored.digest, stored.result, digest))
                     return done
                 work = self.runtime.submit_bitstream(
-                    bitstream, task, source="stream", keep_image=self._thumbnail_px > 0
+                    bitstream,
+                    task,
+                    source="stream",
+                    keep_image=self._thumbnail_px > 0,
+                    labels=frame.labels,
                 )
             except Exception as exc:
-                done.set_result(frame.failed(self.runtime.record_error(exc)))
+                done.set_result(frame.failed(self.runtime.record_error(exc, frame.labels)))
                 return done
             self._inflight[key] = (session, frame.digest, done)
             work.add_done_callback(
@@ -194,7 +199,7 @@ class FrameProcessor:
                 )
             except BaseException as exc:
                 # Failures are not stored: a resend after a transient error is retried.
-                result = frame.failed(self.runtime.record_error(exc))
+                result = frame.failed(self.runtime.record_error(exc, frame.labels))
             else:
                 if inserted:
                     result = FrameOutcome(
@@ -219,6 +224,7 @@ class _Frame:
     sequence: int
     session: str
     digest: str
+    labels: ModelLabels
 
     def failed(self, error: ServiceError) -> FrameOutcome:
         return FrameOutcome(

@@ -29,12 +29,25 @@ class ServiceSettings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="interface both servers bind to")
     grpc_port: int = Field(default=50051, ge=0, le=65535, description="gRPC port (0 = ephemeral)")
     http_port: int = Field(default=8080, ge=0, le=65535, description="HTTP port (0 = ephemeral)")
+    grpc_health_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="plaintext gRPC port that serves grpc.health.v1 Check and nothing else, "
+        "for probes that cannot do TLS (the kubelet's gRPC probe); unset = none, 0 = ephemeral",
+    )
     device: str = Field(
         default="auto", description="'auto' (CUDA when available), 'cpu', 'cuda:0', ..."
     )
     log_level: str = Field(default="INFO", description="Python logging level")
     weights_cache_dir: Path | None = Field(
         default=None, description="directory holding downloaded weights files"
+    )
+    model_repository: Path | None = Field(
+        default=None,
+        description="directory of codec weights that model control may load by name: "
+        "NAME.json ({'file', 'sha256', 'task', 'quality'}) beside each weights file "
+        "(docs/model-control.md); read again at every load, so new files need no restart",
     )
     shutdown_grace_s: float = Field(
         default=10.0, ge=0, description="how long in-flight requests may finish after SIGTERM"
@@ -84,6 +97,12 @@ class ServiceSettings(BaseSettings):
         for key in value:
             check_api_key(key.get_secret_value())
         return value
+
+    @model_validator(mode="after")
+    def _health_port_apart(self) -> ServiceSettings:
+        if self.grpc_health_port and self.grpc_health_port in (self.grpc_port, self.http_port):
+            raise ValueError("grpc_health_port must differ from grpc_port and http_port")
+        return self
 
     @model_validator(mode="after")
     def _tls_pairs(self) -> ServiceSettings:

@@ -38,6 +38,7 @@ _SERVE_FLAGS = (
     "host",
     "grpc_port",
     "http_port",
+    "grpc_health_port",
     "max_workers",
     "max_concurrent_rpcs",
     "shutdown_grace_s",
@@ -178,7 +179,7 @@ def _probe(args: argparse.Namespace, settings: EncoderSettings, info: bool) -> i
 
     from services.common.auth import auth_metadata
     from services.common.tls import open_channel
-    from services.generated.transtic_api.v1 import api_pb2, api_pb2_grpc
+    from services.generated.transtic.v1 import api_pb2, api_pb2_grpc
 
     address = args.address or f"localhost:{settings.grpc_port}"
     try:

@@ -26,6 +26,9 @@ from prometheus_client import (
 
 log = logging.getLogger(__name__)
 
+# The label value of a model a call never resolved to (unknown task or quality, refused).
+UNKNOWN = "unknown"
+MODEL_LABELS = ("codec", "quality", "task")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BPP_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0, 8.0)
 
@@ -40,11 +43,9 @@ class EncoderMetrics:
         self.registry = registry
         r = self.registry
         # -- server (Encode RPC) and stream client alike: one frame coded
-        self.frames = Counter(
-            "transtic_encoder_frames", "Frames encoded", ["task", "quality"], registry=r
-        )
+        self.frames = Counter("transtic_encoder_frames", "Frames encoded", MODEL_LABELS, registry=r)
         self.bytes = Counter(
-            "transtic_encoder_bytes", "Bitstream bytes produced", ["task", "quality"], registry=r
+            "transtic_encoder_bytes", "Bitstream bytes produced", MODEL_LABELS, registry=r
         )
         self.encode_seconds = Histogram(
             "transtic_encoder_encode_seconds",
@@ -62,8 +63,8 @@ class EncoderMetrics:
         )
         self.errors = Counter(
             "transtic_encoder_errors",
-            "Refused or failed Encode calls by gRPC code",
-            ["code"],
+            "Refused or failed Encode calls by gRPC code, under the codec they resolved to",
+            ["code", *MODEL_LABELS],
             registry=r,
         )
         self.inflight = Gauge(
@@ -88,6 +89,16 @@ class EncoderMetrics:
         self.stream_achieved_bpp = Gauge(
             "transtic_stream_achieved_bpp", "Running average bits per pixel", registry=r
         )
+
+    def count_frame(self, codec: str, quality: int, task: str, nbytes: int) -> None:
+        labels = {"codec": codec, "quality": str(quality), "task": task}
+        self.frames.labels(**labels).inc()
+        self.bytes.labels(**labels).inc(nbytes)
+
+    def count_error(
+        self, code: str, codec: str = UNKNOWN, quality: str = UNKNOWN, task: str = UNKNOWN
+    ) -> None:
+        self.errors.labels(code=code, codec=codec, quality=quality, task=task).inc()
 
 
 def exposed_names(registry: CollectorRegistry) -> set[str]:

@@ -14,7 +14,7 @@ import grpc
 
 from services.common.auth import auth_metadata
 from services.common.tls import ClientTLS, open_channel
-from services.generated.transtic_api.v1 import api_pb2, api_pb2_grpc
+from services.generated.transtic.v1 import api_pb2, api_pb2_grpc
 
 from .resend import Cursor, PendingFrame, ResendBuffer
 

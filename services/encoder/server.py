@@ -17,13 +17,13 @@ from services.common.auth import ApiKeys
 from services.common.errors import ErrorCode, ServiceError, abort_grpc, to_service_error
 from services.common.grpc_guard import GrpcGuard
 from services.common.grpc_limits import server_options
-from services.common.grpc_utils import add_health_and_reflection, set_serving
+from services.common.grpc_utils import HealthPort, add_health_and_reflection, set_serving
 from services.common.ratelimit import RateLimiter
 from services.common.tls import add_port, describe_server, server_credentials
-from services.generated.transtic_api.v1 import api_pb2, api_pb2_grpc
+from services.generated.transtic.v1 import api_pb2, api_pb2_grpc
 
 from .codecs import CodecBank
-from .metrics import EncoderMetrics, HealthHTTPServer
+from .metrics import UNKNOWN, EncoderMetrics, HealthHTTPServer
 from .settings import EncoderSettings
 
 log = logging.getLogger(__name__)
@@ -41,9 +41,15 @@ class EncoderServicer(api_pb2_grpc.EncoderServicer):
 
     def Encode(self, request: api_pb2.EncodeRequest, context: grpc.ServicerContext) -> Any:  # noqa: N802
         start = time.perf_counter()
+        labels = {"codec": UNKNOWN, "quality": UNKNOWN, "task": UNKNOWN}
         with self.metrics.inflight.track_inprogress():
             try:
                 task, quality = self.bank.resolve(request.task, request.quality)
+                labels = {
+                    "codec": self.bank.codec_id(task, quality),
+                    "quality": str(quality),
+                    "task": task,
+                }
                 t0 = time.perf_counter()
                 image = self.bank.decode_upload(request.image)
                 decode_ms = (time.perf_counter() - t0) * 1e3
@@ -69,13 +75,12 @@ class EncoderServicer(api_pb2_grpc.EncoderServicer):
                     quality=quality,
                     task=task,
                 )
-        self.metrics.errors.labels(error.grpc_status.name).inc()
+        self.metrics.count_error(error.grpc_status.name, **labels)
         abort_grpc(context, error)
 
     def _observe(self, task: str, quality: int, nbytes: int, bpp: float, seconds: float) -> None:
         m = self.metrics
-        m.frames.labels(task, str(quality)).inc()
-        m.bytes.labels(task, str(quality)).inc(nbytes)
+        m.count_frame(self.bank.codec_id(task, quality), quality, task, nbytes)
         m.encode_seconds.labels(task).observe(seconds)
         m.bpp.labels(task).observe(bpp)
 
@@ -120,7 +125,7 @@ class EncoderServer:
         metrics = self.metrics
 
         def refused(code: ErrorCode) -> None:
-            metrics.errors.labels(code.value).inc()
+            metrics.count_error(code.value)
 
         guard = GrpcGuard(
             ApiKeys.from_settings(settings), RateLimiter.from_settings(settings), on_refused=refused
@@ -142,12 +147,15 @@ class EncoderServer:
         )
         if self.port == 0:
             raise OSError(f"cannot bind gRPC port {settings.host}:{settings.grpc_port}")
+        self.health_port = HealthPort.from_settings(self.health, settings)
         self._http: HealthHTTPServer | None = None
         self._stopped = threading.Event()
 
     def start(self) -> EncoderServer:
         self._server.start()
         set_serving(self.health, [SERVICE_NAME], True)
+        if self.health_port is not None:
+            self.health_port.start()
         if self.settings.http_port:
             self._http = HealthHTTPServer(
                 self.settings.host, self.settings.http_port, self.metrics.registry, self.serving
@@ -174,6 +182,8 @@ class EncoderServer:
         self._server.stop(grace).wait()
         if self._http is not None:
             self._http.stop()
+        if self.health_port is not None:
+            self.health_port.stop()
         log.info("encoder stopped")
 
     def wait(self) -> None:

@@ -15,10 +15,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from services.generated.transtic_api.v1 import api_pb2
+from services.generated.transtic.v1 import api_pb2
 
 from .codecs import CodecBank
-from .metrics import EncoderMetrics, HealthHTTPServer
+from .metrics import UNKNOWN, EncoderMetrics, HealthHTTPServer
 from .rate_control import RateController, RateTarget
 from .report import StreamStats, build_summary, report
 from .resend import PendingFrame, ResendBuffer
@@ -35,6 +35,7 @@ EXIT_OK, EXIT_ERROR, EXIT_UNACKED = 0, 1, 3
 class EncodedFrame:
     data: bytes
     encode_ms: float
+    codec_id: str = UNKNOWN  # the metrics' codec label
 
 
 EncodeFn = Callable[[Any, int], EncodedFrame]  # (image, quality) -> coded frame
@@ -61,7 +62,8 @@ def codec_encoder(settings: EncoderSettings) -> tuple[EncodeFn, list[int]]:
     def encode(image: Any, quality: int) -> EncodedFrame:
         start = time.perf_counter()
         result = bank.encode(image, settings.task, quality)
-        return EncodedFrame(result.data, (time.perf_counter() - start) * 1e3)
+        elapsed_ms = (time.perf_counter() - start) * 1e3
+        return EncodedFrame(result.data, elapsed_ms, bank.codec_id(settings.task, quality))
 
     return encode, qualities
 
@@ -223,7 +225,7 @@ class StreamRun:
         self.controller.update(quality, bits, pixels)
         bpp = bits / pixels
         self.stats.add_encoded(len(coded.data), coded.encode_ms)
-        self._observe(quality, len(coded.data), bpp, coded.encode_ms)
+        self._observe(coded, quality, bpp)
         msg = api_pb2.Frame(
             stream_id=self.stream_id,
             sequence=sequence,
@@ -255,11 +257,10 @@ class StreamRun:
         self.metrics.stream_unacked.set(len(self.buffer))
         return True
 
-    def _observe(self, quality: int, nbytes: int, bpp: float, encode_ms: float) -> None:
+    def _observe(self, coded: EncodedFrame, quality: int, bpp: float) -> None:
         m, task = self.metrics, self.settings.task
-        m.frames.labels(task, str(quality)).inc()
-        m.bytes.labels(task, str(quality)).inc(nbytes)
-        m.encode_seconds.labels(task).observe(encode_ms / 1e3)
+        m.count_frame(coded.codec_id, quality, task, len(coded.data))
+        m.encode_seconds.labels(task).observe(coded.encode_ms / 1e3)
         m.bpp.labels(task).observe(bpp)
         m.stream_achieved_bpp.set(self.controller.stats.bpp)
         if self.controller.stats.pixels:

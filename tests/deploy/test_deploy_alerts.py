@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+from metric_labels import exposed_labels, selector_labels, unknown_labels
 
 from services.analytics.metrics import Metrics
 from services.encoder.metrics import EncoderMetrics, exposed_names
@@ -62,3 +63,24 @@ def test_alerts_use_metrics_the_services_expose() -> None:
     for rule in rules():
         names = set(re.findall(r"\b(transtic_[a-z0-9_]+|up)\b", rule["expr"]))
         assert names and names <= known, (rule["alert"], names - known)
+
+
+def test_alerts_filter_and_group_only_on_labels_the_metrics_carry() -> None:
+    labels = exposed_labels(Metrics(), EncoderMetrics())
+    for rule in rules():
+        assert not unknown_labels(rule["expr"], labels), rule["alert"]
+
+
+def test_a_per_model_alert_uses_the_model_labels() -> None:
+    """Some alert tells which served model (codec, quality, task) fails, and leaves out the
+    requests that resolved to no model (label value "unknown")."""
+    per_model = [
+        rule
+        for rule in rules()
+        if "by (codec, quality, task)" in rule["expr"]
+        and ("transtic_analytics_errors_total", "codec") in selector_labels(rule["expr"])
+    ]
+    assert per_model, "no alert groups the errors by codec, quality and task"
+    for rule in per_model:
+        assert 'codec!="unknown"' in rule["expr"]
+        assert "$labels.codec" in rule["annotations"]["summary"]

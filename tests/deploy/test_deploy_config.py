@@ -19,6 +19,7 @@ import pytest
 import yaml
 from compose_model import dockerfile_steps, image_defaults, load_compose
 from kustomize import base_objects
+from metric_labels import exposed_labels, unknown_labels
 
 from services.encoder.cli import build_parser
 from services.encoder.metrics import EncoderMetrics, exposed_names
@@ -208,6 +209,25 @@ def test_dashboard_queries_only_use_defined_metrics() -> None:
     assert not REQUIRED_PANEL_METRICS - used
 
 
+def test_dashboard_filters_by_model_with_labels_the_metrics_carry() -> None:
+    metrics = pytest.importorskip("services.analytics.metrics")
+    labels = exposed_labels(metrics.Metrics(), EncoderMetrics())
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "transtic.json").read_text())
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    for name in ("task", "codec", "quality"):
+        assert variables[name]["includeAll"] and variables[name]["multi"]
+        assert name in variables[name]["definition"]
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    for expr in exprs:
+        assert not unknown_labels(expr, labels), expr
+    # The request and error panels follow the chosen models.
+    for metric in ("transtic_analytics_frames_total", "transtic_analytics_errors_total"):
+        filtered = [e for e in exprs if f'{metric}{{task=~"$task"' in e]
+        assert filtered and all(
+            'codec=~"$codec"' in e and 'quality=~"$quality"' in e for e in filtered
+        )
+
+
 # What the panels the operators asked for are built on.
 REQUIRED_PANEL_METRICS = {
     "transtic_analytics_frames_total",
@@ -237,12 +257,14 @@ def test_grafana_provisioning_points_at_the_dashboard_and_prometheus(
     # the provisioned source is the default, which the variable starts on.
     uids = {t["datasource"]["uid"] for p in dashboard["panels"] for t in p.get("targets", [])}
     assert uids == {"${datasource}"}
-    (variable,) = dashboard["templating"]["list"]
+    variable, *model_variables = dashboard["templating"]["list"]
     assert (variable["name"], variable["type"], variable["query"]) == (
         "datasource",
         "datasource",
         source["type"],
     )
+    # The model filters (task, codec, quality) read their values from the same source.
+    assert {v["datasource"]["uid"] for v in model_variables} <= {"${datasource}"}
     assert source["isDefault"] is True
     provider = load_yaml_docs(provisioning / "dashboards" / "transtic.yml")[0]["providers"][0]
     mounts = compose["services"]["grafana"]["volumes"]
@@ -297,7 +319,8 @@ def test_k8s_config_maps_hold_only_settings_env_names() -> None:
     for name, service in (("encoder-config", "encoder"), ("analytics-config", "analytics")):
         data = k8s("ConfigMap", name)["data"]
         assert set(data) <= set(env_names(service).values()), name
-        ports = {data[env_names(service)["grpc_port"]], data[env_names(service)["http_port"]]}
+        names = env_names(service)
+        ports = {data[names[port]] for port in ("grpc_port", "http_port", "grpc_health_port")}
         deployment = k8s("Deployment", service)
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         assert container["envFrom"][0]["configMapRef"]["name"] == name
@@ -320,23 +343,46 @@ def analytics_routes() -> set[str]:
     return set(app.openapi()["paths"])
 
 
+def grpc_readiness_port(service: str, container: dict[str, Any], config_map: str) -> int:
+    """Readiness is the kubelet's gRPC probe on the plaintext health-only port: the one
+    the service opens (grpc_health_port), declared on the container, not the TLS port."""
+    data = k8s("ConfigMap", config_map)["data"]
+    port = int(data[env_names(service)["grpc_health_port"]])
+    probe = container["readinessProbe"]["grpc"]
+    assert probe["port"] == port and "service" not in probe  # "" = the whole server
+    assert named_port(container, "grpc-health") == port
+    assert port != int(data[env_names(service)["grpc_port"]])
+    return port
+
+
 def test_k8s_probes_hit_existing_endpoints() -> None:
     routes = analytics_routes()
     (analytics,) = k8s("Deployment", "analytics")["spec"]["template"]["spec"]["containers"]
-    assert analytics["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    grpc_readiness_port("analytics", analytics, "analytics-config")
     assert analytics["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+    for probe in ("startupProbe", "livenessProbe"):
         get = analytics[probe]["httpGet"]
         assert get["path"] in routes
         assert named_port(analytics, get["port"]) == 8080
-    # The encoder's gRPC port needs mutual TLS, which the kubelet's gRPC probe cannot do:
-    # its probes use the HTTP health server (services/encoder/metrics.py).
     (encoder,) = k8s("Deployment", "encoder")["spec"]["template"]["spec"]["containers"]
-    assert encoder["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+    grpc_readiness_port("encoder", encoder, "encoder-config")
+    for probe in ("startupProbe", "livenessProbe"):
         get = encoder[probe]["httpGet"]
         assert get["path"] in ("/healthz", "/readyz")
         assert named_port(encoder, get["port"]) == 9102
+
+
+def test_k8s_health_ports_stay_inside_the_pod() -> None:
+    """Only the kubelet (always allowed from the node) reaches the plaintext health ports:
+    no Service exposes them and no NetworkPolicy opens them."""
+    health_ports = {50061, 50062}
+    for obj in k8s_objects():
+        if obj["kind"] == "Service":
+            exposed = {p.get("targetPort") for p in obj["spec"]["ports"]}
+            assert not exposed & (health_ports | {"grpc-health"}), obj["metadata"]["name"]
+        if obj["kind"] == "NetworkPolicy":
+            for rule in obj["spec"].get("ingress", []):
+                assert not {p["port"] for p in rule.get("ports", [])} & health_ports
 
 
 def test_k8s_services_select_their_deployments() -> None:

@@ -167,6 +167,35 @@ class InProcessAnalytics:
 
 
 @contextmanager
+def serve_grpc(
+    runtime: Runtime, *, serving: bool | None = True, grace_s: float = 0
+) -> Iterator[InProcessAnalytics]:
+    """The gRPC front end of ``runtime`` (and its health-only port when configured) on
+    127.0.0.1; the server and its frame processor stop on exit, the runtime does not.
+    ``serving=None`` reports health as the runtime's readiness."""
+    frames = FrameProcessor(runtime)
+    try:
+        front = GrpcFrontEnd(runtime, frames, "127.0.0.1:0")
+    except BaseException:
+        frames.close()
+        raise
+    front.set_serving(runtime.ready if serving is None else serving)
+    front.server.start()
+    if front.health_port is not None:
+        front.health_port.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{front.port}")
+    try:
+        yield InProcessAnalytics(runtime, frames, front, channel)
+    finally:
+        channel.close()
+        front.server.stop(grace_s).wait()
+        if front.health_port is not None:
+            front.health_port.stop()
+        runtime.drain()
+        frames.close()
+
+
+@contextmanager
 def analytics_grpc(
     settings: Settings,
     backends: list[TaskBackend],
@@ -175,29 +204,13 @@ def analytics_grpc(
     serving: bool | None = True,
     grace_s: float = 0,
 ) -> Iterator[InProcessAnalytics]:
-    """The real runtime and gRPC front end on 127.0.0.1 (ephemeral port).
-
-    ``start=False`` leaves the models unloaded (for tests of what happens before any
-    work); ``serving=None`` reports health as the runtime's readiness.
-    """
+    """A runtime with ``backends`` (its models loaded unless ``start=False``) served by
+    :func:`serve_grpc`; closed on exit."""
     runtime = Runtime(settings, backends=backends)
-    if start:
-        runtime.start()
-    frames = FrameProcessor(runtime)
     try:
-        front = GrpcFrontEnd(runtime, frames, "127.0.0.1:0")
-    except BaseException:
-        frames.close()
-        runtime.close()
-        raise
-    front.set_serving(runtime.ready if serving is None else serving)
-    front.server.start()
-    channel = grpc.insecure_channel(f"127.0.0.1:{front.port}")
-    try:
-        yield InProcessAnalytics(runtime, frames, front, channel)
+        if start:
+            runtime.start()
+        with serve_grpc(runtime, serving=serving, grace_s=grace_s) as served:
+            yield served
     finally:
-        channel.close()
-        front.server.stop(grace_s).wait()
-        runtime.drain()
-        frames.close()
         runtime.close()

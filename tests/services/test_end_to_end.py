@@ -43,7 +43,7 @@ from e2e_helpers import (
 )
 
 from services.analytics.store import SqliteFrameStore
-from services.generated.transtic_api.v1 import api_pb2, api_pb2_grpc
+from services.generated.transtic.v1 import api_pb2, api_pb2_grpc
 from transtic.client import AnalyticsClient, AnalyticsGrpcClient, ClientError, EncoderGrpcClient
 
 pytestmark = pytest.mark.integration

@@ -12,6 +12,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.analytics.batcher import Pending
+from services.analytics.metrics import ModelLabels
 from services.analytics.pipeline import Outcome
 from services.analytics.problems import problem_responses
 from services.analytics.results import png_base64
@@ -77,10 +78,13 @@ async def analyze(
     ``application/x-transtic``.
     """
     start = time.perf_counter()
+    labels = ModelLabels()
     try:
-        return await _analyze(request, settings, runtime, task, quality, return_image, start)
+        return await _analyze(
+            request, settings, runtime, task, quality, return_image, start, labels
+        )
     except Exception as exc:
-        raise runtime.record_error(exc) from None
+        raise runtime.record_error(exc, labels) from None
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -140,12 +144,18 @@ async def submit_upload(
     source: str,
     *,
     keep_image: bool = False,
+    labels: ModelLabels | None = None,
 ) -> Pending[Outcome]:
     """Queue one uploaded bitstream or image (decoded and coded at the edge codec first)."""
     if is_stream:
         # Off the event loop: validation checksums the whole (possibly large) stream.
         return await run_in_threadpool(
-            runtime.submit_bitstream, data, task, source=source, keep_image=keep_image
+            runtime.submit_bitstream,
+            data,
+            task,
+            source=source,
+            keep_image=keep_image,
+            labels=labels,
         )
     image = await run_in_threadpool(
         decode_image_bytes,
@@ -153,7 +163,9 @@ async def submit_upload(
         max_pixels=settings.max_pixels,
         max_aspect_ratio=settings.max_aspect_ratio,
     )
-    return runtime.submit_image(image, task, quality, source=source, keep_image=keep_image)
+    return runtime.submit_image(
+        image, task, quality, source=source, keep_image=keep_image, labels=labels
+    )
 
 
 async def await_outcome(
@@ -192,6 +204,7 @@ async def _analyze(
     quality: int | None,
     return_image: bool,
     start: float,
+    labels: ModelLabels,
 ) -> AnalyzeResponse:
     media_type = _media_type(request)
     allowed = ("multipart/form-data", BITSTREAM_TYPE, "application/octet-stream")
@@ -212,7 +225,15 @@ async def _analyze(
     is_stream = is_bitstream(part_type, data)
     source = "rest_bitstream" if is_stream else "rest_image"
     future = await submit_upload(
-        runtime, settings, data, is_stream, task, quality, source, keep_image=return_image
+        runtime,
+        settings,
+        data,
+        is_stream,
+        task,
+        quality,
+        source,
+        keep_image=return_image,
+        labels=labels,
     )
     outcome = await await_outcome(future, settings, request)
     coded = len(outcome.bitstream)
@@ -221,7 +242,7 @@ async def _analyze(
     if outcome.image is not None:
         image_png = await run_in_threadpool(png_base64, outcome.image)
     elapsed = time.perf_counter() - start
-    runtime.metrics.request_seconds.labels(source).observe(elapsed)
+    runtime.metrics.request_seconds.labels(api=source, **labels.values()).observe(elapsed)
     return AnalyzeResponse(
         **result.model_dump(exclude={"timings_ms"}),
         timings_ms={**result.timings_ms, "total": round(elapsed * 1e3, 3)},

@@ -56,7 +56,10 @@ def readyz(runtime: RuntimeDep) -> Any:
     elif runtime.grpc_saturated:
         reason = "every gRPC handler thread is busy"
     else:
-        reason = "; ".join(runtime.hub.codec_problems.values()) or "starting"
+        unloaded = "no codec is loaded (load one through model control)"
+        reason = "; ".join(runtime.hub.codec_problems.values()) or (
+            unloaded if runtime.started else "starting"
+        )
     return problem_response(ServiceError(ErrorCode.UNAVAILABLE, f"not ready: {reason}"))
 
 

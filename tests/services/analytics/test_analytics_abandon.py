@@ -15,7 +15,7 @@ from services.analytics.rest import BITSTREAM_TYPE, create_app
 from services.analytics.runtime import Runtime
 from services.analytics.settings import Settings
 from services.common.errors import ErrorCode, ServiceError
-from services.generated.transtic_api.v1 import api_pb2, api_pb2_grpc
+from services.generated.transtic.v1 import api_pb2, api_pb2_grpc
 
 
 class GatedDecoding:

@@ -11,7 +11,7 @@ from services.analytics.grpc_service import service_info
 from services.analytics.rest import create_app
 from services.analytics.settings import Settings
 from services.analytics.streaming import FrameProcessor
-from services.generated.transtic_api.v1 import api_pb2
+from services.generated.transtic.v1 import api_pb2
 from transtic.tasks import TaskBackend
 
 

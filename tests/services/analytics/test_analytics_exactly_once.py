@@ -19,7 +19,7 @@ from services.analytics.settings import Settings
 from services.analytics.store import SqliteFrameStore
 from services.analytics.store.migrations import migrations
 from services.analytics.streaming import FrameOutcome, FrameProcessor
-from services.generated.transtic_api.v1 import api_pb2, api_pb2_grpc
+from services.generated.transtic.v1 import api_pb2, api_pb2_grpc
 from transtic.codec import ImageCodec
 from transtic.images import decode_image_bytes
 

@@ -13,7 +13,7 @@ from service_fakes import analytics_grpc
 from services.analytics.grpc_service import SERVICE_NAME
 from services.analytics.runtime import Runtime
 from services.analytics.settings import Settings
-from services.generated.transtic_api.v1 import api_pb2, api_pb2_grpc
+from services.generated.transtic.v1 import api_pb2, api_pb2_grpc
 from transtic.tasks import TaskBackend
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,7 @@ from services.analytics.grpc_service import GrpcFrontEnd
 from services.analytics.runtime import Runtime
 from services.analytics.settings import Settings
 from services.common.grpc_limits import StreamLimiter, server_options
-from services.generated.transtic_api.v1 import api_pb2, api_pb2_grpc
+from services.generated.transtic.v1 import api_pb2, api_pb2_grpc
 
 pytestmark = pytest.mark.integration
 KEY = "k" * 32

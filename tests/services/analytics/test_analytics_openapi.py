@@ -15,6 +15,9 @@ OPERATION_IDS = {
     ("get", "/v1/streams"): "list_streams",
     ("get", "/v1/streams/{stream_id}/frames"): "list_stream_frames",
     ("get", "/v1/models"): "list_models",
+    ("get", "/v1/repository/models"): "list_repository_models",
+    ("post", "/v1/repository/models/{name}/load"): "load_model",
+    ("post", "/v1/repository/models/{name}/unload"): "unload_model",
     ("get", "/healthz"): "get_liveness",
     ("get", "/readyz"): "get_readiness",
     ("get", "/metrics"): "get_metrics",
@@ -55,6 +58,10 @@ def test_errors_are_problem_details_never_422(make_settings: Callable[..., Setti
     frames = operations(doc)[("get", "/v1/streams/{stream_id}/frames")]["responses"]
     assert {"400", "401", "404", "429"} <= set(frames)
     assert "503" in operations(doc)[("get", "/readyz")]["responses"]
+    load = operations(doc)[("post", "/v1/repository/models/{name}/load")]["responses"]
+    assert {"400", "401", "404", "409", "503"} <= set(load)
+    unload = operations(doc)[("post", "/v1/repository/models/{name}/unload")]["responses"]
+    assert {"400", "401", "404", "409"} <= set(unload)
 
 
 def test_answers_are_typed(make_settings: Callable[..., Settings]) -> None:

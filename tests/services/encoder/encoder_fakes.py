@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from services.encoder.streamer import EncodedFrame
-from services.generated.transtic_api.v1 import api_pb2, api_pb2_grpc
+from services.generated.transtic.v1 import api_pb2, api_pb2_grpc
 
 
 @dataclass

@@ -12,7 +12,7 @@ from grpc_reflection.v1alpha import reflection_pb2
 from services.encoder.codecs import CodecBank
 from services.encoder.server import SERVICE_NAME, EncoderServer
 from services.encoder.settings import EncoderSettings
-from services.generated.transtic_api.v1 import api_pb2, api_pb2_grpc
+from services.generated.transtic.v1 import api_pb2, api_pb2_grpc
 from transtic.bitstream import peek_header
 
 

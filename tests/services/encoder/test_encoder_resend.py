@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from services.encoder.resend import Cursor, ResendBuffer
 from services.encoder.sender import Backoff
-from services.generated.transtic_api.v1 import api_pb2
+from services.generated.transtic.v1 import api_pb2
 
 
 def frame(seq: int) -> api_pb2.Frame:

@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from services.encoder.codecs import CodecBank
 from services.encoder.server import SERVICE_NAME, EncoderServer
 from services.encoder.settings import EncoderSettings
-from services.generated.transtic_api.v1 import api_pb2, api_pb2_grpc
+from services.generated.transtic.v1 import api_pb2, api_pb2_grpc
 from transtic.codec import ImageCodec
 
 Request = api_pb2.EncodeRequest
@@ -135,9 +135,16 @@ def test_metrics_and_http_health(server: EncoderServer, stub: api_pb2_grpc.Encod
     stub.Encode(Request(image=png_bytes(16, 16)))
     base = f"http://127.0.0.1:{server.settings.http_port}"
     text = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
-    assert 'transtic_encoder_frames_total{quality="1",task="classification"}' in text
+    assert (
+        'transtic_encoder_frames_total{codec="transtic-classification-q1",quality="1",'
+        'task="classification"}' in text
+    )
     assert "transtic_encoder_encode_seconds_bucket" in text
-    assert 'transtic_encoder_errors_total{code="INVALID_ARGUMENT"}' in text
+    # An unknown task is counted as such, never under the name the client sent.
+    assert (
+        'transtic_encoder_errors_total{code="INVALID_ARGUMENT",codec="unknown",'
+        'quality="unknown",task="unknown"}' in text
+    )
     for path in ("/healthz", "/readyz"):
         assert urllib.request.urlopen(base + path, timeout=5).status == 200
     with pytest.raises(urllib.error.HTTPError):

@@ -17,7 +17,7 @@ from services.encoder.sender import StreamSender
 from services.encoder.settings import EncoderSettings
 from services.encoder.sources import SourceFrame
 from services.encoder.streamer import EXIT_ERROR, EXIT_OK, EXIT_UNACKED, StreamRun
-from services.generated.transtic_api.v1 import api_pb2
+from services.generated.transtic.v1 import api_pb2
 
 BPP = {1: 0.5, 2: 1.0, 3: 2.0}
 CAPACITY = 4

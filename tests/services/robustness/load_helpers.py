@@ -23,7 +23,7 @@ import numpy as np
 
 from services.encoder.resend import PendingFrame, ResendBuffer
 from services.encoder.sender import AckEvent, Backoff, StreamSender
-from services.generated.transtic_api.v1 import api_pb2
+from services.generated.transtic.v1 import api_pb2
 
 RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
 

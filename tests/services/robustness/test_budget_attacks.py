@@ -18,7 +18,7 @@ import pytest
 from e2e_helpers import Analytics, Encoder, png
 from PIL import Image
 
-from services.generated.transtic_api.v1 import api_pb2, api_pb2_grpc
+from services.generated.transtic.v1 import api_pb2, api_pb2_grpc
 from transtic.bitstream import AlignMode, EntropyParamMode, StreamHeader, encode_container
 from transtic.codec import ImageCodec
 

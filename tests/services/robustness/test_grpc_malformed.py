@@ -31,7 +31,7 @@ from services.analytics.grpc_service import GrpcFrontEnd
 from services.analytics.runtime import Runtime
 from services.analytics.settings import Settings
 from services.analytics.streaming import FrameProcessor
-from services.generated.transtic_api.v1 import api_pb2
+from services.generated.transtic.v1 import api_pb2
 
 from .conftest import watchdog
 

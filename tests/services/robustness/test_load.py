@@ -39,7 +39,7 @@ from e2e_helpers import (
     stored_frames,
 )
 
-from services.generated.transtic_api.v1 import api_pb2, api_pb2_grpc
+from services.generated.transtic.v1 import api_pb2, api_pb2_grpc
 
 from .conftest import LOAD_REPORTS
 from .load_helpers import (

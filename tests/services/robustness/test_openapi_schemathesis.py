@@ -45,6 +45,9 @@ WITH_INPUTS = [
     ("POST", "/v1/analyze"),
     ("GET", "/v1/streams"),
     ("GET", "/v1/streams/{stream_id}/frames"),
+    ("GET", "/v1/repository/models"),
+    ("POST", "/v1/repository/models/{name}/load"),
+    ("POST", "/v1/repository/models/{name}/unload"),
 ]
 WITHOUT_INPUTS = [
     ("GET", "/v1/models"),

@@ -14,6 +14,7 @@ import grpc
 import pytest
 from service_fakes import TinyDetection, analytics_grpc
 
+from services.analytics.grpc_service import GrpcFrontEnd
 from services.analytics.runtime import Runtime
 from services.analytics.settings import Settings
 from services.common.devcerts import Issued, issue, make_ca
@@ -132,10 +133,17 @@ def echo_calls(channel: grpc.Channel) -> tuple[Any, Any]:
 
 # -- the real servers, in process ----------------------------------------------------
 @contextmanager
-def analytics_server(settings: Settings, *, start: bool = False) -> Iterator[tuple[int, Runtime]]:
-    """The real gRPC front end; the runtime (models) is started only when asked."""
+def analytics_front(settings: Settings, *, start: bool = False) -> Iterator[GrpcFrontEnd]:
+    """The real gRPC front end (and its health-only port when configured), serving; the
+    runtime (models) is started only when asked."""
     with analytics_grpc(settings, [TinyDetection()], start=start) as served:
-        yield served.port, served.runtime
+        yield served.front
+
+
+@contextmanager
+def analytics_server(settings: Settings, *, start: bool = False) -> Iterator[tuple[int, Runtime]]:
+    with analytics_front(settings, start=start) as front:
+        yield front.port, front.runtime
 
 
 def tiny_bank(checkpoint: Path) -> CodecBank:

@@ -30,7 +30,7 @@ from services.common.ratelimit import RateLimiter
 from services.common.tls import open_channel, server_credentials
 from services.encoder.codecs import CodecBank
 from services.encoder.settings import EncoderSettings
-from services.generated.transtic_api.v1 import api_pb2, api_pb2_grpc
+from services.generated.transtic.v1 import api_pb2, api_pb2_grpc
 
 pytestmark = pytest.mark.integration
 

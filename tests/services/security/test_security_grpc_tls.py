@@ -22,7 +22,7 @@ from services.analytics.settings import Settings
 from services.common.tls import ClientTLS, open_channel
 from services.encoder.codecs import CodecBank
 from services.encoder.settings import EncoderSettings
-from services.generated.transtic_api.v1 import api_pb2, api_pb2_grpc
+from services.generated.transtic.v1 import api_pb2, api_pb2_grpc
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ from service_fakes import TinyDetection
 from services.analytics.rest import BITSTREAM_TYPE, create_app
 from services.analytics.settings import Settings
 from services.common.errors import redact_paths
-from services.generated.transtic_api.v1 import api_pb2, api_pb2_grpc
+from services.generated.transtic.v1 import api_pb2, api_pb2_grpc
 
 HEADERS = {
     "x-content-type-options": "nosniff",

@@ -101,7 +101,8 @@ def test_probes_page_and_metrics_stay_open(secured: TestClient) -> None:
     assert metrics.status_code == 200
     secured.get("/v1/models")  # refused: counted
     assert (
-        'transtic_analytics_errors_total{code="UNAUTHENTICATED"} 1.0'
+        'transtic_analytics_errors_total{code="UNAUTHENTICATED",codec="unknown",'
+        'quality="unknown",task="unknown"} 1.0'
         in secured.get("/metrics").text
     )
 

@@ -190,3 +190,67 @@ class FrameAck(_message.Message):
     content_sha256: str
     session: str
     def __init__(self, stream_id: _Optional[str] = ..., sequence: _Optional[int] = ..., duplicate: _Optional[bool] = ..., result: _Optional[_Union[AnalyzeResult, _Mapping]] = ..., error_code: _Optional[int] = ..., error_message: _Optional[str] = ..., content_sha256: _Optional[str] = ..., session: _Optional[str] = ...) -> None: ...
+
+class RepositoryModel(_message.Message):
+    __slots__ = ("name", "kind", "version", "state", "reason", "task", "quality", "source", "in_flight")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: str
+    version: str
+    state: str
+    reason: str
+    task: str
+    quality: int
+    source: str
+    in_flight: int
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., version: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., task: _Optional[str] = ..., quality: _Optional[int] = ..., source: _Optional[str] = ..., in_flight: _Optional[int] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ("ready_only",)
+    READY_ONLY_FIELD_NUMBER: _ClassVar[int]
+    ready_only: bool
+    def __init__(self, ready_only: _Optional[bool] = ...) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[RepositoryModel]
+    def __init__(self, models: _Optional[_Iterable[_Union[RepositoryModel, _Mapping]]] = ...) -> None: ...
+
+class LoadModelRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class LoadModelResponse(_message.Message):
+    __slots__ = ("model", "already_loaded")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    ALREADY_LOADED_FIELD_NUMBER: _ClassVar[int]
+    model: RepositoryModel
+    already_loaded: bool
+    def __init__(self, model: _Optional[_Union[RepositoryModel, _Mapping]] = ..., already_loaded: _Optional[bool] = ...) -> None: ...
+
+class UnloadModelRequest(_message.Message):
+    __slots__ = ("name", "version", "force")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    force: bool
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class UnloadModelResponse(_message.Message):
+    __slots__ = ("unloaded",)
+    UNLOADED_FIELD_NUMBER: _ClassVar[int]
+    unloaded: _containers.RepeatedCompositeFieldContainer[RepositoryModel]
+    def __init__(self, unloaded: _Optional[_Iterable[_Union[RepositoryModel, _Mapping]]] = ...) -> None: ...
