@@ -164,8 +164,8 @@ def load_codec(
     """Locate (see :func:`locate_codec`), check and load a codec, ready to encode and decode.
 
     ``cache_dir`` is where downloaded weights are (``transtic weights pull``); files
-    shipped inside the package are found without it. Raises
-    :class:`UnknownCodecError`, :class:`~transtic.weights.WeightsNotFoundError`,
+    shipped inside the package are found without it. Raises :class:`UnknownCodecError`,
+    :class:`CodecFileNotFoundError`, :class:`~transtic.weights.WeightsNotFoundError`,
     :class:`~transtic.weights.ChecksumError` or :class:`~transtic.models.CheckpointError`.
     """
     from transtic.models.checkpoint import checkpoint_metadata, load_checkpoint, read_checkpoint

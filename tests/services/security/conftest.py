@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
-from security_helpers import Pki, make_pki, tiny_bank
+from security_helpers import Pki, analytics_server, encoder_server, make_pki, tiny_bank
 
 from services.analytics.settings import Settings
 from services.encoder.codecs import CodecBank
@@ -36,6 +38,28 @@ def encoder_settings(
     return functools.partial(
         make_encoder_settings, checkpoints={"detection": {1: codec_checkpoint}}, task="detection"
     )
+
+
+@pytest.fixture(params=["analytics", "encoder"])
+def serve(
+    request: pytest.FixtureRequest,
+    analytics_settings: Callable[..., Settings],
+    encoder_settings: Callable[..., EncoderSettings],
+    encoder_bank: CodecBank,
+) -> Callable[..., Any]:
+    """``serve(**settings)``: each real gRPC server in turn, as a context manager
+    yielding (service name, port)."""
+
+    @contextmanager
+    def start(**overrides: Any) -> Iterator[tuple[str, int]]:
+        if request.param == "analytics":
+            with analytics_server(analytics_settings(**overrides)) as (port, _):
+                yield "analytics", port
+        else:
+            with encoder_server(encoder_settings(**overrides), encoder_bank) as port:
+                yield "encoder", port
+
+    return start
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,7 @@ from services.common.tls import ClientTLS
 from services.encoder.codecs import CodecBank, LoadedModel
 from services.encoder.server import EncoderServer
 from services.encoder.settings import EncoderSettings
+from services.generated.transtic.v1 import api_pb2_grpc
 from transtic.weights import load_codec
 
 GOOD_KEY = "k-good-0123456789abcdef"
@@ -144,6 +145,13 @@ def analytics_front(settings: Settings, *, start: bool = False) -> Iterator[Grpc
 def analytics_server(settings: Settings, *, start: bool = False) -> Iterator[tuple[int, Runtime]]:
     with analytics_front(settings, start=start) as front:
         yield front.port, front.runtime
+
+
+def service_stub(service: str, channel: grpc.Channel) -> Any:
+    """The stub of ``service`` ("analytics" or "encoder") on ``channel``."""
+    if service == "analytics":
+        return api_pb2_grpc.AnalyticsStub(channel)
+    return api_pb2_grpc.EncoderStub(channel)
 
 
 def tiny_bank(checkpoint: Path) -> CodecBank:
