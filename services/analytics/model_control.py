@@ -12,15 +12,13 @@ accepted finish on it, and an unloaded model is freed when the last of them is d
 from __future__ import annotations
 
 import logging
-import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any
 
 from services.analytics.hub import BackendSlot, CodecSlot, ModelHub
-from services.common.errors import ErrorCode, ServiceError, to_service_error
+from services.common.errors import ErrorCode, ServiceError
 from services.common.model_catalog import CodecSource, check_model_name
-from transtic.models import CheckpointError
-from transtic.weights import WeightsError
+from services.common.model_loader import SerialLoader
 
 log = logging.getLogger(__name__)
 
@@ -59,53 +57,20 @@ class ModelControl:
     def __init__(self, hub: ModelHub) -> None:
         self.hub = hub
         self.catalog = hub.catalog
-        self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-loader")
-        self._loading: set[str] = set()
-        self._lock = threading.Lock()
-        self.closed = False
+        self.loader = SerialLoader()
 
     def close(self) -> None:
-        self.closed = True
-        self._loader.shutdown(wait=True, cancel_futures=True)
+        self.loader.close()
 
     # -- load -------------------------------------------------------------------------
     def submit_load(self, name: str) -> Future[tuple[dict[str, Any], bool]]:
         """Start loading ``name``; the future gives (the model's entry, already_loaded)."""
-        check_model_name(name)
-        with self._lock:
-            if self.closed:
-                raise ServiceError(ErrorCode.UNAVAILABLE, "the service is shutting down")
-            if name in self._loading:
-                raise ServiceError(
-                    ErrorCode.FAILED_PRECONDITION, f"model {name!r} is being loaded already"
-                )
-            self._loading.add(name)
-        try:
-            future = self._loader.submit(self._load, name)
-        except RuntimeError:  # the loader was shut down in between
-            self._done_loading(name)
-            raise ServiceError(ErrorCode.UNAVAILABLE, "the service is shutting down") from None
-        future.add_done_callback(lambda _: self._done_loading(name))
-        return future
-
-    def _done_loading(self, name: str) -> None:
-        with self._lock:
-            self._loading.discard(name)
+        return self.loader.submit(name, self._load)
 
     def _load(self, name: str) -> tuple[dict[str, Any], bool]:
-        try:
-            if self._is_task_model(name):
-                return self._load_task(name)
-            return self._load_codec(self.catalog.find(name))
-        except (CheckpointError, WeightsError, LookupError) as exc:
-            # A missing file or one failing its digest: the operator has to act first.
-            raise ServiceError(
-                ErrorCode.FAILED_PRECONDITION, f"model {name!r} not loaded: {exc}"
-            ) from None
-        except ServiceError:
-            raise
-        except Exception as exc:
-            raise to_service_error(exc) from exc
+        if self._is_task_model(name):
+            return self._load_task(name)
+        return self._load_codec(self.catalog.find(name))
 
     def _load_codec(self, source: CodecSource) -> tuple[dict[str, Any], bool]:
         for slot in self.hub.codecs:
@@ -187,25 +152,8 @@ class ModelControl:
                 entries.append(task_entry(slot, UNLOADING))
         # One entry per name: what is (un)loading is not listed again as loadable.
         listed = {e["name"] for e in entries}
-        with self._lock:
-            loading = set(self._loading)
-        for source in self.catalog.listing():
-            if source.name in listed:
-                continue
-            state = LOADING if source.name in loading else UNAVAILABLE
-            entries.append(
-                {
-                    "name": source.name,
-                    "kind": "codec",
-                    "version": "",
-                    "state": state,
-                    "reason": source.problem or ("" if state == LOADING else "not loaded"),
-                    "task": source.task or "",
-                    "quality": source.quality,
-                    "source": source.origin,
-                    "in_flight": 0,
-                }
-            )
+        loading = self.loader.loading()
+        entries += self.catalog.unloaded_entries(listed, loading)
         entries += self._task_entries(loading, listed)
         if ready_only:
             entries = [e for e in entries if e["state"] == READY]

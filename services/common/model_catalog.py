@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -56,6 +56,22 @@ class CodecSource:
     problem: str = ""
 
 
+def unloaded_entry(source: CodecSource, loading: bool) -> dict[str, Any]:
+    """The model-control entry (RepositoryModel fields) of a codec that is not loaded."""
+    reason = "" if loading else source.problem or "not loaded"
+    return {
+        "name": source.name,
+        "kind": "codec",
+        "version": "",
+        "state": "LOADING" if loading else "UNAVAILABLE",
+        "reason": reason,
+        "task": source.task or "",
+        "quality": source.quality,
+        "source": source.origin,
+        "in_flight": 0,
+    }
+
+
 def check_model_name(name: str) -> str:
     if not _MODEL_NAME.fullmatch(name):
         raise ServiceError(
@@ -90,6 +106,14 @@ class CodecCatalog:
                 )
             found.append(source)
         return found
+
+    def unloaded_entries(self, listed: set[str], loading: set[str]) -> list[dict[str, Any]]:
+        """Entries of the codecs not already ``listed`` (loaded or unloading)."""
+        return [
+            unloaded_entry(source, source.name in loading)
+            for source in self.listing()
+            if source.name not in listed
+        ]
 
     def find(self, name: str) -> CodecSource:
         """The loadable source of ``name``: NOT_FOUND if unknown, FAILED_PRECONDITION if

@@ -8,7 +8,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,13 +46,27 @@ def _too_large(message: str) -> ServiceError:
     return ServiceError(ErrorCode.RESOURCE_EXHAUSTED, message)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # by identity: two versions of a name may look alike
 class LoadedModel:
     task: str
     quality: int
     path: Path
     model: HyperpriorCodec
     lock: threading.Lock
+    name: str = ""  # the catalog or model-repository name; "" = the file's stem
+    sha256: str | None = None  # of the file, when it was checked on load
+    origin: str = "config"  # "catalog", "repository" or "config" (an explicit path)
+    # The model's codec wrapper per align mode, built on first use (under the bank's lock).
+    codecs: dict[AlignMode, ImageCodec] = field(default_factory=dict)
+
+    @property
+    def model_name(self) -> str:
+        return self.name or self.path.stem
+
+    @property
+    def fingerprint(self) -> str:
+        """Hex, first 16 bytes of the weights' sha256, as the bitstream header carries."""
+        return bytes(getattr(self.model, "fingerprint", b""))[:16].hex()
 
 
 def _catalog_files(settings: EncoderSettings) -> Iterator[tuple[WeightsEntry, Path]]:
@@ -98,8 +112,8 @@ class CodecBank:
         choice = resolve_precision(settings.precision, self.device)
         log_choice(choice, "encoder codecs")
         self.precision: str = choice.precision
-        self._codecs: dict[tuple[str, int, AlignMode], ImageCodec] = {}
         self._codecs_lock = threading.Lock()
+        self._swap_lock = threading.Lock()
 
     @classmethod
     def load(cls, settings: EncoderSettings, *, only_task: str | None = None) -> CodecBank:
@@ -118,8 +132,16 @@ class CodecBank:
                     device=settings.resolved_device(),
                     registry=registry,
                 )
+                entry = loaded.file.entry
                 models[(task, quality)] = LoadedModel(
-                    task, quality, loaded.path, loaded.model, threading.Lock()
+                    task,
+                    quality,
+                    loaded.path,
+                    loaded.model,
+                    threading.Lock(),
+                    name=entry.name if entry is not None else "",
+                    sha256=loaded.file.sha256,
+                    origin="catalog" if entry is not None else "config",
                 )
                 log.info(
                     "loaded codec task=%s quality=%d from %s in %.2fs",
@@ -142,8 +164,35 @@ class CodecBank:
 
     def fingerprint(self, task: str, quality: int) -> str:
         """Hex, first 16 bytes of the weights' sha256, as the bitstream header carries."""
-        model = self._models[(task, quality)].model
-        return bytes(getattr(model, "fingerprint", b""))[:16].hex()
+        return self._models[(task, quality)].fingerprint
+
+    # -- changes while serving (model control) ------------------------------------------
+    def install(self, loaded: LoadedModel) -> LoadedModel | None:
+        """Serve (task, quality) with ``loaded`` from now on; returns the model it replaced.
+        An encode already running keeps the model it started with."""
+        key = (loaded.task, loaded.quality)
+        with self._swap_lock:
+            old = self._models.get(key)
+            self._models = {**self._models, key: loaded}
+        return old
+
+    def remove(self, name: str, version: str | None, *, force: bool) -> list[LoadedModel]:
+        """Stop serving the models called ``name`` (one version, or all); the last one
+        goes only with ``force`` (the encoder then has nothing to code with)."""
+        with self._swap_lock:
+            gone = {
+                key: m
+                for key, m in self._models.items()
+                if m.model_name == name and version in (None, m.fingerprint)
+            }
+            if gone and len(gone) == len(self._models) and not force:
+                raise ServiceError(
+                    ErrorCode.FAILED_PRECONDITION,
+                    f"codec {name!r} is the last one loaded; load another first, or unload "
+                    "with force",
+                )
+            self._models = {k: m for k, m in self._models.items() if k not in gone}
+        return list(gone.values())
 
     def default_quality(self, task: str) -> int:
         """The quality a request with quality 0 gets (0 when the task is not loaded)."""
@@ -171,23 +220,22 @@ class CodecBank:
         return task, quality
 
     # -- encoding --------------------------------------------------------------------
-    def _codec(self, task: str, quality: int, align: AlignMode) -> ImageCodec:
-        key = (task, quality, align)
+    def _codec(self, loaded: LoadedModel, align: AlignMode) -> ImageCodec:
         with self._codecs_lock:
-            codec = self._codecs.get(key)
+            codec = loaded.codecs.get(align)
             if codec is None:
                 # Codecs per align mode share one model: the wrapper holds no weights.
                 codec = ImageCodec(
-                    self._models[(task, quality)].model,
-                    quality=quality,
-                    task=task,
+                    loaded.model,
+                    quality=loaded.quality,
+                    task=loaded.task,
                     align_mode=align,
                     precision=self.precision,
                     device=self.device,
                     max_pixels=self._settings.max_pixels,
                     max_aspect_ratio=self._settings.max_aspect_ratio,
                 )
-                self._codecs[key] = codec
+                loaded.codecs[align] = codec
             return codec
 
     def encode(self, image: Any, task: str, quality: int, align_mode: str = "") -> EncodeResult:
@@ -196,11 +244,17 @@ class CodecBank:
         if mode not in ALIGN_MODES:
             raise _invalid(f"align_mode must be 'pad' or 'resize', not {mode!r}")
         x = to_tensor(image)
-        codec = self._codec(task, quality, ALIGN_MODES[mode])
+        # Taken once: a model swapped or unloaded meanwhile still finishes this request.
+        loaded = self._models.get((task, quality))
+        if loaded is None:
+            raise ServiceError(
+                ErrorCode.UNAVAILABLE, f"codec {task} q{quality} was just unloaded; retry"
+            )
+        codec = self._codec(loaded, ALIGN_MODES[mode])
         self._check_size(int(x.shape[-2]), int(x.shape[-1]), codec.divisor)
         # One model is not safe to run from two threads at once (entropy coder state);
         # different models still run in parallel.
-        with self._models[(task, quality)].lock:
+        with loaded.lock:
             return codec.encode(x)
 
     def decode_upload(self, data: bytes) -> Any:

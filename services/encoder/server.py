@@ -17,6 +17,7 @@ from services.common.auth import ApiKeys
 from services.common.errors import ErrorCode, ServiceError, abort_grpc, to_service_error
 from services.common.grpc_guard import GrpcGuard
 from services.common.grpc_limits import server_options
+from services.common.grpc_model_control import add_model_control
 from services.common.grpc_utils import HealthPort, add_health_and_reflection, set_serving
 from services.common.ratelimit import RateLimiter
 from services.common.tls import add_port, describe_server, server_credentials
@@ -24,6 +25,7 @@ from services.generated.transtic.v1 import api_pb2, api_pb2_grpc
 
 from .codecs import CodecBank
 from .metrics import UNKNOWN, EncoderMetrics, HealthHTTPServer
+from .model_control import EncoderModelControl
 from .settings import EncoderSettings
 
 log = logging.getLogger(__name__)
@@ -71,7 +73,8 @@ class EncoderServicer(api_pb2_grpc.EncoderServicer):
                     height=h,
                     timings_ms=timings,
                     codec_id=self.bank.codec_id(task, quality),
-                    fingerprint=self.bank.fingerprint(task, quality),
+                    # From the stream itself: the model may have been swapped meanwhile.
+                    fingerprint=result.header.weights_fingerprint.hex(),
                     quality=quality,
                     task=task,
                 )
@@ -95,7 +98,8 @@ def service_info(bank: CodecBank, settings: EncoderSettings) -> api_pb2.ServiceI
             kind="codec",
             task=m.task,
             quality=m.quality,
-            fingerprint=bank.fingerprint(m.task, m.quality),
+            fingerprint=m.fingerprint,
+            detail=f"model {m.model_name}",
             ready=True,
             precision=bank.precision,
         )
@@ -141,7 +145,18 @@ class EncoderServer:
         api_pb2_grpc.add_EncoderServicer_to_server(
             EncoderServicer(bank, settings, self.metrics), self._server
         )
-        self.health = add_health_and_reflection(self._server, [SERVICE_NAME])
+        self.control = EncoderModelControl(bank, settings)
+
+        def control_error(exc: BaseException) -> ServiceError:
+            error = to_service_error(exc)
+            metrics.count_error(error.code.value)
+            return error
+
+        self.services = [
+            SERVICE_NAME,
+            add_model_control(self._server, self.control, control_error),
+        ]
+        self.health = add_health_and_reflection(self._server, self.services)
         self.port = add_port(
             self._server, f"{settings.host}:{settings.grpc_port}", server_credentials(settings)
         )
@@ -153,7 +168,7 @@ class EncoderServer:
 
     def start(self) -> EncoderServer:
         self._server.start()
-        set_serving(self.health, [SERVICE_NAME], True)
+        set_serving(self.health, self.services, True)
         if self.health_port is not None:
             self.health_port.start()
         if self.settings.http_port:
@@ -180,6 +195,7 @@ class EncoderServer:
         grace = self.settings.shutdown_grace_s if grace is None else grace
         log.info("stopping: draining in-flight calls for up to %.1fs", grace)
         self._server.stop(grace).wait()
+        self.control.close()
         if self._http is not None:
             self._http.stop()
         if self.health_port is not None:

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
-import json
-import shutil
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -56,21 +52,6 @@ def backends(tmp_path_factory: pytest.TempPathFactory) -> list[TaskBackend]:
 @pytest.fixture(scope="module")
 def module_settings(make_analytics_settings: Callable[..., Settings]) -> Settings:
     return make_analytics_settings(max_batch_delay_ms=2.0, max_upload_bytes=200_000)
-
-
-def add_to_repository(
-    repository: Path, name: str, checkpoint: Path, *, task: str | None = None, quality: int = 0
-) -> str:
-    """Put ``checkpoint`` into the model repository as ``name`` (file + manifest with its
-    sha256); returns the digest. Writing a name again makes a new version of it."""
-    repository.mkdir(parents=True, exist_ok=True)
-    data = checkpoint.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    target = f"{name}-{digest[:12]}.pth"
-    shutil.copyfile(checkpoint, repository / target)
-    manifest = {"file": target, "sha256": digest, "task": task, "quality": quality}
-    (repository / f"{name}.json").write_text(json.dumps(manifest))
-    return digest
 
 
 @contextlib.contextmanager

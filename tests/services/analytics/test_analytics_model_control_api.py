@@ -12,18 +12,17 @@ import grpc
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from http_helpers import serve_in_thread
+from model_repository import add_to_repository, listed_models
 from service_fakes import FakeDetection
 
 from services.analytics.rest import create_app
 from services.analytics.runtime import Runtime
 from services.analytics.settings import Settings
-from services.common.grpc_model_control import MODEL_CONTROL_SERVICE
 from services.generated.transtic.v1 import api_pb2, api_pb2_grpc
 from transtic.tasks.registry import BackendRegistry
 
-from .conftest import add_to_repository, grpc_channel
+from .conftest import grpc_channel
 from .test_analytics_rest import error_of, metric
 
 KEY = "model-control-key-0123456789abcdef"
@@ -165,11 +164,7 @@ def test_grpc_load_list_unload(
 ) -> None:
     channel = serve_grpc(make_runtime())
     control = api_pb2_grpc.ModelControlServiceStub(channel)
-    health = health_pb2_grpc.HealthStub(channel)
-    check = health.Check(health_pb2.HealthCheckRequest(service=MODEL_CONTROL_SERVICE), timeout=10)
-    assert check.status == health_pb2.HealthCheckResponse.SERVING
-
-    listed = {m.name: m for m in control.ListModels(api_pb2.ListModelsRequest(), timeout=30).models}
+    listed = listed_models(channel)
     assert listed["other"].state == "UNAVAILABLE" and listed["tiny"].state == "READY"
     loaded = control.LoadModel(api_pb2.LoadModelRequest(name="other"), timeout=60)
     assert loaded.model.state == "READY" and not loaded.already_loaded

@@ -14,13 +14,14 @@ from typing import Any
 
 import grpc
 import pytest
+from model_repository import add_to_repository
 from service_fakes import GatedDetection
 
 from services.analytics.runtime import Runtime
 from services.analytics.settings import Settings
 from services.generated.transtic.v1 import api_pb2, api_pb2_grpc
 
-from .conftest import add_to_repository, grpc_channel
+from .conftest import grpc_channel
 
 pytestmark = pytest.mark.integration
 
