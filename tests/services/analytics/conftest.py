@@ -14,6 +14,7 @@ from service_fakes import FakeDetection, serve_grpc
 from services.analytics.runtime import Runtime
 from services.analytics.settings import Settings
 from transtic.tasks import TaskBackend, create_backend
+from transtic.tasks.registry import BackendRegistry
 
 
 @pytest.fixture
@@ -24,11 +25,15 @@ def make_settings(make_analytics_settings: Callable[..., Settings]) -> Callable[
 @pytest.fixture
 def start_runtime(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., Runtime]]:
     """``start_runtime(**overrides)``: a started runtime with the fake detector, closed
-    when the test ends."""
+    when the test ends (``backend_registry``: what model control may load)."""
     started: list[Runtime] = []
 
-    def start(**overrides: Any) -> Runtime:
-        runtime = Runtime(make_settings(**overrides), backends=[FakeDetection()])
+    def start(*, backend_registry: BackendRegistry | None = None, **overrides: Any) -> Runtime:
+        runtime = Runtime(
+            make_settings(**overrides),
+            backends=[FakeDetection()],
+            backend_registry=backend_registry,
+        )
         runtime.start()
         started.append(runtime)
         return runtime
