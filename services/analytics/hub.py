@@ -17,12 +17,12 @@ from typing import Any
 from services.analytics.settings import TASKS, Settings
 from services.common.errors import ErrorCode, ServiceError, redact_paths
 from services.common.model_catalog import CodecCatalog
+from services.common.model_ids import codec_model_id
 from transtic.bitstream import StreamHeader
 from transtic.codec import ImageCodec
-from transtic.models import HyperpriorCodec
 from transtic.tasks import TASK_BACKENDS, ClassificationBackend, TaskBackend
 from transtic.tasks.registry import BackendRegistry
-from transtic.weights import WeightsNotFoundError, default_registry, load_codec
+from transtic.weights import WeightsNotFoundError, default_registry, load_codec, resolve
 
 log = logging.getLogger(__name__)
 
@@ -151,30 +151,32 @@ class ModelHub:
     def _load_codec(self, key: str, spec: str) -> None:
         task, quality = _parse_key(key)
         registry = default_registry()
-        if Path(spec).is_file() or spec in registry:
-            # A file or a catalog name; a catalog file is checked against its published
-            # digest before it is parsed, as everywhere codecs are loaded.
-            loaded = load_codec(
-                spec,
-                cache_dir=self.settings.weights_cache_dir,
-                device=self.device,
-                registry=registry,
-            )
-            path, sha256, codec_id = loaded.path, loaded.file.sha256, loaded.name
-            origin = "config" if loaded.file.entry is None else "catalog"
-            task = task or loaded.task
-            quality = quality if quality is not None else loaded.quality
-            codec = self._image_codec(loaded.model, task=task, quality=quality or 0)
+        sha256 = None
+        origin = "config"
+        if Path(spec).is_file():
+            path = Path(spec)
+        elif spec in registry:
+            entry = registry.get(spec)
+            path = resolve(spec, cache_dir=self.settings.weights_cache_dir, registry=registry)
+            task = task or entry.task
+            quality = quality if quality is not None else entry.quality
+            # A registry file is checked against its published digest before it is parsed.
+            sha256 = entry.sha256
+            origin = "catalog"
         else:
             # A model repository name (its manifest pins the digest), else an error.
             source = self.catalog.find(spec)
             assert source.path is not None  # find() returns loadable sources only
-            path, sha256, codec_id, origin = source.path, source.sha256, spec, source.origin
+            path, sha256, origin = source.path, source.sha256, source.origin
             task = task or source.task
             quality = quality if quality is not None else source.quality
-            codec = self.build_codec(path, sha256=sha256, task=task, quality=quality or 0)
-        if any(s.id == codec_id for s in self.codecs):
-            codec_id = f"{codec_id}#{len(self.codecs)}"
+        # Files go by the id scheme both services share; a repository model by its name.
+        codec_id = spec if origin == "repository" else codec_model_id(path)
+        if self._holds(path, task, quality or 0):
+            # e.g. the default codec named again for its task and quality: one model, listed once
+            log.info("codec %s (%s) is already loaded for that task and quality", codec_id, key)
+            return
+        codec = self.build_codec(path, sha256=sha256, task=task, quality=quality or 0)
         slot = CodecSlot(codec_id, codec, task, quality or 0, str(path), origin, sha256)
         self.install_codec(slot)
         log.info("codec %s loaded from %s (weights %s)", codec_id, path, slot.fingerprint)
@@ -182,15 +184,13 @@ class ModelHub:
     def build_codec(
         self, path: Path, *, sha256: str | None, task: str | None, quality: int
     ) -> ImageCodec:
-        """A codec from a weights file, checked against ``sha256`` before it is parsed."""
+        """A codec from a weights file, checked against ``sha256`` (or, for a catalog
+        file, its published digest) before it is parsed."""
         loaded = load_codec(
             path, cache_dir=self.settings.weights_cache_dir, device=self.device, sha256=sha256
         )
-        return self._image_codec(loaded.model, task=task, quality=quality)
-
-    def _image_codec(self, model: HyperpriorCodec, *, task: str | None, quality: int) -> ImageCodec:
         return ImageCodec(
-            model,
+            loaded.model,
             device=self.device,
             quality=quality,
             task=task,
@@ -227,7 +227,7 @@ class ModelHub:
                     "no work; load another first, or unload with force",
                 )
             self._publish_codecs(kept)
-            self.retired += gone
+            self._retire(gone)
         return gone
 
     def swap_backend(self, slot: BackendSlot) -> None:
@@ -237,13 +237,24 @@ class ModelHub:
             old = self.backends.get(slot.task)
             self.backends = {**self.backends, slot.task: slot}
             if old is not None and old.ready:
-                self.retired.append(old)
+                self._retire([old])
+
+    def _retire(self, slots: list[CodecSlot] | list[BackendSlot]) -> None:
+        # Kept (and listed as UNLOADING) only while requests hold them; a release after
+        # the last one calls unloading(), which lets them go.
+        self.retired = [s for s in [*self.retired, *slots] if s.in_flight.count > 0]
 
     def unloading(self) -> list[CodecSlot | BackendSlot]:
         """Unloaded models still in use; the rest are forgotten (and freed) here."""
         with self._lock:
-            self.retired = [s for s in self.retired if s.in_flight.count > 0]
+            self._retire([])
             return list(self.retired)
+
+    def _holds(self, path: Path, task: str | None, quality: int) -> bool:
+        return any(
+            Path(s.source).resolve() == path.resolve() and (s.task, s.quality) == (task, quality)
+            for s in self.codecs
+        )
 
     def _load_backend(self, slot: BackendSlot) -> None:
         with slot.lock:

@@ -176,6 +176,8 @@ class Runtime:
         def release(_: object = None) -> None:
             for counter in held:
                 counter.release()
+            if self.hub.retired:
+                self.hub.unloading()  # the last holder of an unloaded model lets it go
 
         try:
             future = self.batcher.submit(job, job.abandoned)

@@ -39,6 +39,7 @@ _SERVE_FLAGS = (
     "grpc_port",
     "http_port",
     "grpc_health_port",
+    "model_repository",
     "max_workers",
     "max_concurrent_rpcs",
     "shutdown_grace_s",

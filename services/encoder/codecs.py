@@ -15,6 +15,7 @@ from typing import Any
 from PIL import Image
 
 from services.common.errors import ErrorCode, ServiceError
+from services.common.model_ids import codec_model_id
 from transtic.bitstream import AlignMode
 from transtic.codec import EncodeResult, ImageCodec
 from transtic.images import (
@@ -53,7 +54,7 @@ class LoadedModel:
     path: Path
     model: HyperpriorCodec
     lock: threading.Lock
-    name: str = ""  # the catalog or model-repository name; "" = the file's stem
+    name: str = ""  # the catalog or model-repository name; "" = named by its file
     sha256: str | None = None  # of the file, when it was checked on load
     origin: str = "config"  # "catalog", "repository" or "config" (an explicit path)
     # The model's codec wrapper per align mode, built on first use (under the bank's lock).
@@ -61,7 +62,8 @@ class LoadedModel:
 
     @property
     def model_name(self) -> str:
-        return self.name or self.path.stem
+        """Its id in the scheme both services share (services/common/model_ids.py)."""
+        return self.name or codec_model_id(self.path)
 
     @property
     def fingerprint(self) -> str:
@@ -202,7 +204,7 @@ class CodecBank:
         return self._settings.quality or available[0]
 
     def codec_id(self, task: str, quality: int) -> str:
-        return f"transtic-{task}-q{quality}"
+        return self._models[(task, quality)].model_name
 
     def resolve(self, task: str | None, quality: int | None) -> tuple[str, int]:
         """Apply the defaults and check the pair exists (INVALID_ARGUMENT if not)."""

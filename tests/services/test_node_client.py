@@ -117,6 +117,10 @@ def test_node_client_encodes_and_analyses(services: Services, tmp_path: Path) ->
     # The analytics side decoded with the weights the encoder used, and says so.
     codecs = {m["fingerprint"]: m["id"] for m in out["analytics"]["models"] if m["kind"] == "codec"}
     assert codecs.get(encoded["fingerprint"]) == analysis["codec_id"]
+    # One id scheme: both services call the one weights file by the same name.
+    assert encoded["codec_id"] == analysis["codec_id"] == "tiny"  # tiny.pth
+    encoder_ids = {m["fingerprint"]: m["id"] for m in out["encoder"]["models"]}
+    assert encoder_ids[encoded["fingerprint"]] == analysis["codec_id"]
 
 
 @pytest.mark.parametrize("key", [None, "wrong-key-0123456789abcdef-wrong"])

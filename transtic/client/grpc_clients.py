@@ -1,6 +1,7 @@
 """gRPC clients of both services: ``EncoderGrpcClient`` (Encode, GetInfo) and
-``AnalyticsGrpcClient`` (Analyze, AnalyzeStream, GetInfo), with API keys, (mutual) TLS,
-typed results and retries of RESOURCE_EXHAUSTED / UNAVAILABLE honouring retry-after."""
+``AnalyticsGrpcClient`` (Analyze, AnalyzeStream, GetInfo), both with model control
+(list, load, unload), API keys, (mutual) TLS, typed results and retries of
+RESOURCE_EXHAUSTED / UNAVAILABLE honouring retry-after."""
 
 from __future__ import annotations
 
@@ -11,7 +12,15 @@ from typing import Any, TypeVar
 
 import grpc
 
-from services.analytics.schemas import AnalysisResult, Detection, Label, Mask
+from services.analytics.schemas import (
+    AnalysisResult,
+    Detection,
+    Label,
+    LoadResult,
+    Mask,
+    RepositoryModel,
+    UnloadResult,
+)
 from services.common.auth import auth_metadata
 from services.common.tls import ClientTLS, open_channel
 from services.generated.transtic.v1 import api_pb2, api_pb2_grpc
@@ -58,6 +67,11 @@ class EncodeResult:
     height: int
     codec_id: str
     timings_ms: dict[str, float]
+
+
+def _model(message: api_pb2.RepositoryModel) -> RepositoryModel:
+    fields = RepositoryModel.model_fields
+    return RepositoryModel.model_validate({name: getattr(message, name) for name in fields})
 
 
 def _client_error(exc: grpc.RpcError) -> ClientError:
@@ -109,6 +123,25 @@ class _GrpcClient:
     @property
     def _stub(self) -> Any:
         raise NotImplementedError
+
+    # -- model control (transtic.v1.ModelControlService) ---------------------------------
+    @property
+    def _control(self) -> api_pb2_grpc.ModelControlServiceStub:
+        return api_pb2_grpc.ModelControlServiceStub(self.channel)
+
+    def list_models(self, *, ready_only: bool = False) -> list[RepositoryModel]:
+        request = api_pb2.ListModelsRequest(ready_only=ready_only)
+        return [_model(m) for m in self._call(self._control.ListModels, request).models]
+
+    def load_model(self, name: str) -> LoadResult:
+        """Load a model the service's catalog names (never a path); returns when loaded."""
+        reply = self._call(self._control.LoadModel, api_pb2.LoadModelRequest(name=name))
+        return LoadResult(model=_model(reply.model), already_loaded=reply.already_loaded)
+
+    def unload_model(self, name: str, *, version: str = "", force: bool = False) -> UnloadResult:
+        request = api_pb2.UnloadModelRequest(name=name, version=version, force=force)
+        reply = self._call(self._control.UnloadModel, request)
+        return UnloadResult(unloaded=[_model(m) for m in reply.unloaded])
 
 
 class EncoderGrpcClient(_GrpcClient):

@@ -21,9 +21,12 @@ from pydantic import BaseModel
 from services.analytics.schemas import (
     AnalyzeResponse,
     FramePage,
+    LoadResult,
     ModelsInfo,
+    RepositoryIndex,
     StoredFrame,
     StreamList,
+    UnloadResult,
 )
 from transtic.bitstream.container import MAGIC
 from transtic.client.errors import ClientError, RetryPolicy, parse_retry_after
@@ -69,6 +72,21 @@ def _analyze_call(
 
 def _frames_call(stream_id: str, since: int, limit: int) -> _Call:
     return _Call("GET", f"/v1/streams/{stream_id}/frames", {"since": since, "limit": limit})
+
+
+def _repository_call(ready: bool) -> _Call:
+    return _Call("GET", "/v1/repository/models", {"ready": ready})
+
+
+def _load_call(name: str) -> _Call:
+    return _Call("POST", f"/v1/repository/models/{name}/load")
+
+
+def _unload_call(name: str, version: str | None, force: bool) -> _Call:
+    params: dict[str, Any] = {"force": force}
+    if version:
+        params["version"] = version
+    return _Call("POST", f"/v1/repository/models/{name}/unload", params)
 
 
 def _error(response: httpx.Response) -> ClientError:
@@ -173,6 +191,18 @@ class AnalyticsClient:
     def models(self) -> ModelsInfo:
         return _parse(self._send(_Call("GET", "/v1/models")), ModelsInfo)
 
+    def repository(self, *, ready: bool = False) -> RepositoryIndex:
+        """Model control: every model, loaded or loadable by name."""
+        return _parse(self._send(_repository_call(ready)), RepositoryIndex)
+
+    def load_model(self, name: str) -> LoadResult:
+        return _parse(self._send(_load_call(name)), LoadResult)
+
+    def unload_model(
+        self, name: str, *, version: str | None = None, force: bool = False
+    ) -> UnloadResult:
+        return _parse(self._send(_unload_call(name, version, force)), UnloadResult)
+
     def ready(self) -> bool:
         return self._send(_Call("GET", "/readyz")).status_code == 200
 
@@ -250,6 +280,17 @@ class AsyncAnalyticsClient:
 
     async def models(self) -> ModelsInfo:
         return _parse(await self._send(_Call("GET", "/v1/models")), ModelsInfo)
+
+    async def repository(self, *, ready: bool = False) -> RepositoryIndex:
+        return _parse(await self._send(_repository_call(ready)), RepositoryIndex)
+
+    async def load_model(self, name: str) -> LoadResult:
+        return _parse(await self._send(_load_call(name)), LoadResult)
+
+    async def unload_model(
+        self, name: str, *, version: str | None = None, force: bool = False
+    ) -> UnloadResult:
+        return _parse(await self._send(_unload_call(name, version, force)), UnloadResult)
 
     async def ready(self) -> bool:
         return (await self._send(_Call("GET", "/readyz"))).status_code == 200

@@ -60,8 +60,15 @@ def module_settings(make_analytics_settings: Callable[..., Settings]) -> Setting
 
 
 @contextlib.contextmanager
+def grpc_serving(runtime: Runtime) -> Iterator[int]:
+    """The runtime's gRPC front end on an ephemeral port (yielded); the server and its
+    frame processor stop on exit, the (caller's) runtime does not."""
+    with serve_grpc(runtime, serving=None, grace_s=1) as served:
+        yield served.port
+
+
+@contextlib.contextmanager
 def grpc_channel(runtime: Runtime) -> Iterator[grpc.Channel]:
-    """The runtime's gRPC front end on an ephemeral port, and a channel to it; the
-    server and its frame processor stop on exit, the (caller's) runtime does not."""
+    """A channel to the runtime's gRPC front end (see grpc_serving)."""
     with serve_grpc(runtime, serving=None, grace_s=1) as served:
         yield served.channel

@@ -106,8 +106,9 @@ def test_queued_frames_finish_on_the_codec_that_was_unloaded(
         result = future.result(60).result
         assert (result.codec_id, result.codec_fingerprint) == ("tiny", tiny)
     assert other.result(60).result.codec_id == "other"
-    # Once the last holder is done, the unloaded codec is gone from the listing.
-    wait_until(lambda: ("tiny", tiny) not in states(runtime))
+    # Once the last holder is done, the unloaded codec is let go (and gone from the list).
+    wait_until(lambda: runtime.hub.retired == [])
+    assert ("tiny", tiny) not in states(runtime)
 
 
 def test_a_task_model_swapped_under_a_running_frame(

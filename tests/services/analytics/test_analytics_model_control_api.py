@@ -3,6 +3,7 @@ answers, error codes, the API key, and what readiness, the model list and GetInf
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ from service_fakes import FakeDetection
 from services.analytics.rest import create_app
 from services.analytics.runtime import Runtime
 from services.generated.transtic.v1 import api_pb2, api_pb2_grpc
+from transtic.client import AnalyticsClient, AsyncAnalyticsClient, ClientError
 from transtic.tasks.registry import BackendRegistry
 
 from .conftest import grpc_channel
@@ -213,3 +215,24 @@ def test_grpc_model_control_needs_the_key(
         timeout=60,
     )
     assert loaded.model.state == "READY"
+
+
+@pytest.mark.integration
+def test_the_client_sdk_controls_models(make_runtime: MakeRuntime) -> None:
+    runtime = make_runtime(api_keys=[KEY])
+    with serve_in_thread(create_app(runtime.settings, runtime)) as port:
+        url = f"http://127.0.0.1:{port}"
+        with AnalyticsClient(url, api_key=KEY) as client:
+            assert client.load_model("other").model.state == "READY"
+            ready = {m.name for m in client.repository(ready=True).models}
+            assert ready == {"tiny", "other", "fake_detection"}
+            with pytest.raises(ClientError) as caught:
+                client.load_model("nothing")
+            assert (caught.value.status, caught.value.code) == (404, "NOT_FOUND")
+
+        async def unload() -> list[str]:
+            async with AsyncAnalyticsClient(url, api_key=KEY) as client:
+                return [m.name for m in (await client.unload_model("other")).unloaded]
+
+        assert asyncio.run(unload()) == ["other"]
+    assert [s.id for s in runtime.hub.codecs] == ["tiny"]

@@ -20,8 +20,9 @@ from service_fakes import GatedDetection
 from services.analytics.runtime import Runtime
 from services.analytics.settings import Settings
 from services.generated.transtic.v1 import api_pb2, api_pb2_grpc
+from transtic.client import AnalyticsGrpcClient
 
-from .conftest import grpc_channel
+from .conftest import grpc_serving
 
 pytestmark = pytest.mark.integration
 
@@ -81,7 +82,7 @@ class Camera:
 @pytest.fixture
 def service(
     make_settings: Callable[..., Settings], codec_checkpoint: Path, tmp_path: Path
-) -> Iterator[tuple[Runtime, GatedDetection, grpc.Channel, Path]]:
+) -> Iterator[tuple[Runtime, GatedDetection, str, Path]]:
     repository = tmp_path / "models"
     add_to_repository(repository, "edge-codec", codec_checkpoint)
     detector = GatedDetection()
@@ -95,9 +96,9 @@ def service(
     runtime = Runtime(settings, backends=[detector])
     runtime.start()
     try:
-        with grpc_channel(runtime) as channel:
+        with grpc_serving(runtime) as port:
             try:
-                yield runtime, detector, channel, repository
+                yield runtime, detector, f"127.0.0.1:{port}", repository
             finally:
                 detector.gate.set()
     finally:
@@ -105,14 +106,16 @@ def service(
 
 
 def test_codec_swap_under_a_live_stream_loses_nothing(
-    service: tuple[Runtime, GatedDetection, grpc.Channel, Path],
+    service: tuple[Runtime, GatedDetection, str, Path],
     bitstream: bytes,
     foreign_bitstream: bytes,
     other_codec_checkpoint: Path,
 ) -> None:
-    runtime, detector, channel, repository = service
+    runtime, detector, target, repository = service
     (old,) = runtime.hub.codecs
-    control = api_pb2_grpc.ModelControlServiceStub(channel)
+    # The camera streams on its own channel; the operator uses the client SDK.
+    channel = grpc.insecure_channel(target)
+    control = AnalyticsGrpcClient(target, timeout_s=120)
     camera = Camera(bitstream)  # coded with the old version
     answers = api_pb2_grpc.AnalyticsStub(channel).AnalyzeStream(camera.frames(), timeout=600)
     reader = threading.Thread(target=camera.read, args=(answers,), daemon=True)
@@ -123,13 +126,11 @@ def test_codec_swap_under_a_live_stream_loses_nothing(
     detector.gate.clear()
     wait_until(lambda: camera.unacked() == WINDOW and old.in_flight.count == WINDOW)
     add_to_repository(repository, "edge-codec", other_codec_checkpoint)  # the new version
-    loaded = control.LoadModel(api_pb2.LoadModelRequest(name="edge-codec"), timeout=120)
+    loaded = control.load_model("edge-codec")
     new_version = loaded.model.version
     assert new_version != old.fingerprint and not loaded.already_loaded
     camera.bitstream[0] = foreign_bitstream  # the edge now codes with the new version
-    gone = control.UnloadModel(
-        api_pb2.UnloadModelRequest(name="edge-codec", version=old.fingerprint), timeout=30
-    )
+    gone = control.unload_model("edge-codec", version=old.fingerprint)
     assert [(m.version, m.state, m.in_flight) for m in gone.unloaded] == [
         (old.fingerprint, "UNLOADING", WINDOW)
     ]
@@ -139,6 +140,7 @@ def test_codec_swap_under_a_live_stream_loses_nothing(
     camera.stop.set()
     reader.join(120)
     assert not reader.is_alive()
+    channel.close()
 
     sent = len(camera.sent)
     assert Counter(ack.sequence for ack in camera.acks) == Counter(range(sent))
@@ -151,3 +153,6 @@ def test_codec_swap_under_a_live_stream_loses_nothing(
     # The old version is gone once its last frame is done; the new one serves alone.
     assert [(s.id, s.fingerprint) for s in runtime.hub.codecs] == [("edge-codec", new_version)]
     wait_until(lambda: runtime.hub.unloading() == [])
+    serving = {m.name for m in control.list_models(ready_only=True)}
+    assert serving == {"edge-codec", "gated_detection"}
+    control.close()

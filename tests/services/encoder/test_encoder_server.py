@@ -50,7 +50,7 @@ def test_encode_returns_a_decodable_bitstream(
 ) -> None:
     reply = stub.Encode(Request(image=png_bytes(80, 48), task="classification", quality=2))
     assert (reply.width, reply.height) == (80, 48)
-    assert reply.codec_id == "transtic-classification-q2"
+    assert reply.codec_id == "cls_q2"  # the weights file, cls_q2.pth
     assert reply.bits_per_pixel == pytest.approx(len(reply.bitstream) * 8 / (80 * 48))
     assert {"decode_image", "analysis", "entropy_encode", "total"} <= set(reply.timings_ms)
     decoded = ImageCodec.from_checkpoint(str(checkpoints[2])).decode(reply.bitstream)
@@ -60,19 +60,21 @@ def test_encode_returns_a_decodable_bitstream(
 
 def test_defaults_apply_for_empty_task_and_zero_quality(stub: api_pb2_grpc.EncoderStub) -> None:
     reply = stub.Encode(Request(image=png_bytes(32, 32), align_mode="resize"))
-    assert reply.codec_id == "transtic-classification-q1"
+    assert reply.codec_id == "cls_q1"
 
 
 def test_get_info_lists_every_codec(stub: api_pb2_grpc.EncoderStub) -> None:
     info = stub.GetInfo(api_pb2.GetInfoRequest())
     assert info.service == "encoder" and info.device == "cpu"
     assert list(info.tasks) == ["classification", "detection"]
-    ids = [m.id for m in info.models]
-    assert ids == [
-        "transtic-classification-q1",
-        "transtic-classification-q2",
-        "transtic-classification-q3",
-        "transtic-detection-q1",
+    # One entry per (task, quality); the id names the weights file (cls_q1.pth serves both
+    # classification and detection at quality 1), as the analytics service names it.
+    roles = [(m.id, m.task, m.quality) for m in info.models]
+    assert roles == [
+        ("cls_q1", "classification", 1),
+        ("cls_q2", "classification", 2),
+        ("cls_q3", "classification", 3),
+        ("cls_q1", "detection", 1),
     ]
     assert all(m.ready and m.kind == "codec" and len(m.fingerprint) == 32 for m in info.models)
     # precision "auto" is resolved to what the codecs really run
@@ -136,7 +138,7 @@ def test_metrics_and_http_health(server: EncoderServer, stub: api_pb2_grpc.Encod
     base = f"http://127.0.0.1:{server.settings.http_port}"
     text = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
     assert (
-        'transtic_encoder_frames_total{codec="transtic-classification-q1",quality="1",'
+        'transtic_encoder_frames_total{codec="cls_q1",quality="1",'
         'task="classification"}' in text
     )
     assert "transtic_encoder_encode_seconds_bucket" in text
