@@ -31,6 +31,23 @@ if ! command -v ffmpeg >/dev/null; then
     echo "note: ffmpeg missing; camera-stream tests will be skipped" >&2
   fi
 fi
+# The RTSP camera tests serve a stream on 127.0.0.1 with GStreamer's RTSP server, driven by
+# the system Python (Debian's python3-gi); JPEG encoding and RTP payloading are in -good.
+gst_rtsp_ready() {
+  /usr/bin/python3 -c "import gi; gi.require_version('Gst', '1.0'); \
+gi.require_version('GstRtspServer', '1.0'); from gi.repository import Gst, GstRtspServer; \
+Gst.init(None); assert Gst.ElementFactory.find('jpegenc') and Gst.ElementFactory.find('rtpjpegpay')" \
+    2>/dev/null
+}
+if ! gst_rtsp_ready; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    (apt-get update -qq && apt-get install -y -qq python3-gi gir1.2-gst-rtsp-server-1.0 \
+      gstreamer1.0-plugins-base gstreamer1.0-plugins-good >/dev/null) \
+      || echo "note: could not install GStreamer's RTSP server; RTSP tests will be skipped" >&2
+  else
+    echo "note: GStreamer RTSP server missing; RTSP camera tests will be skipped" >&2
+  fi
+fi
 # promtool checks the Prometheus config and alert rules (tests/deploy/test_deploy_alerts.py).
 if ! command -v promtool >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -91,6 +91,17 @@ class RateController:
         self.stats = RateStats()
         self._debt = 0.0  # bits spent above the target so far (negative: saved)
 
+    def restrict(self, allowed: Sequence[int]) -> None:
+        """Choose only among ``allowed`` from now on (e.g. the qualities whose codec the
+        analytics side holds); what was learnt about those qualities is kept."""
+        kept = sorted(set(allowed))
+        if not kept:
+            raise ValueError("no qualities to choose from")
+        if self.fixed_quality is not None and self.fixed_quality not in kept:
+            raise ValueError(f"quality {self.fixed_quality} is not among {kept}")
+        self.qualities = kept
+        self.estimates = {q: bpp for q, bpp in self.estimates.items() if q in kept}
+
     def effective_bpp(self, pixels: int) -> float | None:
         """This frame's target in bpp including the budget correction (None without a target)."""
         if self.target is None:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+_REFUSED_LISTED = 100
 _OUTCOME_KEYS = {
     "ok": "acked",
     "duplicate": "duplicates",
@@ -37,6 +38,7 @@ class StreamStats:
         self._lock = threading.Lock()
         self.counts: Counter[str] = Counter()
         self.errors_by_code: Counter[str] = Counter()
+        self.refused: list[dict[str, Any]] = []  # frames the analytics will not store
         self.encode_ms: list[float] = []
         self.bytes = 0
 
@@ -61,6 +63,14 @@ class StreamStats:
             self.counts[_OUTCOME_KEYS[event.outcome]] += 1
             if event.outcome in ("error", "retry"):
                 self.errors_by_code[code_name(event.ack.error_code)] += 1
+            if event.outcome == "error" and len(self.refused) < _REFUSED_LISTED:
+                self.refused.append(
+                    {
+                        "sequence": event.sequence,
+                        "code": code_name(event.ack.error_code),
+                        "message": event.ack.error_message,
+                    }
+                )
 
 
 def code_name(value: int) -> str:
@@ -105,6 +115,9 @@ def build_summary(run: StreamRun, duration: float, drained: bool) -> dict[str, A
         }
         | {"unacked": len(unacked)},
         "errors_by_code": dict(run.stats.errors_by_code),
+        "refused": list(run.stats.refused),
+        # the qualities rate control kept to (what the analytics holds); None: not checked
+        "served_qualities": run.served.qualities,
         "connections": run.sender.connections,
         "bytes": run.stats.bytes,
         "rate": {
@@ -129,8 +142,9 @@ def build_summary(run: StreamRun, duration: float, drained: bool) -> dict[str, A
 def report(summary: dict[str, Any], path: Path | None) -> None:
     """Log the one-line summary and write the JSON (to a file, or stdout for '-')."""
     f, r = summary["frames"], summary["rate"]
-    log.info(
-        "stream %s done (%s): %d encoded, %d acked, %d duplicates, %d errors, %d unacked, "
+    log.log(
+        logging.ERROR if f["errors"] or summary["error"] else logging.INFO,
+        "stream %s done (%s): %d encoded, %d acked, %d duplicates, %d refused, %d unacked, "
         "%d connections; achieved %.4f bpp (target %s), %.1f kbit/s at %g fps",
         summary["stream_id"],
         summary["stopped_by"],

@@ -31,6 +31,8 @@ TRANSIENT_FRAME_CODES = frozenset(
         grpc.StatusCode.ABORTED,
     )
 )
+# A frame coded with weights the analytics does not hold (see served.py).
+_FAILED_PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION.value[0]
 # Stream-level failures no reconnect can fix.
 FATAL_STREAM_CODES = frozenset(
     {
@@ -50,6 +52,11 @@ _CHANNEL_OPTIONS = [
     # a single address behaves as before.
     ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})),
 ]
+
+
+# Told what the analytics holds (None: it does not say); returns why the stream cannot go
+# on with that analytics, or None when it can.
+InfoHandler = Callable[[api_pb2.ServiceInfo | None], str | None]
 
 
 @dataclass
@@ -89,6 +96,7 @@ class StreamSender:
         on_ack: Callable[[AckEvent], None] | None = None,
         on_send: Callable[[PendingFrame], None] | None = None,
         on_connect: Callable[[int], None] | None = None,
+        on_info: InfoHandler | None = None,
         tls: ClientTLS | None = None,
         api_key: str | None = None,
     ) -> None:
@@ -106,6 +114,8 @@ class StreamSender:
         self.on_ack = on_ack
         self.on_send = on_send
         self.on_connect = on_connect
+        self.on_info = on_info
+        self._stub: api_pb2_grpc.AnalyticsStub | None = None
         self.connections = 0
         self.error: str | None = None
         self._stop = threading.Event()
@@ -187,6 +197,10 @@ class StreamSender:
         if not self._wait_ready(channel):
             channel.close()
             return False
+        stub = api_pb2_grpc.AnalyticsStub(channel)
+        if not self._ask_info(stub):
+            channel.close()
+            return False
         self.connections += 1
         if self.on_connect is not None:
             self.on_connect(self.connections)
@@ -197,10 +211,10 @@ class StreamSender:
             target=self._watch, args=(cursor, stalled), daemon=True, name="stream-watchdog"
         )
         try:
-            stub = api_pb2_grpc.AnalyticsStub(channel)
             call = stub.AnalyzeStream(iter(cursor), metadata=self.metadata)
             with self._lock:
                 self._call = call
+                self._stub = stub
             if self._stop.is_set():
                 call.cancel()
             watchdog.start()
@@ -226,9 +240,45 @@ class StreamSender:
         finally:
             with self._lock:
                 self._call = None
+                self._stub = None
             cursor.stop()
             channel.close()
         return progressed
+
+    def _refresh_info(self) -> None:
+        """A codec the analytics held may be gone (unloaded, or another replica answered):
+        learn what it serves now; end this call if it can no longer be used."""
+        with self._lock:
+            stub, call = self._stub, self._call
+        if stub is not None and not self._ask_info(stub) and call is not None:
+            call.cancel()
+
+    def _ask_info(self, stub: api_pb2_grpc.AnalyticsStub) -> bool:
+        """Ask the analytics what it serves (GetInfo) before frames go out; False when this
+        connection cannot be used (``error`` is set when no reconnect can help)."""
+        if self.on_info is None:
+            return True
+        info: api_pb2.ServiceInfo | None = None
+        try:
+            info = stub.GetInfo(
+                api_pb2.GetInfoRequest(), timeout=CONNECT_TIMEOUT_S, metadata=self.metadata
+            )
+        except grpc.RpcError as exc:
+            code = exc.code() if hasattr(exc, "code") else None
+            if code in FATAL_STREAM_CODES - {grpc.StatusCode.UNIMPLEMENTED}:
+                self.error = f"analytics refused GetInfo: {code}: {exc.details()}"
+                log.error("%s", self.error)
+                return False
+            if code != grpc.StatusCode.UNIMPLEMENTED:
+                log.warning("GetInfo on %s failed (%s): reconnecting", self.target, code)
+                return False
+            log.warning("%s does not answer GetInfo: cannot check its codecs", self.target)
+        problem = self.on_info(info)
+        if problem is not None:
+            self.error = problem
+            log.error("%s", problem)
+            return False
+        return True
 
     def _watch(self, cursor: Cursor, stalled: threading.Event) -> None:
         """Cancel a call that keeps frames out but acknowledges nothing (a hung peer)."""
@@ -259,6 +309,8 @@ class StreamSender:
         else:
             pending = self.buffer.ack(seq)
             outcome = "error"
+            if ack.error_code == _FAILED_PRECONDITION:
+                self._refresh_info()
         if pending is None and outcome != "retry":
             outcome = "stray"  # acknowledged before: a resend crossed an ack on the wire
         if self.on_ack is not None:

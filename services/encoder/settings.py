@@ -124,6 +124,12 @@ class EncoderSettings(ServiceSettings):
     frame_max_retries: int = Field(
         default=3, ge=0, description="resends of a frame after transient errors"
     )
+    refused_frames_limit: int = Field(
+        default=10,
+        ge=0,
+        description="frames the analytics refuses in a row (not transient errors) before "
+        "the stream stops; any refused frame makes the exit code 4; 0 = never stop",
+    )
     stream_metrics_port: int = Field(
         default=0, ge=0, le=65535, description="stream: metrics port; 0 = off"
     )

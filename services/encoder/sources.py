@@ -80,6 +80,8 @@ def open_source(
 ) -> Iterator[SourceFrame]:
     """Frames from ``spec``: a directory of images, /dev/videoN or camera:N, a video file,
     an rtsp:// or http(s):// stream, or gst:<GStreamer pipeline ending in appsink>."""
+    if spec.startswith(GSTREAMER_PREFIX):
+        require_gstreamer(_cv2())
     if is_network(spec):
         return network_frames(spec, reconnect or Reconnect(delay=lambda n: min(10.0, 0.2 * 2**n)))
     path = Path(spec)
@@ -118,6 +120,26 @@ def folder_frames(
             yield SourceFrame(index, path.name, image, _now_ms())
 
     return generate()
+
+
+def has_gstreamer(cv2: Any) -> bool:
+    """Whether this OpenCV build has the GStreamer video I/O backend (the opencv-python
+    wheels on PyPI do not; a distribution's or a self-built OpenCV may)."""
+    for line in cv2.getBuildInformation().splitlines():
+        name, _, value = line.strip().partition(":")
+        if name.strip() == "GStreamer":
+            return value.strip().upper().startswith("YES")
+    return False
+
+
+def require_gstreamer(cv2: Any) -> None:
+    if not has_gstreamer(cv2):
+        version = getattr(cv2, "__version__", "?")
+        raise SourceError(
+            f"gst: pipeline sources need OpenCV built with GStreamer, and this one (cv2 "
+            f"{version}) is built without it: read the camera by its rtsp:// or http(s):// "
+            "URL instead, or install an OpenCV with GStreamer (docs/cameras.md)"
+        )
 
 
 def _cv2() -> Any:
@@ -187,12 +209,7 @@ def network_frames(spec: str, reconnect: Reconnect) -> Iterator[SourceFrame]:
         capture.release()
         capture = _reopen(cv2, spec, name, reconnect)
     if capture is None:
-        hint = ""
-        if spec.startswith(GSTREAMER_PREFIX) and "GStreamer: YES" not in " ".join(
-            cv2.getBuildInformation().split()
-        ):
-            hint = " (this OpenCV is built without GStreamer: use an rtsp:// or http:// URL)"
-        raise SourceError(f"cannot open stream {name!r}{hint}")
+        raise SourceError(f"cannot open stream {name!r}")
 
     def generate() -> Iterator[SourceFrame]:
         nonlocal capture

@@ -20,15 +20,18 @@ from services.generated.transtic.v1 import api_pb2
 from .codecs import CodecBank
 from .metrics import UNKNOWN, EncoderMetrics, HealthHTTPServer
 from .rate_control import RateController, RateTarget
-from .report import StreamStats, build_summary, report
+from .report import StreamStats, build_summary, code_name, report
 from .resend import PendingFrame, ResendBuffer
 from .sender import AckEvent, Backoff, StreamSender
+from .served import ServedCodecs
 from .settings import EncoderSettings
 from .sources import Reconnect, SourceFrame, open_source
 
 log = logging.getLogger(__name__)
+_CLOSE_GRACE_S = 2.0
 
-EXIT_OK, EXIT_ERROR, EXIT_UNACKED = 0, 1, 3
+# EXIT_REFUSED: the run ended, but the analytics refused some frames (they are not stored).
+EXIT_OK, EXIT_ERROR, EXIT_UNACKED, EXIT_REFUSED = 0, 1, 3, 4
 
 
 @dataclass
@@ -53,7 +56,8 @@ def default_stream_id() -> str:
     return f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
 
 
-def codec_encoder(settings: EncoderSettings) -> tuple[EncodeFn, list[int]]:
+def codec_encoder(settings: EncoderSettings) -> tuple[EncodeFn, list[int], dict[int, str]]:
+    """The encode function, its qualities and each quality's weights fingerprint."""
     bank = CodecBank.load(settings, only_task=settings.task)
     qualities = bank.qualities(settings.task)
     if not qualities:
@@ -65,7 +69,7 @@ def codec_encoder(settings: EncoderSettings) -> tuple[EncodeFn, list[int]]:
         elapsed_ms = (time.perf_counter() - start) * 1e3
         return EncodedFrame(result.data, elapsed_ms, bank.codec_id(settings.task, quality))
 
-    return encode, qualities
+    return encode, qualities, {q: bank.fingerprint(settings.task, q) for q in qualities}
 
 
 def rate_target(settings: EncoderSettings) -> RateTarget | None:
@@ -87,6 +91,7 @@ class StreamRun:
         qualities: list[int] | None = None,
         frames: Iterable[SourceFrame] | None = None,
         metrics: EncoderMetrics | None = None,
+        fingerprints: dict[int, str] | None = None,
     ) -> None:
         self.settings = settings
         self.stream_id = settings.stream_id or default_stream_id()
@@ -99,12 +104,13 @@ class StreamRun:
             tls.credentials()
         api_key = settings.client_key()
         if encode is None:
-            encode, qualities = codec_encoder(settings)
+            encode, qualities, fingerprints = codec_encoder(settings)
         assert qualities, "a custom encode function needs its list of qualities"
         self.encode = encode
         self.controller = RateController(
             qualities, rate_target(settings), fixed_quality=settings.quality or None
         )
+        self.served = ServedCodecs(fingerprints, settings.task, settings.quality or None)
         if frames is None:
             if not settings.source:
                 raise ValueError("no source: pass --source DIR|VIDEO|/dev/videoN|rtsp://...")
@@ -121,6 +127,7 @@ class StreamRun:
         self.stop_requested = threading.Event()
         self.abort_requested = threading.Event()
         self.stopped_by = "end_of_source"
+        self.refused_in_a_row = 0
         self.sender = StreamSender(
             settings.target,
             self.buffer,
@@ -132,6 +139,8 @@ class StreamRun:
             on_ack=self._on_ack,
             on_send=self._on_send,
             on_connect=lambda n: self.metrics.stream_reconnects.inc(),
+            # Nothing to check without fingerprints (a custom encode function).
+            on_info=self.served.update if fingerprints is not None else None,
             tls=tls,
             api_key=api_key,
         )
@@ -149,6 +158,16 @@ class StreamRun:
 
     def _on_ack(self, event: AckEvent) -> None:
         self.stats.on_ack(event)
+        if event.outcome == "error":
+            self.refused_in_a_row += 1
+            log.error(
+                "analytics refused frame seq=%d (%s: %s); it is not stored",
+                event.sequence,
+                code_name(event.ack.error_code),
+                event.ack.error_message,
+            )
+        elif event.outcome in ("ok", "duplicate"):
+            self.refused_in_a_row = 0
         self.metrics.stream_acked.labels(event.outcome).inc()
         self.metrics.stream_unacked.set(len(self.buffer))
         result = event.ack.result
@@ -178,21 +197,44 @@ class StreamRun:
         finally:
             self.buffer.close()
             drained = self._drain()
+            if drained and not self.abort_requested.is_set():
+                # Every frame is acknowledged: let the call end by itself (the analytics
+                # closes it once it has seen the end of the frames) instead of cancelling it,
+                # which the analytics would count as a client that went away.
+                self.sender.join(timeout=_CLOSE_GRACE_S)
             self.sender.stop()
             self.sender.join(timeout=5.0)
         summary = self.summary(time.monotonic() - start, drained)
         report(summary, self.settings.summary_json)
         return summary
 
+    def _wait_served(self) -> bool:
+        """Wait until the analytics said which codecs it holds (a frame coded with a codec it
+        lacks would be refused); False when the run ends first."""
+        while not self.served.known.wait(0.1):
+            if self.stop_requested.is_set():
+                self.stopped_by = "signal"
+                return False
+            if self.sender.error is not None or not self.sender.alive:
+                self.stopped_by = "error"
+                return False
+        return True
+
     def _read_loop(self, start: float) -> None:
         s = self.settings
         sequence = 0
+        if not self._wait_served():
+            return
         for frame in self.frames:
             if self.stop_requested.is_set():
                 self.stopped_by = "signal"
                 return
             if self.sender.error is not None:
                 self.stopped_by = "error"
+                return
+            if s.refused_frames_limit and self.refused_in_a_row >= s.refused_frames_limit:
+                self.stopped_by = "refused"
+                log.error("%d frames in a row refused: stopping", self.refused_in_a_row)
                 return
             self.stats.add("read")
             if frame.image is None:
@@ -212,6 +254,10 @@ class StreamRun:
                 return
 
     def _encode_and_queue(self, frame: SourceFrame, sequence: int) -> bool:
+        served = self.served.take_change()
+        if served is not None and served != self.controller.qualities:
+            log.info("analytics serves qualities %s: rate control keeps to them", served)
+            self.controller.restrict(served)
         pixels = frame.pixels
         quality = self.controller.choose(pixels)
         goal = self.controller.effective_bpp(pixels)
@@ -295,7 +341,9 @@ class StreamRun:
     def exit_code(self, summary: dict[str, Any]) -> int:
         if summary["error"]:
             return EXIT_ERROR
-        return EXIT_UNACKED if summary["frames"]["unacked"] else EXIT_OK
+        if summary["frames"]["unacked"]:
+            return EXIT_UNACKED
+        return EXIT_REFUSED if summary["frames"]["errors"] else EXIT_OK
 
 
 def start_metrics(settings: EncoderSettings, metrics: EncoderMetrics) -> HealthHTTPServer | None:

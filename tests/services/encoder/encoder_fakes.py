@@ -1,4 +1,5 @@
-"""A fake Analytics gRPC service for stream tests: a real server that can be stopped and restarted.
+"""A fake Analytics gRPC service for stream tests: a real server that can be stopped and restarted
+(and :func:`live_analytics`, the real service in process, for end-to-end stream tests).
 
 The store outlives server restarts, like the persistent dedup store of the real service, so
 tests can check that each (stream_id, sequence) was processed exactly once.
@@ -11,6 +12,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from concurrent import futures
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ import grpc
 import numpy as np
 from PIL import Image
 
-from services.encoder.streamer import EncodedFrame
+from services.encoder.streamer import EncodedFrame, StreamRun
 from services.generated.transtic.v1 import api_pb2, api_pb2_grpc
 
 
@@ -38,6 +40,12 @@ class Store:
     release: threading.Event = field(default_factory=threading.Event)
     ack_delay_s: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # quality -> weights fingerprint of the codecs held (GetInfo); None: no GetInfo at all.
+    # Frames of other qualities (FakeEncoder's first byte) are refused as the real service
+    # refuses foreign weights.
+    codecs: dict[int, str] | None = None
+    # (sequence, quality): when this frame arrives, that codec is unloaded
+    unload_at: tuple[int, int] | None = None
 
     def sequences(self) -> list[int]:
         return [seq for _, seq in self.processed]
@@ -47,12 +55,31 @@ class FakeAnalytics(api_pb2_grpc.AnalyticsServicer):
     def __init__(self, store: Store) -> None:
         self.store = store
 
+    def GetInfo(self, request: Any, context: Any) -> api_pb2.ServiceInfo:  # noqa: N802
+        if self.store.codecs is None:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "no GetInfo here")
+        with self.store.lock:
+            codecs = dict(self.store.codecs or {})
+        models = [
+            api_pb2.ModelInfo(kind="codec", quality=q, fingerprint=fp, ready=True)
+            for q, fp in codecs.items()
+        ]
+        return api_pb2.ServiceInfo(service="analytics", models=models)
+
     def AnalyzeStream(self, request_iterator: Iterator[api_pb2.Frame], context: Any) -> Any:  # noqa: N802
         s = self.store
         for frame in request_iterator:
             key = (frame.stream_id, int(frame.sequence))
             sid, seq = frame.stream_id, frame.sequence
             with s.lock:
+                if s.unload_at is not None and seq >= s.unload_at[0] and s.codecs:
+                    s.codecs.pop(s.unload_at[1], None)
+                if s.codecs is not None and frame.bitstream[0] not in s.codecs:
+                    code = grpc.StatusCode.FAILED_PRECONDITION
+                    yield api_pb2.FrameAck(
+                        stream_id=sid, sequence=seq, error_code=code.value[0], error_message="?"
+                    )
+                    continue
                 if key in s.results:
                     s.duplicates_answered.append(key[1])
                     yield api_pb2.FrameAck(
@@ -135,7 +162,8 @@ class FakeEncoder:
             self.observe()
         self.calls.append(quality)
         pixels = int(image.shape[-1] * image.shape[-2])
-        return EncodedFrame(b"x" * max(1, round(self.bpp[quality] * pixels / 8)), 1.0)
+        size = max(1, round(self.bpp[quality] * pixels / 8))
+        return EncodedFrame(bytes([quality]) + b"x" * (size - 1), 1.0)  # quality, then filler
 
 
 def png_bytes(width: int, height: int, seed: int = 0) -> bytes:
@@ -155,3 +183,50 @@ def write_frames(directory: Path, count: int, size: int = 64) -> Path:
         frame = np.clip(scene + noise, 0, 255).astype(np.uint8)
         Image.fromarray(frame).save(directory / f"frame_{i:04d}.png")
     return directory
+
+
+@contextmanager
+def live_analytics(settings: Any, backends: list[Any]) -> Iterator[tuple[str, Any]]:
+    """The real analytics (runtime and gRPC front end) on 127.0.0.1: yields its target and
+    runtime, whose store holds what the stream client delivered."""
+    from service_fakes import analytics_grpc
+
+    with analytics_grpc(settings, backends) as served:
+        yield f"127.0.0.1:{served.port}", served.runtime
+
+
+def camera_analytics_settings(checkpoint: Path, db_path: Path) -> Any:
+    """Analytics for the camera tests: detection with the test codec, batches right away."""
+    from services.analytics.settings import Settings
+
+    return Settings(
+        codec_checkpoint=str(checkpoint),
+        host="127.0.0.1",
+        device="cpu",
+        default_task="detection",
+        db_path=db_path,
+        max_batch_delay_ms=1.0,
+        precision="float32",  # emulated bfloat16 is slow on small CPUs
+    )
+
+
+def camera_stream_run(
+    source: str, target: str, checkpoint: Path, stream_id: str, **overrides: Any
+) -> StreamRun:
+    """The stream client reading a camera, patient with a camera that goes away."""
+    from services.encoder.settings import EncoderSettings
+
+    values: dict[str, Any] = {
+        "checkpoints": {"detection": {1: checkpoint}},
+        "task": "detection",
+        "device": "cpu",
+        "precision": "float32",
+        "source": source,
+        "target": target,
+        "stream_id": stream_id,
+        "reconnect_initial_s": 0.2,
+        "reconnect_max_s": 0.5,
+        "source_reconnect_attempts": 100,
+        "drain_timeout_s": 60.0,
+    }
+    return StreamRun(EncoderSettings(**(values | overrides)))

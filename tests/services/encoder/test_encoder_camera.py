@@ -5,7 +5,6 @@ frames reach the analytics store through the real gRPC front end."""
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -15,16 +14,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from encoder_fakes import camera_analytics_settings, camera_stream_run, free_port, live_analytics
 from PIL import Image
 from service_fakes import FakeDetection
 
-from services.analytics.grpc_service import GrpcFrontEnd
-from services.analytics.runtime import Runtime
-from services.analytics.settings import Settings
-from services.analytics.streaming import FrameProcessor
-from services.encoder.settings import EncoderSettings
 from services.encoder.sources import Reconnect, SourceError, network_frames, open_source, redact
-from services.encoder.streamer import EXIT_OK, StreamRun
+from services.encoder.streamer import EXIT_OK
 
 pytestmark = pytest.mark.integration
 FFMPEG = shutil.which("ffmpeg")
@@ -33,12 +28,6 @@ if FFMPEG is None:
 pytest.importorskip("cv2")
 
 RED, BLUE = (220, 30, 30), (30, 30, 220)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def picture(folder: Path, colour: tuple[int, int, int]) -> Path:
@@ -125,36 +114,9 @@ def test_unreachable_stream_and_redacted_names(tmp_path: Path) -> None:
 def test_camera_frames_reach_the_analytics_store(
     camera: Camera, codec_checkpoint: Path, tmp_path: Path
 ) -> None:
-    settings = Settings(
-        codec_checkpoint=str(codec_checkpoint),
-        host="127.0.0.1",
-        device="cpu",
-        default_task="detection",
-        db_path=tmp_path / "frames.db",
-        max_batch_delay_ms=1.0,
-    )
-    runtime = Runtime(settings, backends=[FakeDetection()])
-    runtime.start()
-    frames = FrameProcessor(runtime)
-    front = GrpcFrontEnd(runtime, frames, "127.0.0.1:0")
-    front.set_serving(True)
-    front.server.start()
-    try:
-        run = StreamRun(
-            EncoderSettings(
-                checkpoints={"detection": {1: codec_checkpoint}},
-                task="detection",
-                device="cpu",
-                source=camera.url,
-                target=f"127.0.0.1:{front.port}",
-                stream_id="cam-mjpeg",
-                max_frames=6,
-                reconnect_initial_s=0.2,
-                reconnect_max_s=0.5,
-                source_reconnect_attempts=100,
-                drain_timeout_s=60.0,
-            )
-        )
+    settings = camera_analytics_settings(codec_checkpoint, tmp_path / "frames.db")
+    with live_analytics(settings, [FakeDetection()]) as (target, runtime):
+        run = camera_stream_run(camera.url, target, codec_checkpoint, "cam-mjpeg", max_frames=6)
         summary = run.run()
         assert run.exit_code(summary) == EXIT_OK, summary
         stored = runtime.store.frames("cam-mjpeg", -1, 100)
@@ -162,8 +124,3 @@ def test_camera_frames_reach_the_analytics_store(
         assert all(f.result["detections"][0]["label"] == "thing" for f in stored)
         assert all(f.result["width"] == 128 and f.result["height"] == 96 for f in stored)
         assert camera.first.poll() is not None  # the stream outlived its first server
-    finally:
-        front.server.stop(0).wait()
-        runtime.drain()
-        frames.close()
-        runtime.close()

@@ -11,6 +11,8 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import grpc
 import numpy as np
@@ -21,7 +23,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from services.encoder.cli import build_parser, main, parse_checkpoints, settings_from_args
 from services.encoder.codecs import discover_checkpoints
 from services.encoder.settings import EncoderSettings, env_names
-from services.encoder.sources import SourceError, list_images, open_source
+from services.encoder.sources import (
+    Reconnect,
+    SourceError,
+    has_gstreamer,
+    list_images,
+    open_source,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -134,6 +142,35 @@ def test_video_file_source(tmp_path: Path) -> None:
     assert got[0].image[..., 0].mean() > 150  # converted to RGB: red first
     with pytest.raises(SourceError):
         open_source("camera:57")
+
+
+def test_gstreamer_support_is_read_from_the_opencv_build() -> None:
+    def build(line: str) -> Any:
+        return SimpleNamespace(getBuildInformation=lambda: f"  Video I/O:\n    {line}\n")
+
+    assert has_gstreamer(build("GStreamer:                   YES (1.22.0)"))
+    assert not has_gstreamer(build("GStreamer:                   NO"))
+    assert not has_gstreamer(build("FFMPEG:                      YES"))
+
+
+def test_gst_pipeline_source_is_refused_without_gstreamer_in_opencv(
+    checkpoints: dict[int, Path], restore_process_state: None, capfd: pytest.CaptureFixture[str]
+) -> None:
+    cv2 = pytest.importorskip("cv2")
+    if has_gstreamer(cv2):
+        pytest.skip("this OpenCV has GStreamer: gst: sources are accepted")
+    pipeline = "gst:videotestsrc ! videoconvert ! appsink"
+
+    def no_reconnect(seconds: float) -> None:
+        raise AssertionError("a source that can never open must not be retried")
+
+    with pytest.raises(SourceError, match="built without") as refused:
+        open_source(pipeline, reconnect=Reconnect(lambda n: 1.0, sleep=no_reconnect))
+    assert "rtsp://" in str(refused.value)
+    argv = ["stream", "--source", pipeline, "--checkpoint", f"1={checkpoints[1]}",
+            "--device", "cpu", "--target", f"127.0.0.1:{free_port()}"]  # fmt: skip
+    assert main(argv) == 2
+    assert "need OpenCV built with GStreamer" in capfd.readouterr().err
 
 
 def test_stream_command_real_codec_meets_target_bpp(

@@ -78,3 +78,16 @@ def test_targets_validate() -> None:
     with pytest.raises(ValueError):
         RateTarget(bpp=-1)
     assert RateTarget(kbps=50, fps=5).describe() == "50 kbit/s at 5 fps"
+
+
+def test_restricted_controller_chooses_only_the_allowed_qualities() -> None:
+    controller = RateController(list(BPP), RateTarget(bpp=2.0))
+    assert run(controller, 20)[-5:] == [4] * 5  # climbs to the top quality
+    controller.restrict([1, 3])  # e.g. the analytics side serves only these
+    chosen = run(controller, 30)
+    assert set(chosen) <= {1, 3} and chosen[-10:] == [3] * 10
+    assert set(controller.estimates) <= {1, 3}
+    with pytest.raises(ValueError):
+        controller.restrict([])
+    with pytest.raises(ValueError):
+        RateController(list(BPP), fixed_quality=4).restrict([1, 2])

@@ -16,7 +16,7 @@ from services.encoder.resend import ResendBuffer
 from services.encoder.sender import StreamSender
 from services.encoder.settings import EncoderSettings
 from services.encoder.sources import SourceFrame
-from services.encoder.streamer import EXIT_ERROR, EXIT_OK, EXIT_UNACKED, StreamRun
+from services.encoder.streamer import EXIT_ERROR, EXIT_OK, EXIT_REFUSED, EXIT_UNACKED, StreamRun
 from services.generated.transtic.v1 import api_pb2
 
 BPP = {1: 0.5, 2: 1.0, 3: 2.0}
@@ -44,7 +44,13 @@ def make_run(
     run_ref: list[StreamRun] = []
     occupancy: list[int] = []
     encoder = FakeEncoder(BPP, observe=lambda: occupancy.append(len(run_ref[0].buffer)))
-    run = StreamRun(make_settings(**values), encode=encoder, qualities=list(BPP), frames=frames(n))
+    run = StreamRun(
+        make_settings(**values),
+        encode=encoder,
+        qualities=list(BPP),
+        frames=frames(n),
+        fingerprints={q: f"{q:032x}" for q in BPP},
+    )
     run_ref.append(run)
     encoder.occupancy = occupancy  # type: ignore[attr-defined]
     return run, encoder
@@ -132,7 +138,8 @@ def test_gives_up_after_max_reconnect_attempts(
     run, _ = make_run(make_settings, target, 20, reconnect_max_attempts=2)
     summary = run.run()
     assert summary["stopped_by"] == "error" and "gave up" in summary["error"]
-    assert summary["frames"]["unacked"] == CAPACITY
+    # Nothing is coded before the analytics has said which codecs it holds.
+    assert summary["frames"]["encoded"] == 0 and summary["frames"]["unacked"] == 0
     assert run.exit_code(summary) == EXIT_ERROR
 
 
@@ -149,7 +156,39 @@ def test_transient_frame_errors_are_retried_and_permanent_ones_counted(
     f = summary["frames"]
     assert (f["acked"], f["errors"], f["retries"], f["unacked"]) == (9, 1, 1, 0)
     assert summary["errors_by_code"] == {"UNAVAILABLE": 1, "INVALID_ARGUMENT": 1}
-    assert run.exit_code(summary) == EXIT_OK
+    # The refused frame is not stored: the run says so, in its summary and its exit code.
+    assert summary["refused"] == [{"sequence": 5, "code": "INVALID_ARGUMENT", "message": "bad"}]
+    assert run.exit_code(summary) == EXIT_REFUSED
+
+
+def test_frames_refused_in_a_row_stop_the_run(
+    make_settings: Callable[..., EncoderSettings], analytics: FakeAnalyticsServer
+) -> None:
+    analytics.store.fail_always = {i: grpc.StatusCode.INVALID_ARGUMENT for i in range(2, 200)}
+    analytics.start()
+    run, encoder = make_run(make_settings, analytics.target, 200, refused_frames_limit=3)
+    summary = run.run()
+    assert summary["stopped_by"] == "refused" and len(encoder.calls) < 200
+    assert summary["frames"]["errors"] >= 3 and summary["frames"]["acked"] == 2
+    assert run.exit_code(summary) == EXIT_REFUSED
+
+
+def test_a_codec_unloaded_mid_stream_is_dropped_from_rate_control(
+    make_settings: Callable[..., EncoderSettings], analytics: FakeAnalyticsServer
+) -> None:
+    analytics.store.codecs = {q: f"{q:032x}" for q in BPP}
+    analytics.store.unload_at = (8, 3)  # the analytics lets go of the q3 codec at frame 8
+    analytics.start()
+    run, encoder = make_run(make_settings, analytics.target, 40, target_bpp=5.0)
+    summary = run.run()
+    assert encoder.calls[:8].count(3) >= 1  # before: q3 served, and the controller used it
+    refused = [r["sequence"] for r in summary["refused"]]
+    assert refused and {r["code"] for r in summary["refused"]} == {"FAILED_PRECONDITION"}
+    # Only frames coded before the client learnt of the change are refused; then no more q3.
+    assert 3 not in encoder.calls[max(refused) + 1 :]
+    assert sorted(analytics.store.sequences() + refused) == list(range(40))
+    assert summary["served_qualities"] == [1, 2]
+    assert run.exit_code(summary) == EXIT_REFUSED
 
 
 def test_stop_drains_in_flight_frames(
