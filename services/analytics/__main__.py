@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
-from services.analytics.server import run
 from services.analytics.settings import Settings
+from services.common.logs import configure_logging
 from services.common.settings import settings_from_args
 
 
@@ -26,6 +26,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
         sys.exit(f"invalid settings:\n{problems}")
+    configure_logging(settings.log_level, settings.log_format)
+    # Imported once logging is set up: torch and the model libraries warn while they load,
+    # and a JSON log must carry those lines as JSON too.
+    from services.analytics.server import run
+
     try:
         run(settings)
     except (OSError, ValueError) as exc:

@@ -16,12 +16,14 @@ import transtic
 from services.analytics.metrics import ModelLabels
 from services.analytics.runtime import Runtime
 from services.analytics.streaming import FrameOutcome, FrameProcessor
+from services.common import request_ids
 from services.common.auth import ApiKeys
 from services.common.errors import ErrorCode, ServiceError, abort_grpc
 from services.common.grpc_guard import GrpcGuard
 from services.common.grpc_limits import StreamLimiter, server_options
 from services.common.grpc_model_control import add_model_control
 from services.common.grpc_utils import HealthPort, add_health_and_reflection, set_serving
+from services.common.logs import log_context
 from services.common.ratelimit import RateLimiter
 from services.common.tls import add_port, server_credentials
 from services.generated.transtic.v1 import api_pb2, api_pb2_grpc
@@ -56,11 +58,22 @@ class AnalyticsServicer(api_pb2_grpc.AnalyticsServicer):
         self.stream_window = max(2, 2 * runtime.settings.max_batch_size)
 
     def Analyze(self, request: Any, context: grpc.ServicerContext) -> api_pb2.AnalyzeResult:
+        request_id = request_ids.echo_grpc(context)
+        with log_context(request_id=request_id):
+            return self._analyze(request, context, request_id)
+
+    def _analyze(
+        self, request: Any, context: grpc.ServicerContext, request_id: str
+    ) -> api_pb2.AnalyzeResult:
         labels = ModelLabels()
         start = time.perf_counter()
         try:
             future = self.runtime.submit_bitstream(
-                request.bitstream, request.task or None, source="grpc", labels=labels
+                request.bitstream,
+                request.task or None,
+                source="grpc",
+                labels=labels,
+                request_id=request_id,
             )
             # A cancelled or expired call drops its work from the queue or between stages.
             context.add_callback(future.abandon)
@@ -76,11 +89,14 @@ class AnalyticsServicer(api_pb2_grpc.AnalyticsServicer):
             self.runtime.metrics.request_seconds.labels(api="grpc", **labels.values()).observe(
                 elapsed
             )
+        log.debug("analysed: %s, codec %s", outcome.result.task, outcome.result.codec_id)
         return outcome.result.to_proto()
 
     def AnalyzeStream(
         self, request_iterator: Iterator[Any], context: grpc.ServicerContext
     ) -> Iterator[api_pb2.FrameAck]:
+        # The call's id; each frame gets its own (Frame.request_id, or derived from this).
+        call_id = request_ids.echo_grpc(context)
         acks: queue.Queue[Any] = queue.Queue()
         window = threading.BoundedSemaphore(self.stream_window)
         total: list[int] = []
@@ -93,6 +109,10 @@ class AnalyticsServicer(api_pb2_grpc.AnalyticsServicer):
             acks.put(f.result())
 
         def read() -> None:
+            with log_context(request_id=call_id):
+                read_frames()
+
+        def read_frames() -> None:
             try:
                 for frame in request_iterator:
                     last_activity[0] = time.monotonic()
@@ -106,6 +126,7 @@ class AnalyticsServicer(api_pb2_grpc.AnalyticsServicer):
                         frame.task or None,
                         frame.capture_time_unix_ms or None,
                         frame.session,
+                        request_ids.for_frame(frame.request_id, call_id, frame.sequence),
                     )
                     received[0] += 1
                     future.add_done_callback(on_done)
@@ -151,6 +172,7 @@ def _ack(outcome: FrameOutcome) -> api_pb2.FrameAck:
         duplicate=outcome.duplicate,
         content_sha256=outcome.digest,
         session=outcome.session,
+        request_id=outcome.request_id,
     )
     if outcome.error is not None:
         ack.error_code = outcome.error.grpc_code_value

@@ -125,5 +125,16 @@ class Metrics:
     def count_error(self, code: str, labels: ModelLabels | None = None) -> None:
         self.errors.labels(code=code, **(labels or ModelLabels()).values()).inc()
 
+    @staticmethod
+    def total(counter: Counter, **labels: str) -> float:
+        """The sum of ``counter`` over its series that have ``labels`` (the others free)."""
+        return sum(
+            sample.value
+            for family in counter.collect()
+            for sample in family.samples
+            if sample.name.endswith("_total")
+            and all(sample.labels.get(k) == v for k, v in labels.items())
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

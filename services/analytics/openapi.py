@@ -14,6 +14,7 @@ from fastapi.openapi.utils import get_openapi
 
 from services.analytics.problems import declare_problem_schema
 from services.analytics.security import is_public_path
+from services.common import request_ids
 from services.common.auth import API_KEY_HEADER
 
 SECURITY_SCHEMES = {
@@ -21,6 +22,21 @@ SECURITY_SCHEMES = {
     "apiKeyHeader": {"type": "apiKey", "in": "header", "name": API_KEY_HEADER.title()},
 }
 _UNUSED_SCHEMAS = ("HTTPValidationError", "ValidationError")
+# Every operation takes and answers one (rest.RequestIds, a middleware FastAPI cannot see).
+# Any value is accepted (an unsafe one is replaced, not refused), so only the answer's
+# header is held to the pattern.
+REQUEST_ID_PARAMETER = {
+    "name": request_ids.HTTP_HEADER,
+    "in": "header",
+    "required": False,
+    "description": "the caller's id for this request, echoed back and kept with the result; "
+    f"one that does not match {request_ids.PATTERN} is replaced by a generated id",
+    "schema": {"type": "string"},
+}
+REQUEST_ID_HEADER = {
+    "description": "the request id: the caller's X-Request-ID if it was valid, else a new one",
+    "schema": {"type": "string", "pattern": request_ids.PATTERN},
+}
 
 
 def install_openapi(app: FastAPI, *, keys_required: bool, metrics_public: bool) -> None:
@@ -55,3 +71,6 @@ def _fix(schema: dict[str, Any], *, keys_required: bool, metrics_public: bool) -
             operation["responses"].pop("422", None)
             public = is_public_path(path, metrics_public=metrics_public)
             operation["security"] = [] if public else requirement
+            operation.setdefault("parameters", []).append(REQUEST_ID_PARAMETER)
+            for response in operation["responses"].values():
+                response.setdefault("headers", {})[request_ids.HTTP_HEADER] = REQUEST_ID_HEADER

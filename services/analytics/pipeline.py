@@ -32,6 +32,7 @@ class Job:
     bitstream: bytes | None = None
     image: Tensor | None = None  # edge path: encode first, then analyse the real stream
     keep_image: bool = False
+    request_id: str = ""  # already checked (services.common.request_ids)
     submitted: float = field(default_factory=time.perf_counter)
     # Raised when the caller gave up (timeout, disconnect): checked between stages.
     abandoned: threading.Event = field(default_factory=threading.Event)
@@ -191,6 +192,7 @@ class Pipeline:
             codec_id=job.codec.id,
             codec_fingerprint=job.codec.fingerprint,
             task_model_id=job.backend.model_id,
+            request_id=job.request_id,
             timings_ms={k: round(v, 3) for k, v in timings.items()},
         )
         m = self.metrics

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import transtic
 from services.analytics.openapi import install_openapi
@@ -18,7 +19,9 @@ from services.analytics.routes.web import mount_assets
 from services.analytics.runtime import Runtime
 from services.analytics.security import install as install_security
 from services.analytics.settings import Settings
+from services.common import request_ids
 from services.common.http_limits import BodyLimits
+from services.common.logs import log_context
 from transtic.tasks import TaskBackend
 
 log = logging.getLogger(__name__)
@@ -71,4 +74,34 @@ def create_app(
     install_openapi(
         app, keys_required=keys.enabled, metrics_public=not settings.metrics_require_auth
     )
+    # Outermost: refusals by the guard and the limits carry the request id too.
+    app.add_middleware(RequestIds)
     return app
+
+
+class RequestIds:
+    """Gives every HTTP request an id: the client's ``X-Request-ID`` when it is safe, else a
+    generated one. Routes read it as ``request.state.request_id``, log records carry it,
+    and every answer returns it in ``X-Request-ID``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        header = request_ids.HTTP_HEADER.lower().encode()
+        sent = next((value for key, value in scope["headers"] if key == header), None)
+        request_id = request_ids.accept(sent)
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != header]
+                headers.append((header, request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        with log_context(request_id=request_id):
+            await self.app(scope, receive, send_with_id)

@@ -122,6 +122,7 @@ class Runtime:
         source: str,
         keep_image: bool = False,
         labels: ModelLabels | None = None,
+        request_id: str = "",
     ) -> Pending[Outcome]:
         """Queue a bitstream; ``labels`` (if given) learn the codec and task as they are
         resolved, so a caller counts a refusal under what was known by then."""
@@ -140,7 +141,15 @@ class Runtime:
         task = self.hub.resolve_task(task, header.task)
         labels.task = task
         backend = self.hub.backend(task)
-        job = Job(task, codec, backend, source, bitstream=data, keep_image=keep_image)
+        job = Job(
+            task,
+            codec,
+            backend,
+            source,
+            bitstream=data,
+            keep_image=keep_image,
+            request_id=request_id,
+        )
         return self._queue(job)
 
     def submit_image(
@@ -152,6 +161,7 @@ class Runtime:
         source: str,
         keep_image: bool = False,
         labels: ModelLabels | None = None,
+        request_id: str = "",
     ) -> Pending[Outcome]:
         labels = labels if labels is not None else ModelLabels()
         task = self.hub.resolve_task(task)
@@ -163,7 +173,15 @@ class Runtime:
         except Exception as exc:
             raise to_service_error(exc) from None
         backend = self.hub.backend(task)
-        job = Job(task, codec, backend, source, image=image, keep_image=keep_image)
+        job = Job(
+            task,
+            codec,
+            backend,
+            source,
+            image=image,
+            keep_image=keep_image,
+            request_id=request_id,
+        )
         return self._queue(job)
 
     def _queue(self, job: Job) -> Pending[Outcome]:

@@ -54,7 +54,12 @@ class AnalysisResult(_Model):
     codec_fingerprint: str = ""
     task_model_id: str
     timings_ms: dict[str, float] = {}
-    request_id: str = Field(default="", description="the caller's request id, if it sent one")
+    request_id: str = Field(
+        default="",
+        description="the request this result was produced for: the client's X-Request-ID "
+        "(REST), x-request-id metadata or Frame.request_id (gRPC) when valid, else a "
+        "generated one",
+    )
     thumbnail_jpeg_base64: str | None = Field(
         default=None, description="small JPEG of the decoded frame (streamed frames)"
     )
@@ -94,6 +99,7 @@ class AnalysisResult(_Model):
             height=self.height,
             codec_id=self.codec_id,
             task_model_id=self.task_model_id,
+            request_id=self.request_id,
         )
         message.timings_ms.update(self.timings_ms)
         for label in self.labels:
@@ -136,6 +142,9 @@ class StoredFrame(_Model):
     )
     content_sha256: str | None = Field(
         None, description="hex SHA-256 of the frame's bitstream (absent for old frames)"
+    )
+    request_id: str | None = Field(
+        None, description="the request id the frame was processed under (absent for old frames)"
     )
     task: str
     result: AnalysisResult

@@ -36,7 +36,7 @@ def http_tls_options(settings: Settings) -> dict[str, Any]:
 
 
 def run(settings: Settings, *, backends: Sequence[TaskBackend] | None = None) -> None:
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     # Unreadable certificates or key files stop the start here, before minutes of loading.
     server_credentials(settings)
     ApiKeys.from_settings(settings)

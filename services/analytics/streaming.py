@@ -46,6 +46,7 @@ class FrameOutcome:
     error: ServiceError | None = None
     session: str = ""
     digest: str = ""
+    request_id: str = ""  # this copy's; a duplicate's result keeps the processed copy's
 
 
 def content_digest(bitstream: bytes) -> str:
@@ -95,9 +96,14 @@ class FrameProcessor:
         task: str | None,
         capture_time_ms: int | None = None,
         session: str = "",
+        request_id: str = "",
     ) -> Future[FrameOutcome]:
+        """Process (or answer from the store) one frame; ``request_id`` must be checked
+        already (``services.common.request_ids.for_frame``)."""
         key = (stream_id, sequence)
-        frame = _Frame(stream_id, sequence, session, content_digest(bitstream), ModelLabels())
+        frame = _Frame(
+            stream_id, sequence, session, content_digest(bitstream), ModelLabels(), request_id
+        )
         done: Future[FrameOutcome] = Future()
         with self._lock:
             first = self._inflight.get(key)
@@ -119,6 +125,7 @@ class FrameProcessor:
                     source="stream",
                     keep_image=self._thumbnail_px > 0,
                     labels=frame.labels,
+                    request_id=request_id,
                 )
             except Exception as exc:
                 done.set_result(frame.failed(self.runtime.record_error(exc, frame.labels)))
@@ -149,6 +156,7 @@ class FrameProcessor:
             AnalysisResult.model_validate(result),
             session=frame.session,
             digest=frame.digest,
+            request_id=frame.request_id,
         )
 
     def _same_key(
@@ -165,7 +173,14 @@ class FrameProcessor:
             o = f.result()
             copy.set_result(
                 FrameOutcome(
-                    o.stream_id, o.sequence, o.error is None, o.result, o.error, o.session, o.digest
+                    o.stream_id,
+                    o.sequence,
+                    o.error is None,
+                    o.result,
+                    o.error,
+                    o.session,
+                    o.digest,
+                    frame.request_id,
                 )
             )
 
@@ -196,12 +211,29 @@ class FrameProcessor:
                     capture_time_ms,
                     session=frame.session,
                     digest=frame.digest,
+                    request_id=frame.request_id or None,
                 )
             except BaseException as exc:
                 # Failures are not stored: a resend after a transient error is retried.
                 result = frame.failed(self.runtime.record_error(exc, frame.labels))
+                log.info(
+                    "frame %d of stream %s failed: %s",
+                    frame.sequence,
+                    frame.stream_id,
+                    result.error.code.value if result.error else "?",
+                    extra=frame.log_fields(),
+                )
             else:
                 if inserted:
+                    log.info(
+                        "stored frame %d of stream %s: %s, codec %s, %.4f bpp",
+                        frame.sequence,
+                        frame.stream_id,
+                        result_to_store.task,
+                        result_to_store.codec_id,
+                        result_to_store.bits_per_pixel,
+                        extra=frame.log_fields(),
+                    )
                     result = FrameOutcome(
                         frame.stream_id,
                         frame.sequence,
@@ -209,6 +241,7 @@ class FrameProcessor:
                         AnalysisResult.model_validate(stored.result),
                         session=frame.session,
                         digest=frame.digest,
+                        request_id=frame.request_id,
                     )
                 else:  # another copy was stored first
                     result = self._stored(frame, stored.digest, stored.result)
@@ -225,10 +258,24 @@ class _Frame:
     session: str
     digest: str
     labels: ModelLabels
+    request_id: str = ""
+
+    def log_fields(self) -> dict[str, Any]:
+        """The frame's request fields for a log record (its key was checked already)."""
+        return {
+            "request_id": self.request_id,
+            "stream_id": self.stream_id,
+            "sequence": self.sequence,
+        }
 
     def failed(self, error: ServiceError) -> FrameOutcome:
         return FrameOutcome(
-            self.stream_id, self.sequence, error=error, session=self.session, digest=self.digest
+            self.stream_id,
+            self.sequence,
+            error=error,
+            session=self.session,
+            digest=self.digest,
+            request_id=self.request_id,
         )
 
     def conflict(self, stored_digest: str) -> ServiceError:

@@ -167,5 +167,8 @@ def to_service_error(exc: BaseException) -> ServiceError:
 def abort_grpc(context: grpc.ServicerContext, error: ServiceError) -> None:
     """End an RPC with the error's status; never returns (grpc raises)."""
     if error.retry_after_s is not None:
-        context.set_trailing_metadata((("retry-after", str(int(error.retry_after_s + 0.999))),))
+        # Added to what the handler set already (the request id, for one).
+        kept = tuple(context.trailing_metadata() or ())
+        retry = ("retry-after", str(int(error.retry_after_s + 0.999)))
+        context.set_trailing_metadata((*kept, retry))
     context.abort(error.grpc_status, error.message)

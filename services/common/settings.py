@@ -13,7 +13,7 @@ import types
 import typing
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -40,6 +40,11 @@ class ServiceSettings(BaseSettings):
         default="auto", description="'auto' (CUDA when available), 'cpu', 'cuda:0', ..."
     )
     log_level: str = Field(default="INFO", description="Python logging level")
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="log lines as text, or json: one object per line (timestamp, level, "
+        "logger, message, and request_id / stream_id / sequence when known)",
+    )
     weights_cache_dir: Path | None = Field(
         default=None, description="directory holding downloaded weights files"
     )

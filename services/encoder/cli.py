@@ -33,6 +33,7 @@ _CODEC_FLAGS = (
     "max_aspect_ratio",
     "max_image_bytes",
     "log_level",
+    "log_format",
 )
 _SERVE_FLAGS = (
     "host",
@@ -65,6 +66,8 @@ _CLIENT_FLAGS = (
 )
 _STREAM_FLAGS = (
     "source",
+    "source_reconnect_attempts",
+    "source_skip_stale",
     "target",
     "stream_id",
     "target_bpp",
@@ -79,6 +82,7 @@ _STREAM_FLAGS = (
     "ack_timeout_s",
     "drain_timeout_s",
     "frame_max_retries",
+    "refused_frames_limit",
     "stream_metrics_port",
     "summary_json",
 )
@@ -147,7 +151,7 @@ def settings_from_args(args: argparse.Namespace) -> EncoderSettings:
 
 
 def _configure(settings: EncoderSettings) -> None:
-    configure_logging(settings.log_level.upper())
+    configure_logging(settings.log_level.upper(), settings.log_format)
     if settings.torch_threads:
         import torch
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import grpc
 
 from services.common.auth import auth_metadata
+from services.common.request_ids import METADATA_KEY, new_request_id
 from services.common.tls import ClientTLS, open_channel
 from services.generated.transtic.v1 import api_pb2, api_pb2_grpc
 
@@ -211,7 +212,11 @@ class StreamSender:
             target=self._watch, args=(cursor, stalled), daemon=True, name="stream-watchdog"
         )
         try:
-            call = stub.AnalyzeStream(iter(cursor), metadata=self.metadata)
+            # One id per call; frames carry their own, this one names the connection.
+            call_id = new_request_id()
+            log.info("stream %s connected to %s (call %s)", self.stream_id, self.target, call_id)
+            metadata = (*self.metadata, (METADATA_KEY, call_id))
+            call = stub.AnalyzeStream(iter(cursor), metadata=metadata)
             with self._lock:
                 self._call = call
                 self._stub = stub

@@ -13,12 +13,14 @@ from typing import Any
 import grpc
 
 import transtic
+from services.common import request_ids
 from services.common.auth import ApiKeys
 from services.common.errors import ErrorCode, ServiceError, abort_grpc, to_service_error
 from services.common.grpc_guard import GrpcGuard
 from services.common.grpc_limits import server_options
 from services.common.grpc_model_control import add_model_control
 from services.common.grpc_utils import HealthPort, add_health_and_reflection, set_serving
+from services.common.logs import log_context
 from services.common.ratelimit import RateLimiter
 from services.common.tls import add_port, describe_server, server_credentials
 from services.generated.transtic.v1 import api_pb2, api_pb2_grpc
@@ -42,6 +44,11 @@ class EncoderServicer(api_pb2_grpc.EncoderServicer):
         self.metrics = metrics
 
     def Encode(self, request: api_pb2.EncodeRequest, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        request_id = request_ids.echo_grpc(context)
+        with log_context(request_id=request_id):
+            return self._encode(request, context)
+
+    def _encode(self, request: api_pb2.EncodeRequest, context: grpc.ServicerContext) -> Any:
         start = time.perf_counter()
         labels = {"codec": UNKNOWN, "quality": UNKNOWN, "task": UNKNOWN}
         with self.metrics.inflight.track_inprogress():

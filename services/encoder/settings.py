@@ -96,6 +96,11 @@ class EncoderSettings(ServiceSettings):
         description="network sources: failed reopenings in a row before the stream ends "
         "(waits as for reconnect_initial_s / reconnect_max_s); 0 = forever",
     )
+    source_skip_stale: bool = Field(
+        default=True,
+        description="live sources (cameras, streams): when coding is slower than the camera, "
+        "code the newest frame and skip older ones; false = every frame, in order",
+    )
     target: str = Field(
         default=DEFAULT_ANALYTICS_TARGET, description="Analytics gRPC address host:port"
     )

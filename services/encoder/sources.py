@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,34 +69,116 @@ def redact(url: str) -> str:
 @dataclass(frozen=True)
 class Reconnect:
     """How a network source comes back after it drops: wait ``delay(failures)`` between
-    reopen attempts; give up after ``max_attempts`` failed ones in a row (0 = never)."""
+    reopen attempts; give up after ``max_attempts`` failed ones in a row (0 = never), or
+    as soon as ``cancelled`` is set (nobody reads the frames any more)."""
 
     delay: Callable[[int], float]
     max_attempts: int = 20
-    sleep: Callable[[float], None] = time.sleep
+    sleep: Callable[[float], None] | None = None  # default: wait on ``cancelled``
+    cancelled: threading.Event = field(default_factory=threading.Event)
 
 
 def open_source(
-    spec: str, *, max_pixels: int = DEFAULT_MAX_PIXELS, reconnect: Reconnect | None = None
+    spec: str,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    reconnect: Reconnect | None = None,
+    newest_only: bool = False,
 ) -> Iterator[SourceFrame]:
     """Frames from ``spec``: a directory of images, /dev/videoN or camera:N, a video file,
-    an rtsp:// or http(s):// stream, or gst:<GStreamer pipeline ending in appsink>."""
+    an rtsp:// or http(s):// stream, or gst:<GStreamer pipeline ending in appsink>.
+
+    ``newest_only``: for live sources (cameras, streams), always hand out the newest frame
+    and skip those the consumer was too slow for (see :func:`newest_frames`)."""
     if spec.startswith(GSTREAMER_PREFIX):
         require_gstreamer(_cv2())
+    live: Iterator[SourceFrame] | None = None
+    reconnect = reconnect or Reconnect(delay=lambda n: min(10.0, 0.2 * 2**n))
     if is_network(spec):
-        return network_frames(spec, reconnect or Reconnect(delay=lambda n: min(10.0, 0.2 * 2**n)))
+        live = network_frames(spec, reconnect)
+    elif is_camera(spec):
+        device: int | str = int(spec.split(":", 1)[1]) if spec.startswith("camera:") else spec
+        live = video_frames(device, name=spec, camera=True)
+    if live is not None:
+        return newest_frames(live, reconnect.cancelled) if newest_only else live
     path = Path(spec)
     if path.is_dir():
         return folder_frames(path, max_pixels=max_pixels)
-    if is_camera(spec):
-        device: int | str = int(spec.split(":", 1)[1]) if spec.startswith("camera:") else spec
-        return video_frames(device, name=spec, camera=True)
     if path.is_file():
         return video_frames(str(path), name=path.name, camera=False)
     raise SourceError(
         f"source {spec!r} is not a directory, a video file, a camera, an rtsp:// or "
         "http(s):// stream or a gst: pipeline"
     )
+
+
+class _NewestSlot:
+    """One frame: a newer one replaces it; the reader blocks until there is one."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._frame: SourceFrame | None = None
+        self._ended = False
+        self.skipped = 0
+
+    def put(self, frame: SourceFrame) -> None:
+        with self._cond:
+            if self._frame is not None:
+                self.skipped += 1
+            self._frame = frame
+            self._cond.notify_all()
+
+    def end(self) -> None:
+        with self._cond:
+            self._ended = True
+            self._cond.notify_all()
+
+    def take(self) -> SourceFrame | None:
+        """The newest frame not taken yet; None once the source has ended."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._frame is not None or self._ended)
+            frame, self._frame = self._frame, None
+            return frame
+
+
+def newest_frames(
+    frames: Iterator[SourceFrame], stop: threading.Event | None = None
+) -> Iterator[SourceFrame]:
+    """Read ``frames`` on a thread of its own, flat out, and yield only the newest one each
+    time: a consumer slower than a live camera then codes what the camera sees now, not a
+    backlog that grows by the second (and, with a stream, notices a camera that went away
+    at once instead of after that backlog). Skipped frames leave gaps in the indices.
+    Closing it sets ``stop`` (the source's :class:`Reconnect` ``cancelled``, so a source
+    that is reconnecting gives up too) and ends the reader."""
+    slot = _NewestSlot()
+    stop = stop or threading.Event()
+
+    def pump() -> None:
+        try:
+            for frame in frames:
+                slot.put(frame)
+                if stop.is_set():
+                    break
+        except Exception as exc:  # a broken source ends the stream like a finished one
+            log.error("frame source failed: %s", exc)
+        finally:
+            slot.end()
+            close = getattr(frames, "close", None)
+            if close is not None:
+                close()  # releases the capture, on the thread that used it
+            if slot.skipped:
+                log.info("skipped %d frames the encoder was too slow for", slot.skipped)
+
+    def generate() -> Iterator[SourceFrame]:
+        reader = threading.Thread(target=pump, name="frame-reader", daemon=True)
+        reader.start()
+        try:
+            while (frame := slot.take()) is not None:
+                yield frame
+        finally:
+            stop.set()
+
+    return generate()
 
 
 def list_images(directory: Path) -> list[Path]:
@@ -237,7 +320,11 @@ def network_frames(spec: str, reconnect: Reconnect) -> Iterator[SourceFrame]:
 def _reopen(cv2: Any, spec: str, name: str, reconnect: Reconnect) -> Any:
     failures = 0
     while reconnect.max_attempts == 0 or failures < reconnect.max_attempts:
-        reconnect.sleep(reconnect.delay(failures))
+        delay = reconnect.delay(failures)
+        if reconnect.sleep is not None:
+            reconnect.sleep(delay)
+        if reconnect.cancelled.wait(0 if reconnect.sleep is not None else delay):
+            return None
         capture = _open_network(cv2, spec)
         if capture.isOpened():
             log.info("stream %s reopened after %d failed attempt(s)", name, failures)

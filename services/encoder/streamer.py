@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from services.common.request_ids import new_request_id
 from services.generated.transtic.v1 import api_pb2
 
 from .codecs import CodecBank
@@ -119,6 +120,7 @@ class StreamRun:
                 settings.source,
                 max_pixels=settings.max_pixels,
                 reconnect=Reconnect(source_backoff.delay, settings.source_reconnect_attempts),
+                newest_only=settings.source_skip_stale,
             )
         self.frames = frames
         self.metrics = metrics or EncoderMetrics()
@@ -177,6 +179,11 @@ class StreamRun:
             event.sequence,
             event.outcome,
             f" error={event.ack.error_message!r}" if event.ack.error_code else f" top={top}",
+            extra={
+                "request_id": event.ack.request_id,
+                "stream_id": self.stream_id,
+                "sequence": event.sequence,
+            },
         )
 
     # -- the run ----------------------------------------------------------------------
@@ -195,6 +202,9 @@ class StreamRun:
         try:
             self._read_loop(start)
         finally:
+            close_source = getattr(self.frames, "close", None)
+            if close_source is not None:
+                close_source()  # a live source stops reading (and reconnecting) now
             self.buffer.close()
             drained = self._drain()
             if drained and not self.abort_requested.is_set():
@@ -272,6 +282,9 @@ class StreamRun:
         bpp = bits / pixels
         self.stats.add_encoded(len(coded.data), coded.encode_ms)
         self._observe(coded, quality, bpp)
+        # Made here, once per frame: every resend carries the same id, so the edge log,
+        # the analytics log and the stored result all name the frame alike.
+        request_id = new_request_id()
         msg = api_pb2.Frame(
             stream_id=self.stream_id,
             sequence=sequence,
@@ -279,6 +292,7 @@ class StreamRun:
             task=self.settings.task,
             capture_time_unix_ms=frame.capture_time_ms,
             session=self.session,
+            request_id=request_id,
         )
         log.info(
             "frame seq=%d src=%s q=%d bytes=%d bpp=%.4f goal=%s avg_bpp=%.4f encode_ms=%.1f "
@@ -292,6 +306,7 @@ class StreamRun:
             self.controller.stats.bpp,
             coded.encode_ms,
             len(self.buffer),
+            extra={"request_id": request_id, "stream_id": self.stream_id, "sequence": sequence},
         )
         while not self.buffer.put(msg, FrameInfo(quality, bpp, len(coded.data)), timeout=0.25):
             # Full buffer: this wait is the backpressure. Leave only on stop or a dead sender.

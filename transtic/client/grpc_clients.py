@@ -56,6 +56,7 @@ def result_from_proto(message: api_pb2.AnalyzeResult) -> AnalysisResult:
         codec_id=message.codec_id,
         task_model_id=message.task_model_id,
         timings_ms=dict(message.timings_ms),
+        request_id=message.request_id,
     )
 
 

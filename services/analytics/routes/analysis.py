@@ -126,6 +126,11 @@ async def _multipart_file(request: Request, body: bytes) -> tuple[bytes, str]:
     return await part.read(), (part.content_type or "").lower()
 
 
+def request_id_of(request: Request) -> str:
+    """The request's checked id (set by ``rest.RequestIds``; empty when mounted without it)."""
+    return str(getattr(request.state, "request_id", ""))
+
+
 def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
@@ -145,6 +150,7 @@ async def submit_upload(
     *,
     keep_image: bool = False,
     labels: ModelLabels | None = None,
+    request_id: str = "",
 ) -> Pending[Outcome]:
     """Queue one uploaded bitstream or image (decoded and coded at the edge codec first)."""
     if is_stream:
@@ -156,6 +162,7 @@ async def submit_upload(
             source=source,
             keep_image=keep_image,
             labels=labels,
+            request_id=request_id,
         )
     image = await run_in_threadpool(
         decode_image_bytes,
@@ -164,7 +171,13 @@ async def submit_upload(
         max_aspect_ratio=settings.max_aspect_ratio,
     )
     return runtime.submit_image(
-        image, task, quality, source=source, keep_image=keep_image, labels=labels
+        image,
+        task,
+        quality,
+        source=source,
+        keep_image=keep_image,
+        labels=labels,
+        request_id=request_id,
     )
 
 
@@ -234,6 +247,7 @@ async def _analyze(
         source,
         keep_image=return_image,
         labels=labels,
+        request_id=request_id_of(request),
     )
     outcome = await await_outcome(future, settings, request)
     coded = len(outcome.bitstream)

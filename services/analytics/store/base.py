@@ -43,6 +43,7 @@ class StoredFrame:
     result: dict[str, Any]
     session: str = ""
     digest: str | None = None  # hex SHA-256 of the bitstream; None: stored before digests
+    request_id: str | None = None  # None: stored before request ids
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -53,13 +54,15 @@ class StoredFrame:
             # The proto's name (Frame.capture_time_unix_ms): one name on both APIs.
             "capture_time_unix_ms": self.capture_time_ms,
             "content_sha256": self.digest,
+            "request_id": self.request_id,
             "task": self.task,
             "result": self.result,
         }
 
 
 _FRAME_COLUMNS = (
-    "stream_id, sequence, received_ms, capture_time_ms, task, result, session, digest"
+    "stream_id, sequence, received_ms, capture_time_ms, task, result, session, digest, "
+    "request_id"
 )
 _SELECT_FRAME = f"SELECT {_FRAME_COLUMNS} FROM frames WHERE stream_id = ? AND sequence = ?"
 
@@ -112,6 +115,7 @@ class FrameStore(ABC):
         *,
         session: str = "",
         digest: str | None = None,
+        request_id: str | None = None,
     ) -> tuple[StoredFrame, bool]:
         """Store a frame's result unless one is stored already.
 
@@ -131,6 +135,7 @@ class FrameStore(ABC):
             json.dumps(result),
             session,
             digest,
+            request_id,
         )
 
         def work(execute: Execute) -> tuple[Any, bool]:
@@ -141,7 +146,7 @@ class FrameStore(ABC):
             )
             inserted = (
                 execute(
-                    f"INSERT INTO frames ({_FRAME_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                    f"INSERT INTO frames ({_FRAME_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT (stream_id, sequence) DO NOTHING",
                     row_values,
                 ).rowcount
@@ -177,7 +182,7 @@ class FrameStore(ABC):
             _frame(row)
             if row is not None
             else StoredFrame(
-                stream_id, sequence, now, capture_time_ms, task, result, session, digest
+                stream_id, sequence, now, capture_time_ms, task, result, session, digest, request_id
             )
         )
         return frame, inserted
@@ -260,7 +265,15 @@ class FrameStore(ABC):
 
 
 def _frame(row: Sequence[Any]) -> StoredFrame:
-    stream_id, sequence, received_ms, capture_ms, task, result, session, digest = row
+    stream_id, sequence, received_ms, capture_ms, task, result, session, digest, request_id = row
     return StoredFrame(
-        stream_id, sequence, received_ms, capture_ms, task, json.loads(result), session, digest
+        stream_id,
+        sequence,
+        received_ms,
+        capture_ms,
+        task,
+        json.loads(result),
+        session,
+        digest,
+        request_id,
     )

@@ -44,7 +44,7 @@ def detector(runtime: Runtime) -> FakeDetection:
 
 
 def errors(runtime: Runtime, code: str) -> float:
-    return runtime.metrics.errors.labels(code)._value.get()  # type: ignore[attr-defined, no-any-return]
+    return runtime.metrics.total(runtime.metrics.errors, code=code)
 
 
 def test_abandoned_work_stops_between_stages(

@@ -52,7 +52,7 @@ def wait_done(calls: list[Any], count: int, timeout: float = 30.0) -> list[Any]:
 
 
 def errors(runtime: Runtime, code: str) -> float:
-    return runtime.metrics.errors.labels(code)._value.get()  # type: ignore[attr-defined, no-any-return]
+    return runtime.metrics.total(runtime.metrics.errors, code=code)
 
 
 def test_sixteen_idle_streams_do_not_block_unary_calls(

@@ -127,7 +127,7 @@ def test_a_trickling_body_gets_408(start_runtime: Callable[..., Runtime], bitstr
     rt = start_runtime(http_body_timeout_s=0.5)
     status = asyncio.run(request(create_app(rt.settings, rt), trickling(bitstream[:10])))
     assert status == 408
-    assert rt.metrics.errors.labels("REQUEST_TIMEOUT")._value.get() == 1  # type: ignore[attr-defined]
+    assert rt.metrics.total(rt.metrics.errors, code="REQUEST_TIMEOUT") == 1
 
 
 def test_bodies_in_memory_are_bounded(

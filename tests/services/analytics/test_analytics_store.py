@@ -175,6 +175,50 @@ def test_opens_an_older_schema_and_upgrades_it(make_store: OpenStore) -> None:
     upgraded.close()
 
 
+def test_request_id_is_stored_and_kept_by_the_first_copy(make_store: OpenStore) -> None:
+    store = make_store()
+    frame, inserted = store.put("cam", 0, "classification", result(0), request_id="req-a")
+    assert inserted and frame.request_id == "req-a"
+    # A resend under another id is answered with the first copy's.
+    again, inserted = store.put("cam", 0, "classification", result(0), request_id="req-b")
+    assert not inserted and again.request_id == "req-a"
+    store.close()
+    reopened = make_store()
+    assert reopened.get("cam", 0).request_id == "req-a"  # type: ignore[union-attr]
+    assert reopened.frames("cam")[0].to_json()["request_id"] == "req-a"
+    assert reopened.streams()[0]["latest"]["request_id"] == "req-a"
+    reopened.close()
+
+
+def test_frames_from_before_request_ids_read_back_without_one(make_store: OpenStore) -> None:
+    version_before = migrations(make_store().backend)[-1].version - 1
+    old = make_store(schema_target=version_before)
+    old._run(
+        lambda execute: execute(
+            "INSERT INTO frames (stream_id, sequence, received_ms, capture_time_ms, task, "
+            "result, session, digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                "cam",
+                0,
+                int(time.time() * 1000),
+                None,
+                "classification",
+                json.dumps(result(0)),
+                "",
+                None,
+            ),
+        ),
+        write=True,
+    )
+    old.close()
+    upgraded = make_store()
+    assert upgraded.get("cam", 0).request_id is None  # type: ignore[union-attr]
+    assert (
+        upgraded.put("cam", 1, "classification", result(1), request_id="r1")[0].request_id == "r1"
+    )
+    upgraded.close()
+
+
 def test_refuses_a_schema_newer_than_the_code(make_store: OpenStore) -> None:
     store = make_store()
     newest = store.schema_version()

@@ -56,7 +56,7 @@ if sys.platform != "linux" or not _gst_rtsp_server_available():
 class RtspCamera:
     """One run of the RTSP server; ``kill`` is the camera losing power."""
 
-    def __init__(self, port: int, size: tuple[int, int], colour: str, fps: int = 2) -> None:
+    def __init__(self, port: int, size: tuple[int, int], colour: str, fps: int = 5) -> None:
         self.proc = subprocess.Popen(
             [SYSTEM_PYTHON, str(SERVER_SCRIPT), "--port", str(port),
              "--size", f"{size[0]}x{size[1]}", "--colour", colour, "--fps", str(fps)],
@@ -143,3 +143,10 @@ def test_rtsp_camera_reaches_the_analytics_store_across_a_camera_restart(
         assert set(seen[switch:]) == {SECOND_SIZE[0]} and len(seen) - switch >= 3, seen
         assert all(f.result["detections"][0]["label"] == "thing" for f in stored)
         assert summary["stopped_by"] == "signal" and summary["frames"]["unacked"] == 0
+    # The run closed its source: the reader thread ends and stops reconnecting.
+    for camera in cameras:
+        camera.kill()
+    deadline = time.monotonic() + 30
+    while any(t.name == "frame-reader" for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "the camera reader outlived the run"
+        time.sleep(0.1)

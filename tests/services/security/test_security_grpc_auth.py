@@ -150,6 +150,7 @@ def test_auth_refusals_are_counted(analytics_settings: Callable[..., Settings]) 
         stub = api_pb2_grpc.AnalyticsStub(channel)
         assert refused(lambda: info(stub)) == grpc.StatusCode.UNAUTHENTICATED
         # A refusal at the guard knows no model yet: it counts under the unknown labels.
-        refusals = runtime.metrics.errors.labels(code="UNAUTHENTICATED", **ModelLabels().values())
-        counted = refusals._value.get()
+        counted = runtime.metrics.total(
+            runtime.metrics.errors, code="UNAUTHENTICATED", **ModelLabels().values()
+        )
         assert counted == 1

@@ -127,7 +127,7 @@ class Detection(_message.Message):
     def __init__(self, label: _Optional[str] = ..., category_id: _Optional[int] = ..., score: _Optional[float] = ..., box: _Optional[_Iterable[float]] = ..., mask_rle: _Optional[str] = ..., mask_size: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class AnalyzeResult(_message.Message):
-    __slots__ = ("task", "labels", "detections", "bits_per_pixel", "width", "height", "timings_ms", "codec_id", "task_model_id")
+    __slots__ = ("task", "labels", "detections", "bits_per_pixel", "width", "height", "timings_ms", "codec_id", "task_model_id", "request_id")
     class TimingsMsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -144,6 +144,7 @@ class AnalyzeResult(_message.Message):
     TIMINGS_MS_FIELD_NUMBER: _ClassVar[int]
     CODEC_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     task: str
     labels: _containers.RepeatedCompositeFieldContainer[Label]
     detections: _containers.RepeatedCompositeFieldContainer[Detection]
@@ -153,26 +154,29 @@ class AnalyzeResult(_message.Message):
     timings_ms: _containers.ScalarMap[str, float]
     codec_id: str
     task_model_id: str
-    def __init__(self, task: _Optional[str] = ..., labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., detections: _Optional[_Iterable[_Union[Detection, _Mapping]]] = ..., bits_per_pixel: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., timings_ms: _Optional[_Mapping[str, float]] = ..., codec_id: _Optional[str] = ..., task_model_id: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, task: _Optional[str] = ..., labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., detections: _Optional[_Iterable[_Union[Detection, _Mapping]]] = ..., bits_per_pixel: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., timings_ms: _Optional[_Mapping[str, float]] = ..., codec_id: _Optional[str] = ..., task_model_id: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class Frame(_message.Message):
-    __slots__ = ("stream_id", "sequence", "bitstream", "task", "capture_time_unix_ms", "session")
+    __slots__ = ("stream_id", "sequence", "bitstream", "task", "capture_time_unix_ms", "session", "request_id")
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     BITSTREAM_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     CAPTURE_TIME_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     SESSION_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     stream_id: str
     sequence: int
     bitstream: bytes
     task: str
     capture_time_unix_ms: int
     session: str
-    def __init__(self, stream_id: _Optional[str] = ..., sequence: _Optional[int] = ..., bitstream: _Optional[bytes] = ..., task: _Optional[str] = ..., capture_time_unix_ms: _Optional[int] = ..., session: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, stream_id: _Optional[str] = ..., sequence: _Optional[int] = ..., bitstream: _Optional[bytes] = ..., task: _Optional[str] = ..., capture_time_unix_ms: _Optional[int] = ..., session: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class FrameAck(_message.Message):
-    __slots__ = ("stream_id", "sequence", "duplicate", "result", "error_code", "error_message", "content_sha256", "session")
+    __slots__ = ("stream_id", "sequence", "duplicate", "result", "error_code", "error_message", "content_sha256", "session", "request_id")
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_FIELD_NUMBER: _ClassVar[int]
@@ -181,6 +185,7 @@ class FrameAck(_message.Message):
     ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     CONTENT_SHA256_FIELD_NUMBER: _ClassVar[int]
     SESSION_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     stream_id: str
     sequence: int
     duplicate: bool
@@ -189,7 +194,8 @@ class FrameAck(_message.Message):
     error_message: str
     content_sha256: str
     session: str
-    def __init__(self, stream_id: _Optional[str] = ..., sequence: _Optional[int] = ..., duplicate: _Optional[bool] = ..., result: _Optional[_Union[AnalyzeResult, _Mapping]] = ..., error_code: _Optional[int] = ..., error_message: _Optional[str] = ..., content_sha256: _Optional[str] = ..., session: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, stream_id: _Optional[str] = ..., sequence: _Optional[int] = ..., duplicate: _Optional[bool] = ..., result: _Optional[_Union[AnalyzeResult, _Mapping]] = ..., error_code: _Optional[int] = ..., error_message: _Optional[str] = ..., content_sha256: _Optional[str] = ..., session: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class RepositoryModel(_message.Message):
     __slots__ = ("name", "kind", "version", "state", "reason", "task", "quality", "source", "in_flight")
