@@ -45,6 +45,7 @@ from transtic.precision import (  # noqa: E402
     cpu_flags,
     resolve_precision,
 )
+from transtic.weights import load_codec  # noqa: E402
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared/conformance"
 SIZE = (512, 768)  # H, W
@@ -66,10 +67,10 @@ def test_image() -> torch.Tensor:
 
 def load_model(checkpoint: str | None) -> tuple[HyperpriorCodec, str]:
     if checkpoint:
-        return load_checkpoint(checkpoint), checkpoint
+        return load_codec(checkpoint).model, checkpoint
     ref = REFERENCE / "transtic_reference_weights_fp16.pth.tar"
     if ref.is_file():
-        return load_checkpoint(ref), str(ref)
+        return load_codec(ref).model, str(ref)
     torch.manual_seed(0)
     model = create_model("transtic")
     model.update(force=True)

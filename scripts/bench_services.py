@@ -133,15 +133,16 @@ def start_analytics(
 
 def pick_codec(spec: str | None, cache_dir: str | None, work: Path) -> tuple[Path, str]:
     """The given codec, else a TransTIC classification codec found locally, else a tiny one."""
-    from transtic.weights import WeightsError, default_registry, resolve
+    from transtic.weights import WeightsError, default_registry, locate_codec
 
+    # Checked here as the service will check it, so a bad file fails before any start-up.
     if spec:
-        path = Path(spec) if Path(spec).is_file() else resolve(spec, cache_dir=cache_dir)
+        path = locate_codec(spec, cache_dir=cache_dir).path
         return path, f"{spec} (given: {path})"
     codecs = [e.name for e in default_registry() if e.kind == "codec"]
     for name in sorted(codecs, key=lambda n: ("_cls_" not in n, n)):  # classification first
         try:
-            path = resolve(name, cache_dir=cache_dir)
+            path = locate_codec(name, cache_dir=cache_dir).path
         except WeightsError:
             continue
         return path, f"{name}, the default codec ({path})"

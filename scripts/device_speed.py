@@ -28,15 +28,16 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from transtic.codec import ImageCodec  # noqa: E402
-from transtic.models import HyperpriorCodec, create_model, load_checkpoint  # noqa: E402
+from transtic.models import HyperpriorCodec, create_model  # noqa: E402
 from transtic.precision import resolve_precision  # noqa: E402
+from transtic.weights import load_codec  # noqa: E402
 
 REFERENCE = ROOT.parent / "shared/conformance/transtic_reference_weights_fp16.pth.tar"
 
 
 def model_for(tiny: bool) -> tuple[HyperpriorCodec, str]:
     if not tiny and REFERENCE.is_file():
-        return load_checkpoint(REFERENCE), str(REFERENCE)
+        return load_codec(REFERENCE).model, str(REFERENCE)
     torch.manual_seed(0)
     model = create_model("transtic-tiny" if tiny else "transtic")
     model.update(force=True)

@@ -14,12 +14,11 @@ import argparse
 
 import torch
 
-from transtic.models import load_checkpoint
 from transtic.tasks import create_backend
 from transtic.training.data import CropDataset
 from transtic.training.losses import ClassificationFeatureLoss, psnr
 from transtic.training.photos import photo_paths
-from transtic.weights import default_cache_dir
+from transtic.weights import default_cache_dir, load_codec
 
 
 def main() -> None:
@@ -40,7 +39,7 @@ def main() -> None:
     print("| checkpoint | objective | feature MSE | bpp (likelihoods) | PSNR dB |")
     print("|---|---|---|---|---|")
     for path in args.checkpoints:
-        model = load_checkpoint(path).eval()
+        model = load_codec(path).model
         sums = {"loss": 0.0, "perceptual": 0.0, "bpp": 0.0, "psnr": 0.0}
         with torch.no_grad():
             for i in range(len(crops)):

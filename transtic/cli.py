@@ -43,20 +43,16 @@ def _output_for(src: Path, out: Path | None, suffix: str, many: bool) -> Path:
 
 def _load_codec(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from .codec import ImageCodec
-    from .models import CheckpointError, load_checkpoint
+    from .models import CheckpointError
+    from .weights import WeightsError, default_cache_dir, load_codec
 
-    source = Path(args.checkpoint)
-    if not source.is_file():
-        from .weights import WeightsError, default_cache_dir, resolve
-
-        try:
-            source = resolve(args.checkpoint, cache_dir=args.cache_dir or default_cache_dir())
-        except (WeightsError, KeyError) as exc:
-            raise SystemExit(f"error: {exc}") from None
     try:
-        model = load_checkpoint(source, device=args.device)
-    except CheckpointError as exc:
+        loaded = load_codec(
+            args.checkpoint, cache_dir=args.cache_dir or default_cache_dir(), device=args.device
+        )
+    except (WeightsError, CheckpointError) as exc:
         raise SystemExit(f"error: {exc}") from None
+    model = loaded.model
     return ImageCodec(
         model,
         quality=getattr(args, "quality", 0),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from .images import (
     check_size_budget,
     to_tensor,
 )
-from .models import HyperpriorCodec, TransTIC, load_checkpoint
+from .models import HyperpriorCodec, TransTIC
 from .precision import Precision, log_choice, resolve_precision
 
 _ENTROPY_MODES = {EntropyParamMode.FLOAT: "float", EntropyParamMode.FIXED_POINT: "fixed"}
@@ -135,10 +136,24 @@ class ImageCodec:
         self.codec_name = "transtic" if isinstance(model, TransTIC) else "tic"
 
     @classmethod
-    def from_checkpoint(cls, path: str, **kwargs: Any) -> ImageCodec:
+    def from_checkpoint(
+        cls,
+        name_or_path: str | os.PathLike[str],
+        *,
+        cache_dir: str | os.PathLike[str] | None = None,
+        verify: bool = True,
+        sha256: str | None = None,
+        **kwargs: Any,
+    ) -> ImageCodec:
+        """A codec from a checkpoint file or a catalog name, checked and loaded by
+        :func:`transtic.weights.load_codec`; ``kwargs`` go to the constructor."""
+        from .weights import load_codec
+
         device = kwargs.get("device", "cpu")
-        sha256 = kwargs.pop("sha256", None)
-        return cls(load_checkpoint(path, device=device, sha256=sha256), **kwargs)
+        loaded = load_codec(
+            name_or_path, cache_dir=cache_dir, device=device, verify=verify, sha256=sha256
+        )
+        return cls(loaded.model, **kwargs)
 
     # -- encode ---------------------------------------------------------------------
     def encode(self, image: Any) -> EncodeResult:

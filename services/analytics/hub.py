@@ -22,7 +22,7 @@ from transtic.bitstream import StreamHeader
 from transtic.codec import ImageCodec
 from transtic.tasks import TASK_BACKENDS, ClassificationBackend, TaskBackend
 from transtic.tasks.registry import BackendRegistry
-from transtic.weights import WeightsNotFoundError, default_registry, resolve
+from transtic.weights import WeightsNotFoundError, default_registry, load_codec, resolve
 
 log = logging.getLogger(__name__)
 
@@ -184,10 +184,13 @@ class ModelHub:
     def build_codec(
         self, path: Path, *, sha256: str | None, task: str | None, quality: int
     ) -> ImageCodec:
-        """A codec from a weights file, checked against ``sha256`` before it is parsed."""
-        return ImageCodec.from_checkpoint(
-            str(path),
-            sha256=sha256,
+        """A codec from a weights file, checked against ``sha256`` (or, for a catalog
+        file, its published digest) before it is parsed."""
+        loaded = load_codec(
+            path, cache_dir=self.settings.weights_cache_dir, device=self.device, sha256=sha256
+        )
+        return ImageCodec(
+            loaded.model,
             device=self.device,
             quality=quality,
             task=task,

@@ -135,22 +135,6 @@ def check_api_key(key: str) -> str:
     return key
 
 
-def _is_structured(annotation: Any) -> bool:
-    """True for list/dict fields (possibly optional), which flags take as JSON."""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        return any(_is_structured(a) for a in typing.get_args(annotation) if a is not type(None))
-    return origin in (list, dict, tuple, set) or annotation in (list, dict, tuple, set)
-
-
-def _structured(text: str) -> Any:
-    # JSON for maps and lists; a bare comma list is friendlier for lists of names.
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return [item.strip() for item in text.split(",") if item.strip()]
-
-
 def is_secret(annotation: Any) -> bool:
     """True for SecretStr fields (possibly optional or in a list)."""
     if annotation is SecretStr:
@@ -158,37 +142,89 @@ def is_secret(annotation: Any) -> bool:
     return any(is_secret(a) for a in typing.get_args(annotation))
 
 
-def add_settings_arguments(parser: argparse.ArgumentParser, cls: type[ServiceSettings]) -> None:
-    """One ``--field-name`` flag per settings field (unset flags keep env/defaults).
+def _list_items(text: str) -> list[Any]:
+    # A JSON list, or a comma list (friendlier for lists of names); flags may repeat values.
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = None
+    if isinstance(value, list):
+        return value
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _json_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg})") from None
+
+
+class _ListFlag(argparse.Action):
+    """``--tasks a b``, ``--tasks a,b`` and ``--tasks '["a", "b"]'`` all give ``[a, b]``."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, [item for items in values for item in items])
+
+
+def _flag_options(annotation: Any) -> dict[str, Any]:
+    """argparse options for a field. Scalars stay strings: pydantic converts and validates
+    them exactly as it does environment values, with the same messages."""
+    members = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(members) == 1:
+        annotation = members[0]
+    origin = typing.get_origin(annotation) or annotation
+    if annotation is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if origin is typing.Literal:
+        return {"choices": [str(choice) for choice in typing.get_args(annotation)]}
+    if origin in (list, tuple, set):
+        suffix = " (values, a comma list or a JSON list)"
+        return {"nargs": "+", "type": _list_items, "action": _ListFlag, "suffix": suffix}
+    if origin is dict:
+        return {"type": _json_value, "metavar": "JSON", "suffix": " (JSON)"}
+    return {}
+
+
+def add_settings_arguments(
+    parser: argparse.ArgumentParser,
+    cls: type[ServiceSettings],
+    names: Sequence[str] | None = None,
+) -> None:
+    """One ``--field-name`` flag per settings field (all, or ``names``); unset flags keep
+    the environment's value or the default.
 
     Secrets get no flag: command lines are visible to every user of the machine (ps,
     /proc); they come from the environment or their ``*_file`` setting only.
     """
     prefix = str(cls.model_config.get("env_prefix", ""))
-    for name, field in cls.model_fields.items():
+    for name in cls.model_fields if names is None else names:
+        field = cls.model_fields[name]
         if is_secret(field.annotation):
             continue
-        flag = "--" + name.replace("_", "-")
-        env = f"{prefix}{name}".upper()
+        options = _flag_options(field.annotation)
+        suffix = options.pop("suffix", "")
         default = field.get_default(call_default_factory=True)
-        help_text = f"{field.description or ''} [env {env}, default {default!r}]"
-        if field.annotation is bool:
-            parser.add_argument(
-                flag, dest=name, default=None, action=argparse.BooleanOptionalAction, help=help_text
-            )
-        elif _is_structured(field.annotation):
-            parser.add_argument(
-                flag, dest=name, default=None, type=_structured, help=help_text + " (JSON)"
-            )
-        else:
-            # Strings go to pydantic, which converts and validates them like env values.
-            parser.add_argument(flag, dest=name, default=None, help=help_text)
+        about = field.description or name.replace("_", " ")
+        help_text = f"{about}{suffix} [env {prefix}{name.upper()}, default {default!r}]"
+        parser.add_argument(
+            "--" + name.replace("_", "-"), dest=name, default=None, help=help_text, **options
+        )
+
+
+def given_settings(namespace: argparse.Namespace, cls: type[ServiceSettings]) -> dict[str, Any]:
+    """The settings fields that flags set (``None`` = not given)."""
+    return {k: v for k, v in vars(namespace).items() if k in cls.model_fields and v is not None}
 
 
 def settings_from_args(cls: type[S], argv: Sequence[str] | None = None, **kwargs: Any) -> S:
     # No abbreviations: "--api-keys KEY" must not be taken for "--api-keys-file KEY".
     parser = argparse.ArgumentParser(**{"allow_abbrev": False, **kwargs})
     add_settings_arguments(parser, cls)
-    ns = parser.parse_args(argv)
-    given = {k: v for k, v in vars(ns).items() if v is not None}
-    return cls(**given)
+    return cls(**given_settings(parser.parse_args(argv), cls))

@@ -7,8 +7,6 @@ import json
 import logging
 import signal
 import sys
-import types
-import typing
 from collections.abc import Sequence
 from types import FrameType
 from typing import Any
@@ -16,8 +14,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from services.common.logs import configure_logging
+from services.common.settings import add_settings_arguments, given_settings
 
-from .settings import ENV_PREFIX, EncoderSettings
+from .settings import EncoderSettings
 
 log = logging.getLogger("services.encoder")
 
@@ -89,34 +88,6 @@ _STREAM_FLAGS = (
 )
 
 
-def _flag_type(annotation: Any) -> tuple[Any, dict[str, Any]]:
-    """argparse type/action for a settings field annotation."""
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
-        annotation = args[0]
-    origin = typing.get_origin(annotation)
-    if annotation is bool:
-        return None, {"action": argparse.BooleanOptionalAction}
-    if origin is typing.Literal:
-        return str, {"choices": list(typing.get_args(annotation))}
-    if origin is list:
-        return str, {"nargs": "+"}
-    if annotation in (int, float):
-        return annotation, {}
-    return str, {}
-
-
-def _add_fields(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
-    for name in names:
-        field = EncoderSettings.model_fields[name]
-        kind, extra = _flag_type(field.annotation)
-        help_text = f"{field.description or name} (env {ENV_PREFIX}{name.upper()})"
-        kwargs: dict[str, Any] = {"dest": name, "default": None, "help": help_text, **extra}
-        if kind is not None:
-            kwargs["type"] = kind
-        parser.add_argument(f"--{name.replace('_', '-')}", **kwargs)
-
-
 def _add_checkpoint_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint",
@@ -134,12 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the gRPC Encoder service", allow_abbrev=False)
-    _add_fields(serve, _CODEC_FLAGS + _SERVE_FLAGS)
+    add_settings_arguments(serve, EncoderSettings, _CODEC_FLAGS + _SERVE_FLAGS)
     _add_checkpoint_flag(serve)
     stream = sub.add_parser(
         "stream", help="stream frames from a folder/video/camera to Analytics", allow_abbrev=False
     )
-    _add_fields(stream, _CODEC_FLAGS + _STREAM_FLAGS + _CLIENT_FLAGS + ("host",))
+    add_settings_arguments(
+        stream, EncoderSettings, _CODEC_FLAGS + _STREAM_FLAGS + _CLIENT_FLAGS + ("host",)
+    )
     _add_checkpoint_flag(stream)
     for name, what in (
         ("probe", "gRPC health check (exit 0 when SERVING)"),
@@ -150,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument(
             "--timeout", type=float, default=3.0, help="seconds to wait for the answer"
         )
-        _add_fields(cmd, _CLIENT_FLAGS)
+        add_settings_arguments(cmd, EncoderSettings, _CLIENT_FLAGS)
     return parser
 
 
@@ -166,8 +139,7 @@ def parse_checkpoints(specs: Sequence[str], default_task: str) -> dict[str, dict
 
 
 def settings_from_args(args: argparse.Namespace) -> EncoderSettings:
-    names = set(EncoderSettings.model_fields)
-    overrides = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    overrides = given_settings(args, EncoderSettings)
     settings = EncoderSettings(**overrides)
     extra = parse_checkpoints(getattr(args, "checkpoint", []), settings.task)
     if extra:

@@ -26,9 +26,9 @@ from transtic.images import (
     decode_image_bytes,
     to_tensor,
 )
-from transtic.models import HyperpriorCodec, load_checkpoint
+from transtic.models import HyperpriorCodec
 from transtic.precision import log_choice, resolve_precision
-from transtic.weights import WeightsEntry, WeightsError, default_registry, resolve
+from transtic.weights import WeightsEntry, WeightsError, default_registry, load_codec, resolve
 
 from .settings import EncoderSettings
 
@@ -87,16 +87,6 @@ def _catalog_files(settings: EncoderSettings) -> Iterator[tuple[WeightsEntry, Pa
         yield entry, path
 
 
-def known_sha256(settings: EncoderSettings) -> dict[Path, str]:
-    """file -> published sha256, for the catalog files found (explicit paths have none)."""
-    return {path: entry.sha256 for entry, path in _catalog_files(settings) if entry.sha256}
-
-
-def catalog_names(settings: EncoderSettings) -> dict[Path, str]:
-    """file -> catalog name, for the catalog files found."""
-    return {path: entry.name for entry, path in _catalog_files(settings)}
-
-
 def discover_checkpoints(settings: EncoderSettings) -> dict[str, dict[int, Path]]:
     """task -> quality -> file: catalog files (cache dir or shipped), then explicit paths."""
     found: dict[str, dict[int, Path]] = {}
@@ -132,26 +122,28 @@ class CodecBank:
         table = discover_checkpoints(settings)
         if only_task is not None:
             table = {t: q for t, q in table.items() if t == only_task}
-        checksums = known_sha256(settings)
-        names = catalog_names(settings)
+        registry = default_registry()
         models: dict[tuple[str, int], LoadedModel] = {}
         for task, qualities in table.items():
             for quality, path in qualities.items():
                 start = time.perf_counter()
                 # Catalog files are checked against their published digest before parsing.
-                model = load_checkpoint(
-                    path, device=settings.resolved_device(), sha256=checksums.get(Path(path))
+                loaded = load_codec(
+                    path,
+                    cache_dir=settings.weights_cache_dir,
+                    device=settings.resolved_device(),
+                    registry=registry,
                 )
-                name = names.get(Path(path), "")
+                entry = loaded.file.entry
                 models[(task, quality)] = LoadedModel(
                     task,
                     quality,
-                    Path(path),
-                    model,
+                    loaded.path,
+                    loaded.model,
                     threading.Lock(),
-                    name=name,
-                    sha256=checksums.get(Path(path)),
-                    origin="catalog" if name else "config",
+                    name=entry.name if entry is not None else "",
+                    sha256=loaded.file.sha256,
+                    origin="catalog" if entry is not None else "config",
                 )
                 log.info(
                     "loaded codec task=%s quality=%d from %s in %.2fs",

@@ -17,7 +17,7 @@ from typing import Any
 from services.common.errors import ErrorCode, ServiceError
 from services.common.model_catalog import CodecCatalog, CodecSource
 from services.common.model_loader import SerialLoader
-from transtic.models import load_checkpoint
+from transtic.weights import load_codec
 
 from .codecs import HUMAN_TASK, CodecBank, LoadedModel
 from .settings import EncoderSettings
@@ -85,7 +85,12 @@ class EncoderModelControl:
 
     def _build(self, source: CodecSource, task: str) -> LoadedModel:
         assert source.path is not None  # find() returns loadable sources only
-        model = load_checkpoint(source.path, device=self.bank.device, sha256=source.sha256)
+        model = load_codec(
+            source.path,
+            cache_dir=self.settings.weights_cache_dir,
+            device=self.bank.device,
+            sha256=source.sha256,
+        ).model
         return LoadedModel(
             task,
             source.quality,

@@ -79,16 +79,29 @@ def test_missing_cdf_tables_are_rebuilt(tiny_tic):
     assert model.gaussian_conditional._quantized_cdf.numel() > 0
 
 
-def test_save_round_trip_and_sha256(tiny_transtic, tmp_path):
+def test_save_round_trip(tiny_transtic, tmp_path):
     path = save_checkpoint(tiny_transtic, tmp_path / "m.pth.tar", half=True)
     raw = torch.load(path, weights_only=True)
     assert list(raw["state_dict"]) == list(tiny_transtic.state_dict())
-    import hashlib
+    assert "metadata" not in raw
+    assert isinstance(load_checkpoint(path), TransTIC)
 
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    assert isinstance(load_checkpoint(path, sha256=digest), TransTIC)
-    with pytest.raises(CheckpointError, match="sha256"):
-        load_checkpoint(path, sha256="0" * 64)
+
+def test_release_layout_drops_tables_and_compacts_buffers(tiny_tic, tmp_path):
+    path = save_checkpoint(
+        tiny_tic, tmp_path / "r.pth.tar", half=True, cdf_tables=False, compact=True, metadata={}
+    )
+    raw = torch.load(path, weights_only=True)
+    state = raw["state_dict"]
+    assert raw["metadata"] == {} and list(state) == list(tiny_tic.state_dict())
+    assert state["gaussian_conditional._quantized_cdf"].numel() == 0
+    assert state["entropy_bottleneck._offset"].numel() == 0
+    masks = [k for k in state if k.endswith("attn_mask")]
+    assert masks and all(state[k].dtype == torch.int8 for k in masks)
+    assert all(state[k].dtype == torch.int16 for k in state if k.endswith("position_index"))
+    model = load_checkpoint(path)  # the tables come back, rebuilt from the rounded weights
+    assert model.gaussian_conditional._quantized_cdf.numel() > 0
+    assert not (tmp_path / "r.pth.tar.tmp").exists()
 
 
 def test_loader_refuses_pickled_code_and_garbage(tmp_path):

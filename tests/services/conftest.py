@@ -1,11 +1,14 @@
-"""Fixtures shared by the service tests: tiny codecs, sample images, streams."""
+"""Fixtures shared by the service tests: a clean environment, settings factories for both
+services, tiny codecs, sample images, streams (fake backends: ``service_fakes``)."""
 
 from __future__ import annotations
 
 import io
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -20,6 +23,58 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from postgres_server import PostgresServer, find_bindir  # noqa: E402
+
+if TYPE_CHECKING:
+    from services.analytics.settings import Settings
+    from services.encoder.settings import EncoderSettings
+
+# Both services' settings read these from the environment.
+SERVICE_ENV_PREFIXES = ("TRANSTIC_ANALYTICS_", "TRANSTIC_ENCODER_")
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Settings read the environment: a developer's exports must not leak into tests.
+    for name in list(os.environ):
+        if name.startswith(SERVICE_ENV_PREFIXES):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def make_analytics_settings(
+    codec_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[..., Settings]:
+    """``make_analytics_settings(**overrides)``: an in-process analytics service on
+    127.0.0.1 (ephemeral ports, CPU, the tiny codec, a fresh database and weights dir)."""
+    from services.analytics.settings import Settings
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "codec_checkpoint": str(codec_checkpoint),
+            "host": "127.0.0.1",
+            "grpc_port": 0,
+            "http_port": 0,
+            "device": "cpu",
+            "db_path": tmp_path_factory.mktemp("db") / "frames.db",
+            "weights_cache_dir": tmp_path_factory.mktemp("weights"),
+        }
+        return Settings(**{**values, **overrides})
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def make_encoder_settings() -> Callable[..., EncoderSettings]:
+    """``make_encoder_settings(**overrides)``: an in-process encoder on 127.0.0.1
+    (ephemeral ports, CPU); pass the codecs as ``checkpoints``."""
+    from services.encoder.settings import EncoderSettings
+
+    def make(**overrides: Any) -> EncoderSettings:
+        values: dict[str, Any] = {"host": "127.0.0.1", "grpc_port": 0, "http_port": 0}
+        values["device"] = "cpu"
+        return EncoderSettings(**{**values, **overrides})
+
+    return make
 
 
 def png_bytes(height: int = 64, width: int = 64, seed: int = 0) -> bytes:

@@ -30,7 +30,7 @@ KEY = "k" * 40
 def analytics_url(
     codec_checkpoint: Any, tmp_path_factory: pytest.TempPathFactory, stored_result: dict[str, Any]
 ) -> Iterator[str]:
-    from tests.services.analytics.fakes import FakeDetection
+    from service_fakes import FakeDetection
 
     settings = Settings(
         codec_checkpoint=str(codec_checkpoint),

@@ -113,14 +113,10 @@ def parse_methods(specs: Sequence[str]) -> dict[str, list[str]]:
 
 
 def codec_loader(cache_dir: Path | None, device: str) -> Any:
-    from ..models import load_checkpoint
-    from ..weights import default_cache_dir, resolve
+    from ..weights import default_cache_dir, load_codec
 
     def load(source: str) -> HyperpriorCodec:
-        path = Path(source)
-        if not path.is_file():
-            path = resolve(source, cache_dir=cache_dir or default_cache_dir())
-        return load_checkpoint(path, device=device)
+        return load_codec(source, cache_dir=cache_dir or default_cache_dir(), device=device).model
 
     return load
 

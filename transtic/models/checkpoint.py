@@ -20,7 +20,8 @@ from .base import CodecConfig, HyperpriorCodec, PromptConfig
 from .entropy import legacy_to_modern_key
 from .tic import TIC, TransTIC
 
-_CDF_BUFFERS = {"_quantized_cdf", "_offset", "_cdf_length", "scale_table"}
+# Entropy-coder tables: rebuilt from the weights by update() when a file leaves them out.
+CDF_BUFFERS = {"_quantized_cdf", "_offset", "_cdf_length", "scale_table"}
 
 
 class CheckpointError(ValueError):
@@ -118,31 +119,35 @@ def weights_fingerprint(state: Mapping[str, Tensor]) -> bytes:
     return digest.digest()
 
 
+def read_checkpoint(path: str | os.PathLike[str]) -> Any:
+    """The file's contents (tensors and plain containers only: never unpickles code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for foreign/corrupt files
+        raise CheckpointError(f"{path}: cannot read checkpoint ({exc})") from exc
+
+
+def checkpoint_metadata(raw: Any) -> dict[str, Any]:
+    """The ``metadata`` that :func:`save_checkpoint` stored beside the weights, if any."""
+    metadata = raw.get("metadata") if isinstance(raw, Mapping) else None
+    return dict(metadata) if isinstance(metadata, Mapping) else {}
+
+
 def load_checkpoint(
     source: str | os.PathLike[str] | Mapping[str, Tensor],
     *,
     device: str | torch.device = "cpu",
-    sha256: str | None = None,
 ) -> HyperpriorCodec:
     """Build the right model for ``source`` and return it in eval mode, ready to code.
 
-    ``source`` is a path or an already loaded (possibly wrapped) state dict. With
-    ``sha256`` the file's digest is checked before anything is parsed.
+    ``source`` is a path or an already loaded (possibly wrapped) state dict. Names of
+    catalog weights and checksums are handled one level up, by
+    :func:`transtic.weights.load_codec`.
     """
-    if isinstance(source, Mapping):
-        raw: Any = source
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise CheckpointError(f"checkpoint file not found: {path}")
-        if sha256 is not None:
-            actual = hashlib.sha256(path.read_bytes()).hexdigest()
-            if actual != sha256.lower():
-                raise CheckpointError(f"{path}: sha256 {actual} does not match expected {sha256}")
-        try:
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises many types for foreign/corrupt files
-            raise CheckpointError(f"{path}: cannot read checkpoint ({exc})") from exc
+    raw: Any = source if isinstance(source, Mapping) else read_checkpoint(source)
     state = normalize_state_dict(raw)
     config, prompts = infer_architecture(state)
     model = build_model(config, prompts)
@@ -153,13 +158,13 @@ def load_checkpoint(
     )
     if not has_tables:
         # Training snapshots may lack CDF tables; they are rebuilt by update() below.
-        state = {k: v for k, v in state.items() if k.rsplit(".", 1)[-1] not in _CDF_BUFFERS}
+        state = {k: v for k, v in state.items() if k.rsplit(".", 1)[-1] not in CDF_BUFFERS}
     try:
         result = model.load_state_dict(state, strict=has_tables)
     except RuntimeError as exc:
         raise CheckpointError(f"state dict does not fit the inferred model: {exc}") from exc
     if not has_tables:
-        unexpected = [k for k in result.missing_keys if k.rsplit(".", 1)[-1] not in _CDF_BUFFERS]
+        unexpected = [k for k in result.missing_keys if k.rsplit(".", 1)[-1] not in CDF_BUFFERS]
         if unexpected or result.unexpected_keys:
             raise CheckpointError(
                 f"state dict does not fit the inferred model: missing {unexpected}, "
@@ -173,28 +178,66 @@ def load_checkpoint(
     return model.to(device)
 
 
+def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """``torch.save`` into a temporary file renamed into place: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def _compact(key: str, value: Tensor) -> Tensor:
+    """Smallest exact dtype for the structural buffers (loading casts them back).
+
+    Shift masks hold only 0 and -100 and index tables small integers; stored as
+    float16/int64 they would be ~80% of a small model's file.
+    """
+    leaf = key.rsplit(".", 1)[-1]
+    if leaf == "attn_mask":
+        small = value.to(torch.int8)
+        if torch.equal(small.to(value.dtype), value):
+            return small
+    if leaf == "relative_position_index" and value.numel() and int(value.abs().max()) < 2**15:
+        return value.to(torch.int16)
+    return value
+
+
 def save_checkpoint(
     model: HyperpriorCodec,
     path: str | os.PathLike[str],
     *,
     half: bool = False,
+    cdf_tables: bool = True,
+    compact: bool = False,
     metadata: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write ``{"state_dict": ...}`` with the official key names (readable by the paper's code)."""
+    """Write ``{"state_dict": ..., "metadata": ...}`` with the official key names.
+
+    The one checkpoint writer (readable by the paper's code). ``half`` stores the
+    parameters in float16; ``cdf_tables=False`` leaves out the entropy coder's tables,
+    which :func:`load_checkpoint` then rebuilds from the (rounded) weights, so encoder and
+    decoder always agree on them; ``compact`` stores structural buffers in the smallest
+    exact dtype. Release weights use all three (``transtic.training.export_weights``).
+    """
     # Only parameters are halved: float buffers such as the 1e-9 likelihood bound
     # would round to 0 in float16 and make likelihood-based rates infinite.
     params = {name for name, _ in model.named_parameters()}
-    state = {
-        k: (v.half() if half and legacy_to_modern_key(k) in params and v.is_floating_point() else v)
-        .detach()
-        .cpu()
-        for k, v in model.state_dict().items()
+    dropped = {
+        f"{module}.{name}"
+        for module in ("entropy_bottleneck", "gaussian_conditional")
+        for name in CDF_BUFFERS
     }
+    state: dict[str, Tensor] = {}
+    for key, value in model.state_dict().items():
+        value = value.detach().cpu()
+        if not cdf_tables and key in dropped:
+            value = torch.empty(0, dtype=value.dtype)
+        elif half and legacy_to_modern_key(key) in params and value.is_floating_point():
+            value = value.half()
+        state[key] = _compact(key, value) if compact else value
     payload: dict[str, Any] = {"state_dict": state}
-    if metadata:
+    if metadata is not None:
         payload["metadata"] = dict(metadata)
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic_save(payload, path)

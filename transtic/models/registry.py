@@ -1,10 +1,14 @@
-"""One registry of codec architectures, timm style: ``create_model("transtic")``."""
+"""One registry of codec architectures, timm style: ``create_model("transtic")``.
+
+The built-in architectures are the presets of :mod:`transtic.presets` (data).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
+from ..presets import ARCHITECTURES, ArchitecturePreset
 from .base import CodecConfig, HyperpriorCodec, PromptConfig
 from .tic import TIC, TransTIC
 
@@ -35,48 +39,20 @@ def create_model(name: str, **kwargs: Any) -> HyperpriorCodec:
     return factory(**kwargs)
 
 
-# The paper uses N=128, M=192 for qualities 1-4 and N=192, M=320 for 5-8.
-_HIGH_RATE = {"N": 192, "M": 320}
-# Small enough to run in unit tests, with every structural feature of the real model.
-_TINY = {"N": 32, "M": 48, "num_heads": (2, 2, 2, 4, 4, 4)}
+def _factory(preset: ArchitecturePreset) -> ModelFactory:
+    if preset.prompted:
+
+        def prompted(prompts: PromptConfig | None = None, **overrides: Any) -> HyperpriorCodec:
+            return TransTIC(CodecConfig(**{**preset.config, **overrides}), prompts)
+
+        return prompted
+
+    def plain(**overrides: Any) -> HyperpriorCodec:
+        return TIC(CodecConfig(**{**preset.config, **overrides}))
+
+    return plain
 
 
-@register_model("tic")
-def tic(**overrides: Any) -> HyperpriorCodec:
-    return TIC(CodecConfig(**overrides))
-
-
-@register_model("tic-hq")
-def tic_hq(**overrides: Any) -> HyperpriorCodec:
-    return TIC(CodecConfig(**{**_HIGH_RATE, **overrides}))
-
-
-@register_model("tic-tiny")
-def tic_tiny(**overrides: Any) -> HyperpriorCodec:
-    return TIC(CodecConfig(**{**_TINY, **overrides}))
-
-
-@register_model("transtic")
-def transtic(prompts: PromptConfig | None = None, **overrides: Any) -> HyperpriorCodec:
-    return TransTIC(CodecConfig(**overrides), prompts)
-
-
-@register_model("transtic-tiny")
-def transtic_tiny(prompts: PromptConfig | None = None, **overrides: Any) -> HyperpriorCodec:
-    return TransTIC(CodecConfig(**{**_TINY, **overrides}), prompts)
-
-
-# CPU-trainable default: same block structure, two blocks per stage and narrower
-# channels, so a usable codec trains in well under an hour on two CPU cores
-# (~0.9 s per 2x256x256 step versus ~1.6 s for N=64/M=96 at full depth).
-_SMALL = {"N": 48, "M": 64, "depths": (2, 2, 2, 2, 2, 2), "num_heads": (4, 4, 4, 4, 4, 4)}
-
-
-@register_model("tic-small")
-def tic_small(**overrides: Any) -> HyperpriorCodec:
-    return TIC(CodecConfig(**{**_SMALL, **overrides}))
-
-
-@register_model("transtic-small")
-def transtic_small(prompts: PromptConfig | None = None, **overrides: Any) -> HyperpriorCodec:
-    return TransTIC(CodecConfig(**{**_SMALL, **overrides}), prompts)
+# Every preset of the table is a registered architecture, and nothing else is built in.
+for _preset in ARCHITECTURES.values():
+    register_model(_preset.name)(_factory(_preset))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +27,12 @@ import torch
 
 from ..layers.swin import set_drop_path
 from ..models import HyperpriorCodec, create_model
+from ..presets import DETECTION_LAMBDA, QUALITY_LAMBDA
 from .data import CropDataset, build_dataset
 from .export import export_weights, run_export
 from .loop import LoopConfig, Trainer, log
 from .prompts import load_prompts, prompted_from_base, task_loss
 
-# The paper's lambda per quality (codec and classification prompts), and the
-# detection/segmentation prompt lambdas (weight of the rate term) per quality.
-QUALITY_LAMBDA = {1: 0.0018, 2: 0.0035, 3: 0.0067, 4: 0.013}
-DETECTION_LAMBDA = {1: 2.0, 2: 1.0, 3: 0.5, 4: 0.2}
 # The paper's (global) batch sizes per training stage.
 DEFAULT_BATCH = {"codec": 12, "classification": 16, "detection": 8, "segmentation": 8}
 # Runs are step-counted; these make the README's commands complete (a GPU-scale
@@ -51,7 +48,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         type=int,
         choices=sorted(QUALITY_LAMBDA),
         default=None,
-        help="paper quality index 1-8: picks lambda from the paper's table",
+        help="paper quality index 1-4: picks lambda from the paper's table",
     )
     p.add_argument("--lambda", dest="lmbda", type=float, default=None, help="overrides --quality")
     p.add_argument(
@@ -150,7 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     codec = sub.add_parser("codec", help="rate-distortion training of a base codec")
     _common(codec)
     codec.add_argument("--model", default="tic", help="registered architecture, e.g. tic-small")
-    codec.add_argument("--init", type=Path, default=None, help="start from these codec weights")
+    codec.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="start from these codec weights (a file or a catalog name)",
+    )
     codec.add_argument(
         "--aux-lr",
         type=float,
@@ -172,7 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["classification", "detection", "segmentation"],
         help="the machine task the prompts are trained for",
     )
-    prompts.add_argument("--base", type=Path, required=True, help="base codec (or TransTIC) file")
+    prompts.add_argument(
+        "--base",
+        type=Path,
+        required=True,
+        help="base codec (or TransTIC): a file or a catalog name",
+    )
     prompts.add_argument(
         "--init-prompts", type=Path, default=None, help="start from the prompts of this TransTIC"
     )
@@ -207,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _lambda(args: argparse.Namespace, table: dict[int, float]) -> float:
+def _lambda(args: argparse.Namespace, table: Mapping[int, float]) -> float:
     if args.lmbda is not None:
         return float(args.lmbda)
     if args.quality is None:
@@ -313,9 +320,9 @@ def run_codec(args: argparse.Namespace) -> int:
     model = create_model(args.model)
     set_drop_path(model, args.drop_path)
     if args.init is not None:
-        from ..models import load_checkpoint
+        from ..weights import load_codec
 
-        model.load_state_dict(load_checkpoint(args.init).state_dict())
+        model.load_state_dict(load_codec(args.init).model.state_dict())
     # The entropy bottleneck's quantiles are trained by the aux loss only (CompressAI).
     aux = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
     main = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]

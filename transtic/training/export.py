@@ -3,60 +3,25 @@
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..models import HyperpriorCodec
-from .loop import BEST_NAME, CHECKPOINT_NAME, atomic_save
-
-# Entropy-coder tables the loader rebuilds from the weights; never stored.
-CDF_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
-
-
-def _compact(key: str, value: torch.Tensor) -> torch.Tensor:
-    """Smallest exact dtype for the structural buffers (loading casts them back).
-
-    Shift masks hold only 0 and -100 and index tables small integers; stored as
-    float16/int64 they would be ~80% of a small model's file.
-    """
-    leaf = key.rsplit(".", 1)[-1]
-    if leaf == "attn_mask":
-        small = value.to(torch.int8)
-        if torch.equal(small.to(value.dtype), value):
-            return small
-    if leaf == "relative_position_index" and value.numel() and int(value.abs().max()) < 2**15:
-        return value.to(torch.int16)
-    return value
+from ..models import HyperpriorCodec, save_checkpoint
+from .loop import BEST_NAME, CHECKPOINT_NAME
 
 
 def export_weights(model: HyperpriorCodec, path: Path, metadata: dict[str, Any]) -> Path:
-    """Float16 parameters without CDF tables, in ``save_checkpoint``'s layout.
+    """Release weights: float16 parameters, no entropy-coder tables, compact buffers.
 
-    The loader rebuilds the tables from the rounded weights, so encoder and
-    decoder always agree on them; structural buffers are stored compactly.
+    The loader rebuilds the tables from the rounded weights, so encoder and decoder
+    always agree on them; written by the library's one checkpoint writer.
     """
-    clone = copy.deepcopy(model).cpu()
-    for module in (clone.entropy_bottleneck, clone.gaussian_conditional):
-        for name in CDF_BUFFERS:
-            buf = getattr(module, name, None)
-            if isinstance(buf, torch.Tensor):
-                setattr(module, name, torch.empty(0, dtype=buf.dtype))
-    # Only parameters go to float16: float buffers such as the 1e-9 likelihood
-    # lower bound would underflow to 0 and make rate estimates infinite.
-    params = {name for name, _ in clone.named_parameters()}
-    state = {}
-    for key, value in clone.state_dict().items():
-        value = value.detach()
-        if key in params and value.is_floating_point():
-            value = value.half()
-        state[key] = _compact(key, value)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_save({"state_dict": state, "metadata": dict(metadata)}, path)
-    return path
+    return save_checkpoint(
+        model, path, half=True, cdf_tables=False, compact=True, metadata=dict(metadata)
+    )
 
 
 def run_export(args: argparse.Namespace) -> int:

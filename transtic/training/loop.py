@@ -12,7 +12,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -26,6 +25,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from ..models.checkpoint import atomic_save
 from .data import CropDataset
 from .distributed import DistInfo, EpochSampler, init_distributed, split_batch
 from .losses import psnr
@@ -69,12 +69,6 @@ class LoopConfig:
 def lr_at(step: int, cfg: LoopConfig, base: float) -> float:
     passed = sum(1 for m in cfg.lr_milestones if step >= int(m * cfg.steps))
     return base * cfg.lr_gamma**passed
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def setup_logging(out_dir: Path, main: bool) -> None:

@@ -10,7 +10,16 @@ import torch
 from torch import nn
 
 from ..models import TransTIC
-from .export import CDF_BUFFERS
+from ..models.checkpoint import CDF_BUFFERS
+
+
+def _codec_state(source: str | Path) -> dict[str, torch.Tensor]:
+    """The normalized state dict of a codec file or catalog name, checked like any codec."""
+    from ..models import normalize_state_dict
+    from ..models.checkpoint import read_checkpoint
+    from ..weights import locate_codec
+
+    return normalize_state_dict(read_checkpoint(locate_codec(source).path))
 
 
 def prompted_from_base(base: str | Path, prompts: Any = None) -> TransTIC:
@@ -19,10 +28,9 @@ def prompted_from_base(base: str | Path, prompts: Any = None) -> TransTIC:
     Only prompt tensors may be missing from the base; anything else missing or
     unexpected means the base does not fit and is an error.
     """
-    from ..models import PromptConfig, infer_architecture, normalize_state_dict
+    from ..models import PromptConfig, infer_architecture
 
-    raw = torch.load(base, map_location="cpu", weights_only=True)
-    state = normalize_state_dict(raw)
+    state = _codec_state(base)
     config, found = infer_architecture(state)
     model = TransTIC(config, found or prompts or PromptConfig())
     state = {
@@ -43,11 +51,9 @@ def prompted_from_base(base: str | Path, prompts: Any = None) -> TransTIC:
     return model
 
 
-def load_prompts(model: TransTIC, source: Path) -> None:
+def load_prompts(model: TransTIC, source: str | Path) -> None:
     """Copy every prompt tensor of another TransTIC (e.g. tuned at a neighbouring rate)."""
-    from ..models import normalize_state_dict
-
-    state = normalize_state_dict(torch.load(source, map_location="cpu", weights_only=True))
+    state = _codec_state(source)
     wanted = {k for k, _ in model.named_parameters() if "prompt" in k}
     found = {k: v for k, v in state.items() if k in wanted}
     if set(found) != wanted:

@@ -9,12 +9,24 @@ from transtic.weights.errors import (
     WeightsError,
     WeightsNotFoundError,
 )
+from transtic.weights.loading import (
+    CodecFile,
+    CodecFileNotFoundError,
+    LoadedCodec,
+    UnknownCodecError,
+    load_codec,
+    locate_codec,
+)
 from transtic.weights.manager import list_weights, package_file, pull, resolve, sha256_file
 from transtic.weights.registry import WeightsEntry, WeightsKind, WeightsRegistry
 
 __all__ = [
     "ChecksumError",
+    "CodecFile",
+    "CodecFileNotFoundError",
     "DuplicateWeightsError",
+    "LoadedCodec",
+    "UnknownCodecError",
     "UnknownWeightsError",
     "WeightsEntry",
     "WeightsError",
@@ -24,6 +36,8 @@ __all__ = [
     "default_cache_dir",
     "default_registry",
     "list_weights",
+    "load_codec",
+    "locate_codec",
     "package_file",
     "pull",
     "resolve",

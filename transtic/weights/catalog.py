@@ -10,13 +10,10 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from transtic.presets import PAPER, QUALITY_LAMBDA
 from transtic.weights.registry import WeightsEntry, WeightsRegistry
 
 TRANSTIC_RELEASE = "https://github.com/NYCU-MAPL/TransTIC/releases/download/v1.0"
-TRANSTIC_QUALITIES = (1, 2, 3, 4)
-# Rate-distortion lambda per quality level, from the upstream configs; all four
-# qualities use the N=128, M=192 TIC configuration.
-TRANSTIC_LAMBDA = {1: 0.0018, 2: 0.0035, 3: 0.0067, 4: 0.013}
 _TRANSTIC_LICENSE = "unspecified (no LICENSE in NYCU-MAPL/TransTIC; code derives from CompressAI)"
 _NO_SHA_RELEASE = (
     "sha256 unknown: upstream publishes no checksums and the file could not be fetched "
@@ -63,44 +60,37 @@ EFFICIENTNET_LITE0 = WeightsEntry(
 
 
 def transtic_entries() -> list[WeightsEntry]:
+    """The paper's release files: per quality a base codec and cls/det/seg prompts."""
+    prompted = {
+        "architecture": "tic_promptmodel_first2",
+        "prompt": {"location": "prepend", "deep": True, "num_tokens": 16},
+    }
     entries = []
-    for q in TRANSTIC_QUALITIES:
-        common: dict[str, Any] = {"N": 128, "M": 192, "lambda": TRANSTIC_LAMBDA[q]}
-        entries.append(
+    # Every released quality is the paper's N=128/M=192 TIC with the λ of its level.
+    for q, lmbda in QUALITY_LAMBDA.items():
+        common: dict[str, Any] = {**PAPER, "lambda": lmbda, "checkpoint_key": "state_dict"}
+        files: list[tuple[str, str, str | None, dict[str, Any]]] = [
+            ("base_codec", "base_codec", None, {"architecture": "tic_hp"})
+        ]
+        files += [
+            (stem, stem, task, {**prompted, "downstream": downstream})
+            for stem, (task, downstream) in _TRANSTIC_TASKS.items()
+        ]
+        entries += [
             WeightsEntry(
-                name=f"transtic_base_codec_q{q}",
+                name=f"transtic_{label}_q{q}",
                 kind="codec",
-                task=None,
+                task=task,
                 quality=q,
-                url=f"{TRANSTIC_RELEASE}/base_codec_{q}.pth.tar",
+                url=f"{TRANSTIC_RELEASE}/{stem}_{q}.pth.tar",
                 sha256=None,
                 license=_TRANSTIC_LICENSE,
-                filename=f"base_codec_{q}.pth.tar",
+                filename=f"{stem}_{q}.pth.tar",
                 notes=_NO_SHA_RELEASE,
-                metadata={**common, "architecture": "tic_hp", "checkpoint_key": "state_dict"},
+                metadata={**common, **extra},
             )
-        )
-        for stem, (task, downstream) in _TRANSTIC_TASKS.items():
-            entries.append(
-                WeightsEntry(
-                    name=f"transtic_{stem}_q{q}",
-                    kind="codec",
-                    task=task,
-                    quality=q,
-                    url=f"{TRANSTIC_RELEASE}/{stem}_{q}.pth.tar",
-                    sha256=None,
-                    license=_TRANSTIC_LICENSE,
-                    filename=f"{stem}_{q}.pth.tar",
-                    notes=_NO_SHA_RELEASE,
-                    metadata={
-                        **common,
-                        "architecture": "tic_promptmodel_first2",
-                        "checkpoint_key": "state_dict",
-                        "downstream": downstream,
-                        "prompt": {"location": "prepend", "deep": True, "num_tokens": 16},
-                    },
-                )
-            )
+            for stem, label, task, extra in files
+        ]
     return entries
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from transtic.presets import ARCHITECTURES, QUALITY_LAMBDA
 from transtic.weights.registry import WeightsEntry
 
 PACKAGE = "transtic.weights"
@@ -21,9 +22,7 @@ _DATA = (
 )
 _NOTES = "trained on the CPU in this repository; see transtic/weights/data/MODEL_CARD.md"
 
-_ARCH: dict[str, Any] = {"N": 48, "M": 64, "depths": (2, 2, 2, 2, 2, 2), "num_heads": 4}
 _CLASSIFIER = "tf_efficientnet_lite0 (efficientnet_lite0_imagenet), frozen"
-_CODEC_LAMBDA = {1: 0.0018, 2: 0.0035, 3: 0.0067}
 # What scripts/train_default_weights.sh ran for this release, per quality:
 # (codec sha256, codec steps, codec seconds, prompts sha256, prompt steps, prompt seconds)
 _RUNS: dict[int, tuple[str, int, float, str, int, float]] = {
@@ -63,9 +62,9 @@ def _codec(quality: int) -> tuple[str, int, str | None, str, dict[str, Any]]:
         None,
         sha,
         {
-            **_ARCH,
+            **ARCHITECTURES["tic-small"].config,
             "architecture": "tic-small",
-            "lambda": _CODEC_LAMBDA[quality],
+            "lambda": QUALITY_LAMBDA[quality],
             "steps": steps,
             "batch_size": 2,
             "patch_size": 256,
@@ -85,10 +84,10 @@ def _prompts(quality: int) -> tuple[str, int, str | None, str, dict[str, Any]]:
         "classification",
         sha,
         {
-            **_ARCH,
+            **ARCHITECTURES["transtic-small"].config,
             "architecture": "transtic-small",
             "lambda": _PROMPT_LAMBDA,
-            "codec_lambda": _CODEC_LAMBDA[quality],
+            "codec_lambda": QUALITY_LAMBDA[quality],
             "steps": steps,
             "batch_size": 4,
             "patch_size": 256,

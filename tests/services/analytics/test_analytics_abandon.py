@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import grpc
-import pytest
 from fastapi.testclient import TestClient
+from service_fakes import FakeDetection, analyze_scope
 
 from services.analytics.rest import BITSTREAM_TYPE, create_app
 from services.analytics.runtime import Runtime
 from services.analytics.settings import Settings
 from services.common.errors import ErrorCode, ServiceError
 from services.generated.transtic.v1 import api_pb2, api_pb2_grpc
-
-from .fakes import ANALYZE_SCOPE, FakeDetection
 
 
 class GatedDecoding:
@@ -39,22 +37,6 @@ class GatedDecoding:
         codec.decode_batch = gated  # type: ignore[method-assign]
 
 
-@pytest.fixture
-def started(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., Runtime]]:
-    runtimes: list[Runtime] = []
-
-    def start(**overrides: Any) -> Runtime:
-        values = {"max_batch_size": 1, **overrides}
-        runtime = Runtime(make_settings(**values), backends=[FakeDetection()])
-        runtime.start()
-        runtimes.append(runtime)
-        return runtime
-
-    yield start
-    for runtime in runtimes:
-        runtime.close()
-
-
 def detector(runtime: Runtime) -> FakeDetection:
     backend = runtime.hub.backend("detection").backend
     assert isinstance(backend, FakeDetection)
@@ -65,8 +47,10 @@ def errors(runtime: Runtime, code: str) -> float:
     return runtime.metrics.total(runtime.metrics.errors, code=code)
 
 
-def test_abandoned_work_stops_between_stages(started, bitstream: bytes) -> None:
-    runtime = started()
+def test_abandoned_work_stops_between_stages(
+    start_runtime: Callable[..., Runtime], bitstream: bytes
+) -> None:
+    runtime = start_runtime(max_batch_size=1)
     gate = GatedDecoding(runtime)
     first = runtime.submit_bitstream(bitstream, "detection", source="test")
     assert gate.entered.wait(30)
@@ -79,8 +63,10 @@ def test_abandoned_work_stops_between_stages(started, bitstream: bytes) -> None:
     assert detector(runtime).batches == [1]  # the task network ran for the second only
 
 
-def test_abandoned_work_leaves_the_queue_unprocessed(started, bitstream: bytes) -> None:
-    runtime = started()
+def test_abandoned_work_leaves_the_queue_unprocessed(
+    start_runtime: Callable[..., Runtime], bitstream: bytes
+) -> None:
+    runtime = start_runtime(max_batch_size=1)
     gate = GatedDecoding(runtime)
     busy = runtime.submit_bitstream(bitstream, "detection", source="test")
     assert gate.entered.wait(30)
@@ -132,7 +118,7 @@ def test_a_rest_client_that_disconnects_is_cancelled(
         async def send(message: dict[str, Any]) -> None:
             sent.append(message)
 
-        asyncio.run(asyncio.wait_for(app(dict(ANALYZE_SCOPE), receive, send), 30))
+        asyncio.run(asyncio.wait_for(app(analyze_scope(), receive, send), 30))
         gate.gate.set()
         assert sent[0]["status"] == 499
         assert errors(runtime, "CANCELLED") == 1

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from service_fakes import FAIL_WIDTH, FakeDetection
 
 from services.analytics.batcher import Batcher
 from services.analytics.hub import BackendSlot, CodecSlot
@@ -16,8 +17,6 @@ from services.common.errors import ErrorCode, ServiceError
 from transtic.bitstream import BitstreamError
 from transtic.codec import ImageCodec
 from transtic.images import decode_image_bytes
-
-from .fakes import FAIL_WIDTH, FakeDetection
 
 
 def test_items_are_batched_up_to_the_limit() -> None:

@@ -6,11 +6,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fastapi.testclient import TestClient
+from service_fakes import FakeDetection
 
 from services.analytics.rest import BITSTREAM_TYPE, create_app
 from services.analytics.settings import Settings
-
-from .fakes import FakeDetection
 
 
 def test_codecs_per_task_and_quality(

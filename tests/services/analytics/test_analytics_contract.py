@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fastapi.testclient import TestClient
+from service_fakes import FakeDetection
 
 from services.analytics.grpc_service import service_info
 from services.analytics.rest import create_app
@@ -12,8 +13,6 @@ from services.analytics.settings import Settings
 from services.analytics.streaming import FrameProcessor
 from services.generated.transtic.v1 import api_pb2
 from transtic.tasks import TaskBackend
-
-from .fakes import FakeDetection
 
 
 def test_service_info_separates_ready_tasks_and_names_the_default(

@@ -10,6 +10,7 @@ from pathlib import Path
 import grpc
 import pytest
 from fastapi.testclient import TestClient
+from service_fakes import FakeDetection
 
 from services.analytics.grpc_service import GrpcFrontEnd
 from services.analytics.rest import create_app
@@ -21,8 +22,6 @@ from services.analytics.streaming import FrameOutcome, FrameProcessor
 from services.generated.transtic.v1 import api_pb2, api_pb2_grpc
 from transtic.codec import ImageCodec
 from transtic.images import decode_image_bytes
-
-from .fakes import FakeDetection
 
 ALREADY_EXISTS = grpc.StatusCode.ALREADY_EXISTS.value[0]
 

@@ -8,14 +8,13 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from service_fakes import analytics_grpc
 
 from services.analytics.grpc_service import SERVICE_NAME
 from services.analytics.runtime import Runtime
 from services.analytics.settings import Settings
 from services.generated.transtic.v1 import api_pb2, api_pb2_grpc
 from transtic.tasks import TaskBackend
-
-from .conftest import grpc_channel
 
 pytestmark = pytest.mark.integration
 
@@ -24,13 +23,8 @@ pytestmark = pytest.mark.integration
 def server(
     module_settings: Settings, backends: list[TaskBackend]
 ) -> Iterator[tuple[Runtime, grpc.Channel]]:
-    runtime = Runtime(module_settings, backends=backends)
-    runtime.start()
-    try:
-        with grpc_channel(runtime) as channel:
-            yield runtime, channel
-    finally:
-        runtime.close()
+    with analytics_grpc(module_settings, backends, serving=None, grace_s=1) as served:
+        yield served.runtime, served.channel
 
 
 @pytest.fixture(scope="module")

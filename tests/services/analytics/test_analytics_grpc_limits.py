@@ -11,15 +11,13 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from service_fakes import FakeDetection, analytics_grpc
 
 from services.analytics.grpc_service import GrpcFrontEnd
 from services.analytics.runtime import Runtime
 from services.analytics.settings import Settings
-from services.analytics.streaming import FrameProcessor
 from services.common.grpc_limits import StreamLimiter, server_options
 from services.generated.transtic.v1 import api_pb2, api_pb2_grpc
-
-from .fakes import FakeDetection
 
 pytestmark = pytest.mark.integration
 KEY = "k" * 32
@@ -27,20 +25,8 @@ KEY = "k" * 32
 
 @contextmanager
 def serving(settings: Settings) -> Iterator[tuple[grpc.Channel, GrpcFrontEnd]]:
-    runtime = Runtime(settings, backends=[FakeDetection()])
-    runtime.start()
-    frames = FrameProcessor(runtime)
-    front = GrpcFrontEnd(runtime, frames, "127.0.0.1:0")
-    front.set_serving(True)
-    front.server.start()
-    channel = grpc.insecure_channel(f"127.0.0.1:{front.port}")
-    try:
-        yield channel, front
-    finally:
-        channel.close()
-        front.server.stop(0).wait()
-        frames.close()
-        runtime.close()
+    with analytics_grpc(settings, [FakeDetection()]) as served:
+        yield served.channel, served.front
 
 
 def idle_streams(channel: grpc.Channel, count: int, release: threading.Event) -> list[Any]:

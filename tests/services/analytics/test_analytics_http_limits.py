@@ -10,16 +10,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import pytest
 import uvicorn
+from service_fakes import analyze_scope
 
 from services.analytics.rest import create_app
 from services.analytics.runtime import Runtime
-from services.analytics.settings import Settings
 from services.common.http_limits import guarded_http_protocol
 from services.common.serving import bind_http_socket
-
-from .fakes import ANALYZE_SCOPE, FakeDetection
 
 
 async def hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -90,23 +87,6 @@ def test_connections_beyond_the_cap_are_closed_and_the_server_still_answers() ->
                 conn.close()
 
 
-@pytest.fixture
-def runtime(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., Runtime]]:
-    started: list[Runtime] = []
-
-    def start(**overrides: Any) -> Runtime:
-        rt = Runtime(make_settings(**overrides), backends=[FakeDetection()])
-        rt.start()
-        started.append(rt)
-        return rt
-
-    yield start
-    for rt in started:
-        rt.close()
-
-
-
-
 async def request(app: Any, receive: Callable[[], Any]) -> int:
     """Run one request through the ASGI app; its response status."""
     sent: list[dict[str, Any]] = []
@@ -114,7 +94,7 @@ async def request(app: Any, receive: Callable[[], Any]) -> int:
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    await asyncio.wait_for(app(dict(ANALYZE_SCOPE), receive, send), 30)
+    await asyncio.wait_for(app(analyze_scope(), receive, send), 30)
     return int(sent[0]["status"])
 
 
@@ -143,15 +123,17 @@ def whole(body: bytes) -> Callable[[], Any]:
     return receive
 
 
-def test_a_trickling_body_gets_408(runtime: Callable[..., Runtime], bitstream: bytes) -> None:
-    rt = runtime(http_body_timeout_s=0.5)
+def test_a_trickling_body_gets_408(start_runtime: Callable[..., Runtime], bitstream: bytes) -> None:
+    rt = start_runtime(http_body_timeout_s=0.5)
     status = asyncio.run(request(create_app(rt.settings, rt), trickling(bitstream[:10])))
     assert status == 408
     assert rt.metrics.total(rt.metrics.errors, code="REQUEST_TIMEOUT") == 1
 
 
-def test_bodies_in_memory_are_bounded(runtime: Callable[..., Runtime], bitstream: bytes) -> None:
-    rt = runtime(http_max_buffered_bytes=len(bitstream) + 100, http_body_timeout_s=3.0)
+def test_bodies_in_memory_are_bounded(
+    start_runtime: Callable[..., Runtime], bitstream: bytes
+) -> None:
+    rt = start_runtime(http_max_buffered_bytes=len(bitstream) + 100, http_body_timeout_s=3.0)
     app = create_app(rt.settings, rt)
 
     async def scenario() -> tuple[int, int, int]:

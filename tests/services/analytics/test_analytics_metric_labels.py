@@ -10,16 +10,12 @@ import grpc
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from service_fakes import FAIL_WIDTH, analytics_grpc
 
-from services.analytics.grpc_service import GrpcFrontEnd
 from services.analytics.rest import BITSTREAM_TYPE, create_app
-from services.analytics.runtime import Runtime
 from services.analytics.settings import Settings
-from services.analytics.streaming import FrameProcessor
 from services.generated.transtic.v1 import api_pb2, api_pb2_grpc
 from transtic.tasks import TaskBackend
-
-from .fakes import FAIL_WIDTH
 
 MODEL_LABELS = ("codec", "quality", "task")
 # Two codecs at two qualities, each tuned for another task: every label differs.
@@ -33,35 +29,21 @@ def served(
     codec_checkpoint: Path,
     other_codec_checkpoint: Path,
     backends: list[TaskBackend],
-    tmp_path_factory: pytest.TempPathFactory,
+    make_analytics_settings: Callable[..., Settings],
 ) -> Iterator[tuple[TestClient, api_pb2_grpc.AnalyticsStub]]:
-    settings = Settings(
+    settings = make_analytics_settings(
+        codec_checkpoint=None,
         codec_checkpoints={
             "classification:1": str(codec_checkpoint),
             "detection:2": str(other_codec_checkpoint),
         },
-        host="127.0.0.1",
-        grpc_port=0,
-        http_port=0,
-        device="cpu",
-        db_path=tmp_path_factory.mktemp("db") / "frames.db",
-        weights_cache_dir=tmp_path_factory.mktemp("weights"),
         max_batch_delay_ms=2.0,
     )
-    runtime = Runtime(settings, backends=backends)
-    runtime.start()
-    frames = FrameProcessor(runtime)
-    front = GrpcFrontEnd(runtime, frames, "127.0.0.1:0")
-    front.server.start()
-    channel = grpc.insecure_channel(f"127.0.0.1:{front.port}")
-    try:
-        with TestClient(create_app(settings, runtime)) as client:
-            yield client, api_pb2_grpc.AnalyticsStub(channel)
-    finally:
-        channel.close()
-        front.server.stop(0).wait()
-        frames.close()
-        runtime.close()
+    with (
+        analytics_grpc(settings, backends) as server,
+        TestClient(create_app(settings, server.runtime)) as client,
+    ):
+        yield client, api_pb2_grpc.AnalyticsStub(server.channel)
 
 
 def samples(client: TestClient) -> list[tuple[str, dict[str, str], float]]:

@@ -12,14 +12,13 @@ from typing import Any
 
 import pytest
 from model_repository import add_to_repository
+from service_fakes import FakeDetection, GatedDetection
 
 from services.analytics.runtime import Runtime
 from services.analytics.settings import Settings
 from services.common.errors import ErrorCode, ServiceError
 from transtic.codec import ImageCodec
 from transtic.tasks.registry import BackendRegistry
-
-from .fakes import FakeDetection, GatedDetection
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:

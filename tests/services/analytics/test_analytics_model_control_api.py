@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,16 +16,15 @@ import pytest
 from fastapi.testclient import TestClient
 from http_helpers import serve_in_thread
 from model_repository import add_to_repository, listed_models
+from service_fakes import FakeDetection
 
 from services.analytics.rest import create_app
 from services.analytics.runtime import Runtime
-from services.analytics.settings import Settings
 from services.generated.transtic.v1 import api_pb2, api_pb2_grpc
 from transtic.client import AnalyticsClient, AsyncAnalyticsClient, ClientError
 from transtic.tasks.registry import BackendRegistry
 
 from .conftest import grpc_channel
-from .fakes import FakeDetection
 from .test_analytics_rest import error_of, metric
 
 KEY = "model-control-key-0123456789abcdef"
@@ -33,24 +33,18 @@ MakeRuntime = Callable[..., Runtime]
 
 @pytest.fixture
 def make_runtime(
-    make_settings: Callable[..., Settings], other_codec_checkpoint: Path, tmp_path: Path
-) -> Iterator[MakeRuntime]:
-    started: list[Runtime] = []
+    start_runtime: MakeRuntime, other_codec_checkpoint: Path, tmp_path: Path
+) -> MakeRuntime:
     repository = tmp_path / "models"
     add_to_repository(repository, "other", other_codec_checkpoint)
-
-    def make(**overrides: Any) -> Runtime:
-        registry = BackendRegistry()
-        registry.register(FakeDetection)
-        settings = make_settings(model_repository=repository, default_task="detection", **overrides)
-        runtime = Runtime(settings, backends=[FakeDetection()], backend_registry=registry)
-        runtime.start()
-        started.append(runtime)
-        return runtime
-
-    yield make
-    for runtime in started:
-        runtime.close()
+    registry = BackendRegistry()
+    registry.register(FakeDetection)
+    return functools.partial(
+        start_runtime,
+        backend_registry=registry,
+        model_repository=repository,
+        default_task="detection",
+    )
 
 
 def entries(client: TestClient, **params: Any) -> dict[str, dict[str, Any]]:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from service_fakes import FakeDetection
 
 from services.analytics.grpc_service import service_info as analytics_info
 from services.analytics.runtime import Runtime
@@ -19,8 +20,6 @@ from services.encoder.codecs import CodecBank
 from services.encoder.server import service_info as encoder_info
 from services.encoder.settings import EncoderSettings
 from transtic.weights import resolve
-
-from .fakes import FakeDetection
 
 SHIPPED = ["transtic_small_cls_q1", "transtic_small_cls_q2", "transtic_small_cls_q3"]
 

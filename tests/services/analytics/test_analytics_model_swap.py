@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 import pytest
 from model_repository import add_to_repository
+from service_fakes import GatedDetection
 
 from services.analytics.runtime import Runtime
 from services.analytics.settings import Settings
@@ -22,7 +23,6 @@ from services.generated.transtic.v1 import api_pb2, api_pb2_grpc
 from transtic.client import AnalyticsGrpcClient
 
 from .conftest import grpc_serving
-from .fakes import GatedDetection
 
 pytestmark = pytest.mark.integration
 

@@ -11,13 +11,12 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
+from service_fakes import FakeDetection, GatedDetection
 
 from services.analytics.rest import BITSTREAM_TYPE, create_app
 from services.analytics.schemas import AnalysisResult
 from services.analytics.settings import Settings
 from transtic.tasks import TaskBackend
-
-from .fakes import FakeDetection, GatedDetection
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-import os
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -9,19 +9,12 @@ import pytest
 import torch
 
 from services.encoder.codecs import CodecBank
-from services.encoder.settings import ENV_PREFIX, EncoderSettings
+from services.encoder.settings import EncoderSettings
 from transtic.models import create_model, save_checkpoint
 
 # Scaling the last analysis convolution scales the latent, so these tiny random-weight codecs
 # differ in rate the way real quality levels do (q1 cheapest).
 QUALITY_SCALE = {1: 0.25, 2: 0.5, 3: 1.0}
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith(ENV_PREFIX):
-            monkeypatch.delenv(name)
 
 
 @pytest.fixture(scope="session")
@@ -41,20 +34,14 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
 
 
 @pytest.fixture(scope="session")
-def make_settings(checkpoints: dict[int, Path]) -> Callable[..., EncoderSettings]:
-    def make(**overrides: Any) -> EncoderSettings:
-        values: dict[str, Any] = {
-            "checkpoints": {"classification": checkpoints, "detection": {1: checkpoints[1]}},
-            "host": "127.0.0.1",
-            "grpc_port": 0,
-            "http_port": 0,
-            "device": "cpu",
-            "use_shipped_weights": False,
-        }
-        values.update(overrides)
-        return EncoderSettings(**values)
-
-    return make
+def make_settings(
+    make_encoder_settings: Callable[..., EncoderSettings], checkpoints: dict[int, Path]
+) -> Callable[..., EncoderSettings]:
+    return functools.partial(
+        make_encoder_settings,
+        checkpoints={"classification": checkpoints, "detection": {1: checkpoints[1]}},
+        use_shipped_weights=False,
+    )
 
 
 @pytest.fixture(scope="session")

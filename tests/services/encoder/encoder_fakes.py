@@ -189,23 +189,10 @@ def write_frames(directory: Path, count: int, size: int = 64) -> Path:
 def live_analytics(settings: Any, backends: list[Any]) -> Iterator[tuple[str, Any]]:
     """The real analytics (runtime and gRPC front end) on 127.0.0.1: yields its target and
     runtime, whose store holds what the stream client delivered."""
-    from services.analytics.grpc_service import GrpcFrontEnd
-    from services.analytics.runtime import Runtime
-    from services.analytics.streaming import FrameProcessor
+    from service_fakes import analytics_grpc
 
-    runtime = Runtime(settings, backends=backends)
-    runtime.start()
-    frames = FrameProcessor(runtime)
-    front = GrpcFrontEnd(runtime, frames, "127.0.0.1:0")
-    front.set_serving(True)
-    front.server.start()
-    try:
-        yield f"127.0.0.1:{front.port}", runtime
-    finally:
-        front.server.stop(0).wait()
-        runtime.drain()
-        frames.close()
-        runtime.close()
+    with analytics_grpc(settings, backends) as served:
+        yield f"127.0.0.1:{served.port}", served.runtime
 
 
 def camera_analytics_settings(checkpoint: Path, db_path: Path) -> Any:

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from encoder_fakes import camera_analytics_settings, camera_stream_run, free_port, live_analytics
 from PIL import Image
+from service_fakes import FakeDetection
 
 from services.encoder.sources import Reconnect, SourceError, network_frames, open_source, redact
 from services.encoder.streamer import EXIT_OK
-from tests.services.analytics.fakes import FakeDetection
 
 pytestmark = pytest.mark.integration
 FFMPEG = shutil.which("ffmpeg")

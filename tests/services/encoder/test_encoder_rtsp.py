@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 from encoder_fakes import camera_analytics_settings, camera_stream_run, live_analytics
+from service_fakes import FakeDetection
 
 from services.encoder.sources import Reconnect, network_frames
 from services.encoder.streamer import EXIT_OK
-from tests.services.analytics.fakes import FakeDetection
 
 pytestmark = pytest.mark.integration
 pytest.importorskip("cv2")

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from encoder_fakes import camera_analytics_settings, live_analytics, write_frames
+from service_fakes import FakeDetection
 
 from services.encoder.settings import EncoderSettings
 from services.encoder.streamer import EXIT_ERROR, EXIT_OK, StreamRun
-from tests.services.analytics.fakes import FakeDetection
 
 FRAMES = 10
 

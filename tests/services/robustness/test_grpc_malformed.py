@@ -25,6 +25,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from service_fakes import MeanColourClassifier
 
 from services.analytics.grpc_service import GrpcFrontEnd
 from services.analytics.runtime import Runtime
@@ -32,7 +33,7 @@ from services.analytics.settings import Settings
 from services.analytics.streaming import FrameProcessor
 from services.generated.transtic.v1 import api_pb2
 
-from .conftest import MeanColourClassifier, watchdog
+from .conftest import watchdog
 
 pytestmark = pytest.mark.integration
 

@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from security_helpers import Pki, make_pki, tiny_bank
+from security_helpers import Pki, analytics_server, encoder_server, make_pki, tiny_bank
 
-from services.analytics.settings import ENV_PREFIX as ANALYTICS_PREFIX
 from services.analytics.settings import Settings
 from services.encoder.codecs import CodecBank
-from services.encoder.settings import ENV_PREFIX as ENCODER_PREFIX
 from services.encoder.settings import EncoderSettings
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith((ANALYTICS_PREFIX, ENCODER_PREFIX)):
-            monkeypatch.delenv(name)
 
 
 @pytest.fixture(scope="session")
@@ -32,41 +24,42 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 @pytest.fixture
 def analytics_settings(
-    codec_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory
+    make_analytics_settings: Callable[..., Settings],
 ) -> Callable[..., Settings]:
-    def make(**overrides: Any) -> Settings:
-        values: dict[str, Any] = {
-            "codec_checkpoint": str(codec_checkpoint),
-            "host": "127.0.0.1",
-            "grpc_port": 0,
-            "http_port": 0,
-            "device": "cpu",
-            "default_task": "detection",
-            "db_path": tmp_path_factory.mktemp("db") / "frames.db",
-            "weights_cache_dir": tmp_path_factory.mktemp("weights"),
-            "max_batch_delay_ms": 1.0,
-        }
-        values.update(overrides)
-        return Settings(**values)
-
-    return make
+    return functools.partial(
+        make_analytics_settings, default_task="detection", max_batch_delay_ms=1.0
+    )
 
 
 @pytest.fixture
-def encoder_settings(codec_checkpoint: Path) -> Callable[..., EncoderSettings]:
-    def make(**overrides: Any) -> EncoderSettings:
-        values: dict[str, Any] = {
-            "checkpoints": {"detection": {1: codec_checkpoint}},
-            "task": "detection",
-            "host": "127.0.0.1",
-            "grpc_port": 0,
-            "http_port": 0,
-            "device": "cpu",
-        }
-        values.update(overrides)
-        return EncoderSettings(**values)
+def encoder_settings(
+    make_encoder_settings: Callable[..., EncoderSettings], codec_checkpoint: Path
+) -> Callable[..., EncoderSettings]:
+    return functools.partial(
+        make_encoder_settings, checkpoints={"detection": {1: codec_checkpoint}}, task="detection"
+    )
 
-    return make
+
+@pytest.fixture(params=["analytics", "encoder"])
+def serve(
+    request: pytest.FixtureRequest,
+    analytics_settings: Callable[..., Settings],
+    encoder_settings: Callable[..., EncoderSettings],
+    encoder_bank: CodecBank,
+) -> Callable[..., Any]:
+    """``serve(**settings)``: each real gRPC server in turn, as a context manager
+    yielding (service name, port)."""
+
+    @contextmanager
+    def start(**overrides: Any) -> Iterator[tuple[str, int]]:
+        if request.param == "analytics":
+            with analytics_server(analytics_settings(**overrides)) as (port, _):
+                yield "analytics", port
+        else:
+            with encoder_server(encoder_settings(**overrides), encoder_bank) as port:
+                yield "encoder", port
+
+    return start
 
 
 @pytest.fixture(scope="session")

@@ -8,23 +8,22 @@ from concurrent import futures
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import grpc
 import pytest
-import torch
+from service_fakes import TinyDetection, analytics_grpc
 
 from services.analytics.grpc_service import GrpcFrontEnd
 from services.analytics.runtime import Runtime
 from services.analytics.settings import Settings
-from services.analytics.streaming import FrameProcessor
 from services.common.devcerts import Issued, issue, make_ca
 from services.common.tls import ClientTLS
 from services.encoder.codecs import CodecBank, LoadedModel
 from services.encoder.server import EncoderServer
 from services.encoder.settings import EncoderSettings
-from transtic.models import load_checkpoint
-from transtic.tasks import Normalization, TaskBackend, TaskName
+from services.generated.transtic.v1 import api_pb2_grpc
+from transtic.weights import load_codec
 
 GOOD_KEY = "k-good-0123456789abcdef"
 OTHER_KEY = "k-other-0123456789abcdef"
@@ -88,33 +87,6 @@ def make_pki(directory: Path) -> Pki:
     )
 
 
-class TinyDetection(TaskBackend):
-    """A detector without weights: one box per image (the real model is irrelevant here)."""
-
-    name: ClassVar[str] = "tiny_detection"
-    task: ClassVar[TaskName] = "detection"
-
-    @property
-    def required_weights(self) -> list[str]:
-        return []
-
-    @property
-    def normalization(self) -> Normalization:
-        return Normalization(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), resize="internal")
-
-    def _load(self) -> None:
-        pass
-
-    def _predict(self, images: list[torch.Tensor]) -> list[dict[str, Any]]:
-        out = []
-        for image in images:
-            h, w = image.shape[-2:]
-            box = [0.0, 0.0, float(w), float(h)]
-            detection = {"box": box, "score": 0.5, "category_id": 0, "label": "thing"}
-            out.append({"image_size": [h, w], "detections": [detection]})
-        return out
-
-
 # -- a generic gRPC service (raw bytes) to test the interceptor by itself -------------
 ECHO_SERVICE = "test.Echo"
 
@@ -165,29 +137,8 @@ def echo_calls(channel: grpc.Channel) -> tuple[Any, Any]:
 def analytics_front(settings: Settings, *, start: bool = False) -> Iterator[GrpcFrontEnd]:
     """The real gRPC front end (and its health-only port when configured), serving; the
     runtime (models) is started only when asked."""
-    runtime = Runtime(settings, backends=[TinyDetection()])
-    if start:
-        runtime.start()
-    frames = FrameProcessor(runtime)
-    try:
-        front = GrpcFrontEnd(runtime, frames, "127.0.0.1:0")
-    except BaseException:
-        frames.close()
-        runtime.close()
-        raise
-    front.set_serving(True)
-    front.server.start()
-    if front.health_port is not None:
-        front.health_port.start()
-    try:
-        yield front
-    finally:
-        front.server.stop(0).wait()
-        if front.health_port is not None:
-            front.health_port.stop()
-        runtime.drain()
-        frames.close()
-        runtime.close()
+    with analytics_grpc(settings, [TinyDetection()], start=start) as served:
+        yield served.front
 
 
 @contextmanager
@@ -196,9 +147,17 @@ def analytics_server(settings: Settings, *, start: bool = False) -> Iterator[tup
         yield front.port, front.runtime
 
 
+def service_stub(service: str, channel: grpc.Channel) -> Any:
+    """The stub of ``service`` ("analytics" or "encoder") on ``channel``."""
+    if service == "analytics":
+        return api_pb2_grpc.AnalyticsStub(channel)
+    return api_pb2_grpc.EncoderStub(channel)
+
+
 def tiny_bank(checkpoint: Path) -> CodecBank:
     """One codec (detection, quality 1), without looking at the weights catalog."""
-    loaded = LoadedModel("detection", 1, checkpoint, load_checkpoint(checkpoint), threading.Lock())
+    model = load_codec(checkpoint).model
+    loaded = LoadedModel("detection", 1, checkpoint, model, threading.Lock())
     return CodecBank({("detection", 1): loaded}, EncoderSettings(device="cpu", task="detection"))
 
 

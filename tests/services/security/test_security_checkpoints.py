@@ -14,8 +14,7 @@ from services.analytics.hub import ModelHub
 from services.analytics.settings import Settings
 from services.encoder.codecs import CodecBank
 from services.encoder.settings import EncoderSettings
-from transtic.models import CheckpointError
-from transtic.weights import WeightsEntry, WeightsRegistry
+from transtic.weights import ChecksumError, WeightsEntry, WeightsRegistry
 
 REPO = Path(__file__).resolve().parents[3]
 SCANNED = ("transtic", "services", "scripts", "tests")
@@ -134,5 +133,5 @@ def test_encoder_checks_catalog_weights_against_their_sha256(
     (cache / "tampered_2.pth").unlink()
     assert CodecBank.load(good).qualities("detection") == [1]
     shutil.copy(cache / "good_1.pth", cache / "tampered_2.pth")
-    with pytest.raises(CheckpointError, match="sha256"):
+    with pytest.raises(ChecksumError, match="sha256"):
         CodecBank.load(good)

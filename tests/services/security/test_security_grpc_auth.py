@@ -19,8 +19,8 @@ from security_helpers import (
     analytics_server,
     echo_calls,
     echo_server,
-    encoder_server,
     refused,
+    service_stub,
 )
 
 from services.analytics.metrics import ModelLabels
@@ -29,34 +29,20 @@ from services.common.auth import ApiKeys, auth_metadata
 from services.common.grpc_guard import GrpcGuard, peer_identity
 from services.common.ratelimit import RateLimiter
 from services.common.tls import open_channel, server_credentials
-from services.encoder.codecs import CodecBank
 from services.encoder.settings import EncoderSettings
 from services.generated.transtic.v1 import api_pb2, api_pb2_grpc
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=["analytics", "encoder"])
-def serve(
-    request: pytest.FixtureRequest,
-    analytics_settings: Callable[..., Settings],
-    encoder_settings: Callable[..., EncoderSettings],
-    encoder_bank: CodecBank,
-) -> Callable[..., Any]:
+@pytest.fixture
+def serve(serve: Callable[..., Any]) -> Callable[..., Any]:
+    """The security conftest's ``serve``, yielding (service name, stub, channel)."""
+
     @contextmanager
     def start(**overrides: Any) -> Iterator[tuple[str, Any, grpc.Channel]]:
-        if request.param == "analytics":
-            with (
-                analytics_server(analytics_settings(**overrides)) as (port, _),
-                open_channel(f"127.0.0.1:{port}") as channel,
-            ):
-                yield "analytics", api_pb2_grpc.AnalyticsStub(channel), channel
-        else:
-            with (
-                encoder_server(encoder_settings(**overrides), encoder_bank) as port,
-                open_channel(f"127.0.0.1:{port}") as channel,
-            ):
-                yield "encoder", api_pb2_grpc.EncoderStub(channel), channel
+        with serve(**overrides) as (service, port), open_channel(f"127.0.0.1:{port}") as channel:
+            yield service, service_stub(service, channel), channel
 
     return start
 

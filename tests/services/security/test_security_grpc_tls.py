@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from security_helpers import (
     analytics_server,
     encoder_server,
     refused,
+    service_stub,
 )
 
 from services.analytics.settings import Settings
@@ -29,12 +29,9 @@ pytestmark = pytest.mark.integration
 
 def get_info(port: int, tls: ClientTLS | None, service: str, **kwargs: Any) -> Any:
     with open_channel(f"127.0.0.1:{port}", tls) as channel:
-        stub: Any = (
-            api_pb2_grpc.AnalyticsStub(channel)
-            if service == "analytics"
-            else api_pb2_grpc.EncoderStub(channel)
+        return service_stub(service, channel).GetInfo(
+            api_pb2.GetInfoRequest(), timeout=TIMEOUT, **kwargs
         )
-        return stub.GetInfo(api_pb2.GetInfoRequest(), timeout=TIMEOUT, **kwargs)
 
 
 def health(port: int, tls: ClientTLS | None) -> int:
@@ -42,27 +39,6 @@ def health(port: int, tls: ClientTLS | None) -> int:
         request = health_pb2.HealthCheckRequest(service="")
         reply = health_pb2_grpc.HealthStub(channel).Check(request, timeout=TIMEOUT)
         return int(reply.status)
-
-
-@pytest.fixture(params=["analytics", "encoder"])
-def serve(
-    request: pytest.FixtureRequest,
-    analytics_settings: Callable[..., Settings],
-    encoder_settings: Callable[..., EncoderSettings],
-    encoder_bank: CodecBank,
-) -> Callable[..., Any]:
-    """``serve(**settings)``: a context manager yielding (service name, port)."""
-
-    @contextmanager
-    def start(**overrides: Any) -> Iterator[tuple[str, int]]:
-        if request.param == "analytics":
-            with analytics_server(analytics_settings(**overrides)) as (port, _):
-                yield "analytics", port
-        else:
-            with encoder_server(encoder_settings(**overrides), encoder_bank) as port:
-                yield "encoder", port
-
-    return start
 
 
 def test_tls_client_with_the_ca_is_served_and_plaintext_is_refused(

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import grpc
 from fastapi.testclient import TestClient
-from security_helpers import GOOD_KEY, TinyDetection, analytics_server
+from security_helpers import GOOD_KEY, analytics_server
+from service_fakes import TinyDetection
 
 from services.analytics.rest import BITSTREAM_TYPE, create_app
 from services.analytics.settings import Settings

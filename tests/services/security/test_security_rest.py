@@ -15,7 +15,8 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
-from security_helpers import GOOD_KEY, OTHER_KEY, WRONG_KEY, Pki, TinyDetection
+from security_helpers import GOOD_KEY, OTHER_KEY, WRONG_KEY, Pki
+from service_fakes import TinyDetection, analyze_scope
 
 from services.analytics.rest import create_app
 from services.analytics.runtime import Runtime
@@ -180,24 +181,7 @@ def test_chunked_upload_is_cut_off_at_the_limit(
 
 
 async def _call(app: Any, receive: Any, headers: dict[str, str]) -> int:
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/analyze",
-        "raw_path": b"/v1/analyze",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"content-type", b"image/png"),
-            *((k.encode(), v.encode()) for k, v in headers.items()),
-        ],
-        "client": ("127.0.0.1", 5555),
-        "server": ("127.0.0.1", 80),
-        "state": {},
-    }
+    scope = analyze_scope(query=b"", content_type="image/png", headers=headers)
     statuses: list[int] = []
 
     async def send(message: dict[str, Any]) -> None:

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 from http_helpers import serve_in_thread
-from security_helpers import GOOD_KEY, TinyDetection
+from security_helpers import GOOD_KEY
+from service_fakes import TinyDetection
 
 from services.analytics.rest import create_app
 from services.analytics.settings import Settings
