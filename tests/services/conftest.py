@@ -156,15 +156,6 @@ def postgres_server() -> Iterator[PostgresServer]:
 @pytest.fixture(scope="session")
 def stored_result() -> dict[str, object]:
     """A complete stored detection result (the form the frame store keeps), no model run."""
-    from services.analytics.schemas import AnalysisResult
+    from service_fakes import sample_result
 
-    return AnalysisResult(
-        task="detection",
-        bits_per_pixel=0.25,
-        num_bytes=96,
-        width=64,
-        height=48,
-        quality=1,
-        codec_id="tiny",
-        task_model_id="fake-detector",
-    ).to_json()
+    return sample_result().to_json()

@@ -15,6 +15,7 @@ import torch
 from services.analytics.grpc_service import GrpcFrontEnd
 from services.analytics.rest import BITSTREAM_TYPE
 from services.analytics.runtime import Runtime
+from services.analytics.schemas import AnalysisResult
 from services.analytics.settings import Settings
 from services.analytics.streaming import FrameProcessor
 from transtic.tasks import Normalization, TaskBackend, TaskName, encode_masks
@@ -125,6 +126,13 @@ class MeanColourClassifier(WeightlessBackend):
             index = int(means.argmax())
             out.append({"predictions": [{"label": COLOURS[index], "index": index, "score": 1.0}]})
         return out
+
+
+def sample_result(**overrides: Any) -> AnalysisResult:
+    """A complete analysis result without a model run (a detection by the tiny codec)."""
+    values: dict[str, Any] = {"task": "detection", "bits_per_pixel": 0.25, "num_bytes": 96}
+    values.update(width=64, height=48, quality=1, codec_id="tiny", task_model_id="fake-detector")
+    return AnalysisResult(**{**values, **overrides})
 
 
 def analyze_scope(

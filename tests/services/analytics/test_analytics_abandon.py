@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+import pytest
 from fastapi.testclient import TestClient
 from service_fakes import FakeDetection, analyze_scope
 
@@ -47,11 +48,17 @@ def errors(runtime: Runtime, code: str) -> float:
     return runtime.metrics.total(runtime.metrics.errors, code=code)
 
 
-def test_abandoned_work_stops_between_stages(
-    start_runtime: Callable[..., Runtime], bitstream: bytes
-) -> None:
+@pytest.fixture
+def gated(start_runtime: Callable[..., Runtime]) -> tuple[Runtime, GatedDecoding]:
+    """A runtime taking one frame per batch, its decode stage held by the gate."""
     runtime = start_runtime(max_batch_size=1)
-    gate = GatedDecoding(runtime)
+    return runtime, GatedDecoding(runtime)
+
+
+def test_abandoned_work_stops_between_stages(
+    gated: tuple[Runtime, GatedDecoding], bitstream: bytes
+) -> None:
+    runtime, gate = gated
     first = runtime.submit_bitstream(bitstream, "detection", source="test")
     assert gate.entered.wait(30)
     first.abandon()  # the caller timed out while its frame was being decoded
@@ -64,10 +71,9 @@ def test_abandoned_work_stops_between_stages(
 
 
 def test_abandoned_work_leaves_the_queue_unprocessed(
-    start_runtime: Callable[..., Runtime], bitstream: bytes
+    gated: tuple[Runtime, GatedDecoding], bitstream: bytes
 ) -> None:
-    runtime = start_runtime(max_batch_size=1)
-    gate = GatedDecoding(runtime)
+    runtime, gate = gated
     busy = runtime.submit_bitstream(bitstream, "detection", source="test")
     assert gate.entered.wait(30)
     gone = runtime.submit_bitstream(bitstream, "detection", source="test")

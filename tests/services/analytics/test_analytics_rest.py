@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
-from service_fakes import FakeDetection, GatedDetection
+from service_fakes import FakeDetection, GatedDetection, sample_result
 
 from services.analytics.rest import BITSTREAM_TYPE, create_app
 from services.analytics.schemas import AnalysisResult
@@ -230,16 +230,7 @@ def test_metrics_exposition(client: TestClient, bitstream: bytes) -> None:
 
 def test_streams_endpoints(client: TestClient) -> None:
     store = client.app.state.runtime.store  # type: ignore[attr-defined]
-    result = AnalysisResult(
-        task="classification",
-        bits_per_pixel=0.1,
-        num_bytes=20,
-        width=32,
-        height=16,
-        quality=1,
-        codec_id="tiny",
-        task_model_id="fake",
-    )
+    result = sample_result(task="classification", bits_per_pixel=0.1, num_bytes=20)
     for seq in range(5):
         store.put("rest-cam", seq, "classification", result.to_json())
     streams = client.get("/v1/streams").json()["streams"]
