@@ -142,3 +142,16 @@ def test_int8_quantises_the_transforms_only(tiny_transtic):
     names = {type(m).__module__ for m in quick._transforms.g_a1.modules()}
     assert any("quantized" in n for n in names)
     assert not any("quantized" in type(m).__module__ for m in quick._transforms.h_s0.modules())
+
+
+def test_fast_copy_runs_the_fused_swin_paths_outside_the_hyper_synthesis(tiny_transtic):
+    from transtic.layers import SwinStage
+
+    fast = ImageCodec(tiny_transtic, precision="float32")._transforms
+    stages = {name: m for name, m in fast.named_modules() if isinstance(m, SwinStage)}
+    assert stages
+    for name, stage in stages.items():
+        assert stage.window_order_stream == (not name.startswith("h_s")), name
+    assert not any(
+        m.window_order_stream for m in tiny_transtic.modules() if isinstance(m, SwinStage)
+    )
