@@ -21,7 +21,6 @@ import json
 import platform
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,7 +33,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from official_baseline import OfficialCodec  # noqa: E402
+from official_baseline import OfficialProcess, clocks  # noqa: E402
 
 from transtic.bitstream import EntropyParamMode  # noqa: E402
 from transtic.cli import psnr  # noqa: E402
@@ -86,18 +85,29 @@ class CodingPath:
     encode: Callable[[], Any]
     decode: Callable[[Any], torch.Tensor]
     size_of: Callable[[Any], int]
-    enc_s: list[float] = field(default_factory=list)
-    dec_s: list[float] = field(default_factory=list)
+    # (wall s, CPU s of the process, all threads) per run
+    enc_s: list[tuple[float, float]] = field(default_factory=list)
+    dec_s: list[tuple[float, float]] = field(default_factory=list)
     stream: Any = None
     image: torch.Tensor | None = None
+    # encode() returns (encode times, decode times, ...) measured in another process
+    timed_elsewhere: bool = False
+    close: Callable[[], None] = field(default=lambda: None)
 
     def run_once(self) -> None:
-        start = time.perf_counter()
+        if self.timed_elsewhere:
+            self.stream = self.encode()
+            self.image = self.decode(self.stream)
+            self.enc_s.append(self.stream[0])
+            self.dec_s.append(self.stream[1])
+            return
+        start = clocks()
         self.stream = self.encode()
-        mid = time.perf_counter()
+        mid = clocks()
         self.image = self.decode(self.stream)
-        self.enc_s.append(mid - start)
-        self.dec_s.append(time.perf_counter() - mid)
+        end = clocks()
+        self.enc_s.append((mid[0] - start[0], mid[1] - start[1]))
+        self.dec_s.append((end[0] - mid[0], end[1] - mid[1]))
 
 
 def our_path(
@@ -114,15 +124,17 @@ def our_path(
     )
 
 
-def official_path(source: Path, model: HyperpriorCodec, image: torch.Tensor) -> CodingPath:
-    official = OfficialCodec(source, model.state_dict())
-    x = image.float().div(255)[None]  # 768x512 is a multiple of 256: no alignment needed
-    return CodingPath(
-        "official code (float32)",
-        lambda: official.encode(x),
-        lambda enc: official.decode(enc["strings"], enc["shape"])[0],
-        lambda enc: len(enc["strings"][0][0]) + len(enc["strings"][1][0]),
+def official_path(
+    source: Path, model: HyperpriorCodec, image: torch.Tensor, threads: int, retain: bool
+) -> CodingPath:
+    """The official code, timed in its own process (see OfficialProcess)."""
+    official = OfficialProcess(
+        source, model.state_dict(), image, threads=threads, retain_memory=retain
     )
+    path = CodingPath("official code (float32)", official.run_once, lambda r: r[3], lambda r: r[2])
+    path.timed_elsewhere = True
+    path.close = official.close
+    return path
 
 
 def build_paths(
@@ -130,12 +142,13 @@ def build_paths(
 ) -> list[CodingPath]:
     paths = []
     if args.official_src:
-        paths.append(official_path(args.official_src, model, image))
+        retain = args.official_allocator == "retain"
+        paths.append(official_path(args.official_src, model, image, args.threads, retain))
     if args.plain:
         paths.append(our_path(model, image, "ours float32, eager attention", "float32", "eager"))
-    paths.append(our_path(model, image, "ours float32 (exact)", "float32"))
-    paths.append(our_path(model, image, "ours bfloat16", "bfloat16"))
-    paths.append(our_path(model, image, "ours int8", "int8"))
+    names = {"float32": "ours float32 (exact)", "bfloat16": "ours bfloat16", "int8": "ours int8"}
+    for precision in args.paths.split(","):
+        paths.append(our_path(model, image, names[precision], precision))
     return paths
 
 
@@ -161,8 +174,10 @@ def summarise(paths: list[CodingPath], image: torch.Tensor) -> list[dict[str, An
         rows.append(
             {
                 "path": p.name,
-                "encode_ms_per_mp": statistics.median(p.enc_s) * 1e3 / megapixels,
-                "decode_ms_per_mp": statistics.median(p.dec_s) * 1e3 / megapixels,
+                "encode_ms_per_mp": statistics.median(t[0] for t in p.enc_s) * 1e3 / megapixels,
+                "decode_ms_per_mp": statistics.median(t[0] for t in p.dec_s) * 1e3 / megapixels,
+                "encode_cpu_ms_per_mp": statistics.median(t[1] for t in p.enc_s) * 1e3 / megapixels,
+                "decode_cpu_ms_per_mp": statistics.median(t[1] for t in p.dec_s) * 1e3 / megapixels,
                 "bpp": p.size_of(p.stream) * 8 / (image.shape[1] * image.shape[2]),
                 "psnr_db": psnr(p.image, reference),
             }
@@ -171,6 +186,8 @@ def summarise(paths: list[CodingPath], image: torch.Tensor) -> list[dict[str, An
     for row in rows:
         row["encode_x"] = base["encode_ms_per_mp"] / row["encode_ms_per_mp"]
         row["decode_x"] = base["decode_ms_per_mp"] / row["decode_ms_per_mp"]
+        row["encode_cpu_x"] = base["encode_cpu_ms_per_mp"] / row["encode_cpu_ms_per_mp"]
+        row["decode_cpu_x"] = base["decode_cpu_ms_per_mp"] / row["decode_cpu_ms_per_mp"]
     return rows
 
 
@@ -180,6 +197,16 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument(
+        "--paths", default="float32,bfloat16,int8", help="our precisions to time, comma-separated"
+    )
+    parser.add_argument(
+        "--official-allocator",
+        choices=("default", "retain"),
+        default="default",
+        help="the official code's process: glibc defaults (as its users run it) or "
+        "our retain_freed_memory() setting (like for like)",
+    )
     parser.add_argument("--plain", action="store_true", help="also our eager-attention path")
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
     args = parser.parse_args()
@@ -197,6 +224,8 @@ def main() -> None:
         f"({info['auto_precision_lossy_allowed']} with allow_int8=True)"
     )
     print(f"weights: {source}; image {SIZE[1]}x{SIZE[0]}; median of {args.repeats}, interleaved")
+    if args.official_src:
+        print(f"official code in its own process, {args.official_allocator} glibc allocator")
     paths = build_paths(args, model, image)
     for p in paths:  # warm-up: mask caches, oneDNN primitives, quantised weights
         p.run_once()
@@ -205,18 +234,22 @@ def main() -> None:
     for _ in range(args.repeats):
         for p in paths:
             p.run_once()
+    for p in paths:
+        p.close()
     rows = summarise(paths, image)
     label = "vs official" if args.official_src else f"vs {rows[0]['path']}"
     print(
         f"{'path':<32}{'enc ms/MP':>11}{'dec ms/MP':>11}{'enc x':>7}{'dec x':>7}"
-        f"{'bpp':>9}{'PSNR':>8}   (x = {label})"
+        f"{'cpu enc x':>10}{'cpu dec x':>10}{'bpp':>9}{'PSNR':>8}   (x = {label})"
     )
     for row in rows:
         print(
             f"{row['path']:<32}{row['encode_ms_per_mp']:>11.0f}{row['decode_ms_per_mp']:>11.0f}"
             f"{row['encode_x']:>7.2f}{row['decode_x']:>7.2f}"
+            f"{row['encode_cpu_x']:>10.2f}{row['decode_cpu_x']:>10.2f}"
             f"{row['bpp']:>9.4f}{row['psnr_db']:>8.2f}"
         )
+    print("x: wall-time ratio; cpu x: ratio of process CPU time (all threads, user + system)")
     if args.json:
         report = {
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -225,6 +258,7 @@ def main() -> None:
             "weights": source,
             "image": f"{SIZE[1]}x{SIZE[0]}",
             "repeats": args.repeats,
+            "official_allocator": args.official_allocator,
             "rows": rows,
         }
         args.json.write_text(json.dumps(report, indent=2))

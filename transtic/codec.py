@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from .alignment import align, aligned_size, restore
+from .allocator import retain_freed_memory
 from .bitstream import (
     AlignMode,
     BitstreamError,
@@ -83,6 +84,8 @@ class ImageCodec:
     float32 elsewhere; ``"int8"`` quantises their Linear layers (CPU, lossy; ``auto``
     picks it only with ``allow_int8=True``). The entropy parameters stay exact in every
     mode, so any decoder parses any encoder's streams. See ``transtic.precision``.
+    ``retain_memory=True`` (default) makes glibc keep freed memory for the next frame
+    (process-wide; see ``transtic.allocator``).
     """
 
     def __init__(
@@ -99,7 +102,12 @@ class ImageCodec:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO,
         isolate_decoding: bool = True,
+        retain_memory: bool = True,
     ) -> None:
+        if retain_memory:
+            # Frames reuse the freed memory of the last one instead of faulting in fresh
+            # pages for every operator (see transtic.allocator; process-wide).
+            retain_freed_memory()
         self.device = torch.device(device)
         self.precision_choice = resolve_precision(precision, self.device, allow_int8=allow_int8)
         self.model = model.to(self.device).eval()

@@ -4,7 +4,7 @@ from torch import nn
 
 from .attention import WindowAttention
 from .prompt_generator import InstancePromptGenerator
-from .swin import RSTB, SwinBlock, SwinStage
+from .swin import RSTB, SwinBlock, SwinStage, set_fused_inference
 
 
 def conv(cin: int, cout: int, kernel_size: int = 5, stride: int = 2) -> nn.Conv2d:
@@ -32,4 +32,5 @@ __all__ = [
     "WindowAttention",
     "conv",
     "deconv",
+    "set_fused_inference",
 ]

@@ -18,6 +18,7 @@ from .windows import (
     WindowMask,
     cached_mask,
     cached_order,
+    cached_stage_permutations,
     instance_prompt_mask,
     shifted_window_mask,
 )
@@ -29,9 +30,29 @@ class Mlp(nn.Module):
         self.fc1 = nn.Linear(dim, hidden)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden, dim)
+        # Inference on CPU: GELU applied inside fc1's oneDNN kernel, saving a pass over
+        # the widest activation (set by set_fused_inference).
+        self.fuse_gelu = False
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        if self.fuse_gelu and _onednn_can_fuse(x, self.fc1):
+            hidden = torch.ops.mkldnn._linear_pointwise(
+                x, self.fc1.weight, self.fc1.bias, "gelu", [], "none"
+            )
+        else:
+            hidden = self.act(self.fc1(x))
+        return self.fc2(hidden)
+
+
+def _onednn_can_fuse(x: Tensor, linear: nn.Module) -> bool:
+    """A plain float Linear on CPU without autograd (quantised layers keep their kernels)."""
+    return (
+        type(linear) is nn.Linear
+        and x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.bfloat16)
+        and not torch.is_grad_enabled()
+        and torch.backends.mkldnn.is_available()
+    )
 
 
 def block_geometry(reference_size: int, window: int, shift: int) -> tuple[int, int]:
@@ -104,24 +125,22 @@ class SwinBlock(nn.Module):
             like,
         )
 
-    def forward(
+    def _attend(
         self,
-        x: Tensor,
+        normed: Tensor,
         size: tuple[int, int],
-        *,
-        shared_prompts: Tensor | None = None,
-        instance_prompts: Tensor | None = None,
+        shared_prompts: Tensor | None,
+        instance_prompts: Tensor | None,
     ) -> Tensor:
-        """x: (B, H*W, C) tokens in raster order -> same shape."""
+        """Window attention over tokens already in this block's window order."""
         h, w = size
-        b, _, c = x.shape
+        b, _, c = normed.shape
         win, s = self.window, self.shift
-        order, inverse = cached_order(h, w, win, s, x.device)
-        windows = self.norm1(x).index_select(1, order).view(-1, win * win, c)
+        windows = normed.view(-1, win * win, c)
         prompts = 0
         if instance_prompts is not None:
             d = self.downsample
-            m_order, _ = cached_order(h // d, w // d, win // d, s // d, x.device)
+            m_order, _ = cached_order(h // d, w // d, win // d, s // d, normed.device)
             prompts = (win // d) ** 2
             m_windows = instance_prompts.index_select(1, m_order).view(-1, prompts, c)
             windows = torch.cat([m_windows, windows.to(m_windows.dtype)], dim=1)
@@ -131,8 +150,39 @@ class SwinBlock(nn.Module):
             tokens = shared_prompts.to(windows.dtype).unsqueeze(1).expand(b, per_image, prompts, c)
             windows = torch.cat([tokens.reshape(-1, prompts, c), windows], dim=1)
         out = self.attn(windows, num_prompts=prompts, mask=self._mask(h, w, prompts, windows))
-        x = x + self._drop_path(out.view(b, h * w, c).index_select(1, inverse))
+        return out.view(b, h * w, c)
+
+    def forward(
+        self,
+        x: Tensor,
+        size: tuple[int, int],
+        *,
+        shared_prompts: Tensor | None = None,
+        instance_prompts: Tensor | None = None,
+    ) -> Tensor:
+        """x: (B, H*W, C) tokens in raster order -> same shape."""
+        order, inverse = cached_order(*size, self.window, self.shift, x.device)
+        normed = self.norm1(x).index_select(1, order)
+        out = self._attend(normed, size, shared_prompts, instance_prompts)
+        x = x + self._drop_path(out.index_select(1, inverse))
         return x + self._drop_path(self.mlp(self.norm2(x)))
+
+    def forward_in_window_order(
+        self,
+        x: Tensor,
+        size: tuple[int, int],
+        *,
+        shared_prompts: Tensor | None = None,
+        instance_prompts: Tensor | None = None,
+    ) -> Tensor:
+        """Inference on tokens already in this block's window order (returned in it too).
+
+        Every step but attention works token by token, so it gives what :meth:`forward`
+        gives, permuted, without forward's two full gathers. x is updated in place.
+        """
+        x += self._attend(self.norm1(x), size, shared_prompts, instance_prompts)
+        x += self.mlp(self.norm2(x))
+        return x
 
 
 class SwinStage(nn.Module):
@@ -170,19 +220,46 @@ class SwinStage(nn.Module):
             for i in range(depth)
         )
 
+        # Inference keeps the residual stream in window order (set_fused_inference).
+        self.window_order_stream = False
+
+    def _prompts(
+        self, i: int, x: Tensor, instance_prompts: Sequence[Tensor] | None
+    ) -> dict[str, Tensor | None]:
+        shared = None
+        if self.prompt_embeddings is not None:
+            shared = self.prompt_embeddings[i].expand(x.shape[0], -1, -1)
+        inst = instance_prompts[i] if instance_prompts is not None else None
+        return {"shared_prompts": shared, "instance_prompts": inst}
+
     def forward(
         self,
         x: Tensor,
         size: tuple[int, int],
         instance_prompts: Sequence[Tensor] | None = None,
     ) -> Tensor:
+        if self.window_order_stream and not torch.is_grad_enabled():
+            return self._forward_in_window_order(x, size, instance_prompts)
         for i, block in enumerate(self.blocks):
-            shared = None
-            if self.prompt_embeddings is not None:
-                shared = self.prompt_embeddings[i].expand(x.shape[0], -1, -1)
-            inst = instance_prompts[i] if instance_prompts is not None else None
-            x = block(x, size, shared_prompts=shared, instance_prompts=inst)
+            x = block(x, size, **self._prompts(i, x, instance_prompts))
         return x
+
+    def _forward_in_window_order(
+        self, x: Tensor, size: tuple[int, int], instance_prompts: Sequence[Tensor] | None
+    ) -> Tensor:
+        """One token gather per block (and one back) instead of two per block."""
+        blocks: list[SwinBlock] = list(self.blocks)  # type: ignore[arg-type]
+        geometries = tuple((block.window, block.shift) for block in blocks)
+        steps, back = cached_stage_permutations(*size, geometries, x.device)
+        # the stage owns its stream from here on: a gather copies, else copy explicitly
+        first = steps[0]
+        x = x.clone() if first is None else x.index_select(1, first)
+        for i, block in enumerate(blocks):
+            step = steps[i]
+            if i and step is not None:
+                x = x.index_select(1, step)
+            x = block.forward_in_window_order(x, size, **self._prompts(i, x, instance_prompts))
+        return x if back is None else x.index_select(1, back)
 
 
 class RSTB(nn.Module):
@@ -219,3 +296,16 @@ def set_drop_path(model: nn.Module, rate: float) -> int:
     for i, block in enumerate(blocks):
         block.drop_path_rate = rate * i / max(1, len(blocks) - 1)
     return len(blocks)
+
+
+def set_fused_inference(model: nn.Module, enabled: bool) -> None:
+    """Inference-only fast paths of the Swin stages (no effect while autograd records).
+
+    The residual stream stays in window order across blocks, and the MLP's GELU runs
+    inside fc1's oneDNN kernel. Results equal the reference path's up to float rounding.
+    """
+    for module in model.modules():
+        if isinstance(module, SwinStage):
+            module.window_order_stream = enabled
+        elif isinstance(module, Mlp):
+            module.fuse_gelu = enabled

@@ -139,3 +139,41 @@ def cached_order(
         ("order", h, w, window, shift, device),
         lambda: tuple(t.to(device) for t in window_order(h, w, window, shift)),  # type: ignore[arg-type,return-value]
     )
+
+
+def _identity(index: Tensor) -> bool:
+    return bool(torch.equal(index, torch.arange(index.numel())))
+
+
+@lru_cache(maxsize=256)
+def stage_permutations(
+    h: int, w: int, geometries: tuple[tuple[int, int], ...]
+) -> tuple[tuple[Tensor | None, ...], Tensor | None]:
+    """Token gathers that keep a Swin stage's residual stream in window order.
+
+    ``geometries`` holds each block's (window, shift). Step ``i`` carries the tokens from
+    block ``i-1``'s window order (raster order for ``i = 0``) into block ``i``'s, and the
+    last entry back to raster order; ``None`` where the order does not change. One gather
+    per block instead of a gather into and one out of window order.
+    """
+    steps: list[Tensor | None] = []
+    previous_inverse: Tensor | None = None  # None: raster order
+    for window, shift in geometries:
+        order, inverse = window_order(h, w, window, shift)
+        step = order if previous_inverse is None else previous_inverse[order]
+        steps.append(None if _identity(step) else step)
+        previous_inverse = inverse
+    assert previous_inverse is not None
+    back = None if _identity(previous_inverse) else previous_inverse
+    return tuple(steps), back
+
+
+def cached_stage_permutations(
+    h: int, w: int, geometries: tuple[tuple[int, int], ...], device: torch.device
+) -> tuple[tuple[Tensor | None, ...], Tensor | None]:
+    def build() -> tuple[tuple[Tensor | None, ...], Tensor | None]:
+        steps, back = stage_permutations(h, w, geometries)
+        moved = tuple(None if s is None else s.to(device) for s in steps)
+        return moved, None if back is None else back.to(device)
+
+    return _cached(("stage", h, w, geometries, device), build)

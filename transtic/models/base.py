@@ -247,6 +247,8 @@ class HyperpriorCodec(nn.Module):
     def fast_transforms(self, precision: str = "bfloat16") -> HyperpriorCodec:
         """A copy whose analysis/synthesis transforms run fast: channels-last, BN folded.
 
+        The Swin stages keep their residual stream in window order and fuse GELU into
+        fc1 (``set_fused_inference``).
         ``float32``: same weights (results equal up to float rounding, ~1e-6 relative).
         ``bfloat16``: the transforms' weights in bf16. ``int8``: their Linear layers
         dynamically quantised (int8 weights, per-batch int8 activations), the rest float32.
@@ -256,13 +258,14 @@ class HyperpriorCodec(nn.Module):
         """
         if precision not in ("float32", "bfloat16", "int8"):
             raise ValueError(f"no fast transforms for precision {precision!r}")
-        from ..layers import InstancePromptGenerator
+        from ..layers import InstancePromptGenerator, set_fused_inference
 
         fast = copy.deepcopy(self).eval()
         for name, module in fast.named_children():
             if name.startswith(("g_a", "g_s", "h_a")):
                 if isinstance(module, InstancePromptGenerator):
                     module.fold_batch_norms()
+                set_fused_inference(module, True)
                 if precision == "bfloat16":
                     module.to(dtype=torch.bfloat16)
                 # oneDNN convs run fastest on NHWC, and the Swin stages read NHWC tokens
