@@ -18,6 +18,7 @@ from services.analytics.settings import TASKS, Settings
 from services.common.errors import ErrorCode, ServiceError, redact_paths
 from services.common.model_catalog import CodecCatalog
 from services.common.model_ids import codec_model_id
+from services.common.model_loader import InFlight
 from transtic.bitstream import StreamHeader
 from transtic.codec import ImageCodec
 from transtic.tasks import TASK_BACKENDS, ClassificationBackend, TaskBackend
@@ -25,27 +26,6 @@ from transtic.tasks.registry import BackendRegistry
 from transtic.weights import WeightsNotFoundError, default_registry, load_codec, resolve
 
 log = logging.getLogger(__name__)
-
-
-class InFlight:
-    """How many requests hold a model: one unloaded while they run stays alive for them
-    (each request keeps its own reference) and is listed as UNLOADING until they finish."""
-
-    def __init__(self) -> None:
-        self._count = 0
-        self._lock = threading.Lock()
-
-    def hold(self) -> None:
-        with self._lock:
-            self._count += 1
-
-    def release(self) -> None:
-        with self._lock:
-            self._count -= 1
-
-    @property
-    def count(self) -> int:
-        return self._count
 
 
 @dataclass(eq=False)  # slots are compared by identity: two versions may look alike

@@ -1,4 +1,5 @@
-"""Model loads on their own thread, one at a time, for model control in either service.
+"""Model loads on their own thread, one at a time, for model control in either service,
+and the in-flight count that lets an unloaded model finish the requests holding it.
 
 A load reads and checks a weights file and builds a model: seconds of work that must
 not run on the event loop or on a thread that serves requests, and two at once would
@@ -73,3 +74,24 @@ def _translated(load: Callable[[str], T], name: str) -> T:
     except Exception as exc:
         log.exception("loading model %s failed", name)
         raise to_service_error(exc) from exc
+
+
+class InFlight:
+    """How many requests hold a model: one unloaded while they run stays alive for them
+    (each request keeps its own reference) and is listed as UNLOADING until they finish."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def hold(self) -> None:
+        with self._lock:
+            self._count += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._count -= 1
+
+    @property
+    def count(self) -> int:
+        return self._count
