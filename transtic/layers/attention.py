@@ -87,7 +87,7 @@ def _fused_attention(
     full = mask.values.index_select(0, mask.border).to(q.dtype).unsqueeze(1) + bias
     full = full.repeat(images, 1, 1, 1)
     fixed = F.scaled_dot_product_attention(q[rows], k[rows], v[rows], attn_mask=full, scale=scale)
-    if torch.is_grad_enabled() and out.requires_grad:
+    if out.requires_grad:
         # autograd saved `out` for SDPA's backward, so it must not be overwritten
         return out.index_copy(0, rows, fixed)
     return out.index_copy_(0, rows, fixed)  # out is SDPA's fresh result: no copy needed
