@@ -46,10 +46,12 @@ def test_int8_copy_quantises_the_prompt_generator_and_analysis_convs(tiny_transt
     # and the skip concatenations stay in int8
     code = fast.g_a0_prompt.code
     assert code.count("quantize_per_tensor(") == 1 and code.count(".dequantize()") == 1
-    convs = [fast.g_a0, fast.g_a2, fast.g_a2_prompt, *fast.g_a0_prompt_layers]
+    convs = [fast.g_a2_prompt, *fast.g_a0_prompt_layers, *fast.g_a2_prompt_layers]
     assert all(isinstance(c.module, nnq.Conv2d) for c in convs)
-    # upsampling convs and the hyper transforms stay float32
-    assert type(fast.g_s7) is nn.ConvTranspose2d and type(fast.h_a0) is nn.Conv2d
+    # the image path's convs, the upsampling convs and the hyper transforms stay float32
+    image_path = (fast.g_a0, fast.g_a2, fast.g_a4, fast.g_a6, fast.h_a0)
+    assert all(type(c) is nn.Conv2d for c in image_path)
+    assert type(fast.g_s7) is nn.ConvTranspose2d
     assert not any("quantized" in type(m).__module__ for m in fast.h_s0.modules())
     assert torch.equal(fast.h_s3.weight, tiny_transtic.h_s3.weight)
 
@@ -91,7 +93,8 @@ def test_int8_streams_are_deterministic(tiny_transtic):
 
 def test_int8_without_prompt_generator(tiny_tic):
     quick = ImageCodec(tiny_tic, precision="int8")
-    assert isinstance(quick._transforms.g_a0.module, nnq.Conv2d)
+    assert type(quick._transforms.g_a0) is nn.Conv2d
+    assert any("quantized" in type(m).__module__ for m in quick._transforms.g_a1.modules())
     exact = ImageCodec(tiny_tic, precision="float32")
     image = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(4))
     decoded = exact.decode(quick.encode(image).data, keep_latent=True)
