@@ -1,9 +1,10 @@
 """Compile the bundled C++ kernels on first use and cache the shared libraries.
 
-A kernel is built once per (source, compiler, instruction set) into a private cache
-directory and loaded with ctypes: no PyTorch headers, so a build takes about a second.
-Without a C++ compiler nothing is built and callers keep PyTorch's operators, so a
-compiler is an accelerator, never a requirement.
+A kernel is built once per (source, flags, instruction set) into a cache directory and
+loaded with ctypes: no PyTorch headers, so a build takes about a second. Without a C++
+compiler nothing is built and callers keep PyTorch's operators, so a compiler is an
+accelerator, never a requirement; images without one ship kernels built in advance
+(``python -m transtic.kernels build --cache-dir DIR --isa AVX512 AVX2 DEFAULT``).
 
 The instruction set follows the CPU capability PyTorch dispatches its own kernels on
 (``torch.backends.cpu.get_cpu_capability()``), so a process capped to AVX2 gets AVX2
@@ -66,44 +67,52 @@ def compiler() -> str | None:
     return None
 
 
-def _private_dir(path: Path) -> bool:
-    """Only a directory this user owns and nobody else may write can hold code we load."""
+def _trusted_dir(path: Path, *, create: bool) -> bool:
+    """Code is loaded only from a directory owned by this user or root that nobody else
+    may write to (the rule sudo applies to its files)."""
     try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if create:
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
         info = path.stat()
     except OSError:
         return False
-    return info.st_uid == os.getuid() and not info.st_mode & 0o022
+    return info.st_uid in (os.getuid(), 0) and not info.st_mode & 0o022
 
 
-def _cache_directory() -> Path:
-    candidates = [_cache_dir] if _cache_dir is not None else []
-    candidates += [Path.home() / ".cache" / "transtic" / "kernels"]
-    candidates += [Path(tempfile.gettempdir()) / f"transtic-kernels-{os.getuid()}"]
-    for path in candidates:
-        if path is not None and _private_dir(path):
-            return path
-    raise KernelBuildError("no private, writable directory for compiled kernels")
+def _cache_directories() -> list[Path]:
+    if _cache_dir is not None:
+        return [_cache_dir]
+    return [
+        Path.home() / ".cache" / "transtic" / "kernels",
+        Path(tempfile.gettempdir()) / f"transtic-kernels-{os.getuid()}",
+    ]
 
 
-def _compiler_identity(cxx: str) -> str:
-    done = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30)
-    return done.stdout.splitlines()[0] if done.stdout else cxx
+def library_name(name: str, capability: str) -> str:
+    """File name of a built kernel: the source, the flags and the instruction set."""
+    source = (SOURCE_DIR / f"{name}.cpp").read_text()
+    flags = (*BASE_FLAGS, *ISA_FLAGS.get(capability, ()))
+    digest = hashlib.sha256("\n".join([source, " ".join(flags)]).encode()).hexdigest()[:20]
+    return f"{name}-{capability.lower()}-{digest}.so"
 
 
-def build(name: str) -> Path:
-    """Compile ``<name>.cpp`` (cached) and return the shared library's path."""
-    source = SOURCE_DIR / f"{name}.cpp"
+def build(name: str, capability: str | None = None) -> Path:
+    """The shared library of ``<name>.cpp`` for ``capability`` (default: this CPU's),
+    from the cache or compiled into it."""
+    capability = capability or cpu_capability()
+    file_name = library_name(name, capability)
+    for directory in _cache_directories():
+        if (directory / file_name).is_file() and _trusted_dir(directory, create=False):
+            return directory / file_name
     cxx = compiler()
     if cxx is None:
         raise KernelBuildError("no C++ compiler (c++, g++ or clang++) on PATH")
-    capability = cpu_capability()
+    writable = [d for d in _cache_directories() if _trusted_dir(d, create=True)]
+    if not writable:
+        raise KernelBuildError("no private, writable directory for compiled kernels")
+    target = writable[0] / file_name
     flags = (*BASE_FLAGS, *ISA_FLAGS.get(capability, ()))
-    identity = "\n".join([source.read_text(), " ".join(flags), _compiler_identity(cxx)])
-    digest = hashlib.sha256(identity.encode()).hexdigest()[:20]
-    target = _cache_directory() / f"{name}-{capability.lower()}-{digest}.so"
-    if target.is_file():
-        return target
+    source = SOURCE_DIR / f"{name}.cpp"
     fd, partial = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
