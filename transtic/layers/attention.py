@@ -137,8 +137,13 @@ def inference_linear(layer: nn.Module, x: Tensor, post_op: str = "none") -> Tens
 
 
 def native_usable(x: Tensor) -> bool:
-    """The native kernel runs float32 CPU inference; anything else keeps SDPA."""
-    return x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
+    """The native kernel runs CPU inference on float32 (bf16 tensors are widened around it:
+    still faster than SDPA's bf16 kernel on windows); anything else keeps SDPA."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.bfloat16)
+        and not torch.is_grad_enabled()
+    )
 
 
 class NativeWindowAttention:
@@ -191,13 +196,13 @@ class NativeWindowAttention:
         num_prompts = 0
         kv = None
         if prompts is not None:
-            kv = self.prompt_keys_values(prompts)
+            kv = self.prompt_keys_values(prompts.to(tokens.dtype)).float()
             num_prompts = prompts.shape[0] // -(-(tokens.shape[0] // t) // prompt_div)
         masks = slots = None
         if mask is not None and mask.border.numel():
             masks, slots = _key_major_mask(mask, t)
         out = window_attention(
-            inference_linear(attn.qkv, tokens),
+            inference_linear(attn.qkv, tokens).float(),
             tokens_per_window=t,
             heads=attn.num_heads,
             scale=attn.scale,
@@ -207,7 +212,7 @@ class NativeWindowAttention:
             masks=masks,
             mask_slot=slots,
         )
-        return inference_linear(attn.proj, out)
+        return inference_linear(attn.proj, out.to(tokens.dtype))
 
 
 _kernel_masks: dict[int, tuple[WindowMask, Tensor, Tensor]] = {}

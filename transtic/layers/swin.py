@@ -169,7 +169,7 @@ class SwinBlock(nn.Module):
             prompts = m_tokens.reshape(-1, c)
         elif shared_prompts is not None:
             num_prompts = shared_prompts.shape[1]
-            prompts = shared_prompts.reshape(-1, c).float()
+            prompts = shared_prompts.reshape(-1, c)
             prompt_div = windows_per_image
         mask = self._mask(h, w, num_prompts, normed)
         out = NativeWindowAttention(self.attn)(
