@@ -73,6 +73,7 @@ def test_matches_reference_attention_with_masks(windows, tokens, heads, width, p
         scale=width**-0.5,
         bias=key_major(bias, tokens),
         prompts=kv,
+        num_prompts=prompts,
         prompt_div=div,
         masks=key_major(masks, tokens),
         mask_slot=slots,

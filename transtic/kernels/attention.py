@@ -95,16 +95,19 @@ def window_attention(
     scale: float,
     bias: Tensor,
     prompts: Tensor | None = None,
+    num_prompts: int = 0,
     prompt_div: int = 1,
     masks: Tensor | None = None,
     mask_slot: Tensor | None = None,
+    first_window: int = 0,
 ) -> Tensor:
     """Attention of every window; returns (rows, C) float32, one row per token.
 
-    qkv: (windows * T, >= 3C) rows with q, k, v at columns 0, C, 2C.
+    qkv: (windows * T, >= 3C) rows with q, k, v at columns 0, C, 2C, holding windows
+    ``first_window, first_window + 1, ...`` of the batch (windows are image-major).
     bias: (heads, P + T, padded_queries(T)): key-major, zero in the prompt rows.
-    prompts: (blocks * P, >= 2C) rows with keys at 0 and values at C; window w reads
-    block ``w // prompt_div``.
+    prompts: (blocks * P, >= 2C) rows with keys at 0 and values at C for P = num_prompts;
+    window w reads block ``w // prompt_div``.
     masks: (slots, P + T, padded_queries(T)) additive masks, key-major; mask_slot
     (windows per image,) int32 gives each window of an image its slot, or -1 for none.
     """
@@ -117,13 +120,15 @@ def window_attention(
     if qkv.shape[1] % 3 or rows % t or channels % heads:
         raise ValueError("qkv must be whole windows of rows with 3C columns, C a multiple of heads")
     windows = rows // t
-    num_prompts = 0
+    if first_window < 0:
+        raise ValueError("first_window must be >= 0")
     if prompts is not None:
         _check_rows("prompts", prompts, 2 * channels)
-        blocks = -(-windows // prompt_div)
-        if prompt_div < 1 or prompts.shape[0] % blocks:
-            raise ValueError("prompts must hold the same number of rows for every block")
-        num_prompts = prompts.shape[0] // blocks
+        blocks = -(-(first_window + windows) // max(1, prompt_div))
+        if prompt_div < 1 or num_prompts < 1 or prompts.shape[0] < blocks * num_prompts:
+            raise ValueError("prompts must hold num_prompts rows for every window's block")
+    else:
+        num_prompts = 0
     keys = num_prompts + t
     head_dim = channels // heads
     if not supports(keys, head_dim):
@@ -134,10 +139,14 @@ def window_attention(
     if masks is not None:
         if mask_slot is None or mask_slot.dtype != torch.int32 or not masks.is_contiguous():
             raise ValueError("masks need a contiguous layout and an int32 mask_slot")
+        if masks.shape != (masks.shape[0], keys, padded_queries(t)):
+            raise ValueError("masks must be (slots, keys, padded queries)")
         windows_per_image = mask_slot.numel()
     out = torch.empty(rows, channels)
+    # the kernel addresses rows by global window index: shift the bases back accordingly
+    row_bytes = t * qkv.element_size()
     args = (
-        qkv.data_ptr(),
+        qkv.data_ptr() - first_window * row_bytes * qkv.stride(0),
         qkv.stride(0),
         prompts.data_ptr() if prompts is not None else None,
         prompts.stride(0) if prompts is not None else 0,
@@ -146,7 +155,7 @@ def window_attention(
         masks.data_ptr() if masks is not None else None,
         mask_slot.data_ptr() if mask_slot is not None else None,
         windows_per_image,
-        out.data_ptr(),
+        out.data_ptr() - first_window * row_bytes * channels,
         channels,
         t,
         num_prompts,
@@ -155,7 +164,7 @@ def window_attention(
         scale,
     )
     workers = max(1, min(torch.get_num_threads(), windows))
-    bounds = [windows * i // workers for i in range(workers + 1)]
+    bounds = [first_window + windows * i // workers for i in range(workers + 1)]
     calls = [(bounds[i], bounds[i + 1]) for i in range(workers)]
     pool = _executor(workers)
     pending = [pool.submit(lib.transtic_window_attention, *args, *c) for c in calls[1:]]
