@@ -8,6 +8,10 @@ flags that decide the fast paths, what ``precision="auto"`` picks, milliseconds 
 megapixel, ratios, and each path's bits and PSNR. Usage:
 
     python scripts/bench_codec.py --official-src ../official-src [--repeats 3] [--json F]
+        [--paths auto,float32,bfloat16,int8] [--max-isa avx2]
+
+``--max-isa avx2`` emulates an AVX2-only CPU: every path runs in its own process with
+the kernel libraries capped (see isa_caps.py); a path that fails there is reported.
 
 ``--official-src`` is a checkout of github.com/NYCU-MAPL/TransTIC (never part of this
 repository). Without --checkpoint the weights are ../shared/conformance's reference
@@ -168,11 +172,21 @@ def build_paths(
     return paths
 
 
+def cpu_model() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    names = [line.partition(":")[2].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.processor() or platform.machine()
+
+
 def machine(args: argparse.Namespace) -> dict[str, Any]:
     """The chip, and what the kernel libraries of the timed processes use on it."""
     flags = cpu_flags()
     info = {
-        "processor": platform.processor() or platform.machine(),
+        "processor": cpu_model(),
+        "load_average_at_start": os.getloadavg()[0],
         "threads": args.threads,
         "torch": torch.__version__,
         "cpu_flags": sorted(flags & SHOWN_FLAGS),
@@ -322,6 +336,7 @@ def main() -> None:
             "repeats": args.repeats,
             "official_allocator": args.official_allocator,
             "emulated": bool(info["isa_caps"]),
+            "load_average_at_end": os.getloadavg()[0],
             "rows": rows,
         }
         args.json.write_text(json.dumps(report, indent=2))
