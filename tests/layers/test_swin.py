@@ -76,3 +76,29 @@ def test_quantised_mlp_keeps_its_own_kernels():
         plain = quantised(x)
         quantised.fuse_gelu = True
         assert torch.equal(quantised(x), plain)
+
+
+@pytest.mark.parametrize("kind", ["plain", "task", "instance"])
+def test_native_attention_kernel_matches_the_reference_stage(kind):
+    from transtic.kernels import available
+
+    if not available():
+        pytest.skip("no C++ compiler to build the native kernel")
+    reference = _stage(kind)
+    for module in reference.modules():
+        if hasattr(module, "impl"):
+            module.impl = "eager"
+    native = copy.deepcopy(reference)
+    set_fused_inference(native, True)
+    for module in native.modules():
+        if hasattr(module, "impl"):
+            module.impl = "native"
+    h, w = SIZE
+    x = torch.randn(2, h * w, DIM)
+    prompts = None
+    if kind == "instance":
+        prompts = [torch.randn(2, h * w // 4, DIM) for _ in range(4)]
+    with torch.no_grad():
+        expected = reference(x, SIZE, prompts)
+        actual = native(x, SIZE, prompts)
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)

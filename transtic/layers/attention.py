@@ -10,7 +10,8 @@ from torch import Tensor, nn
 
 from .windows import WindowMask
 
-AttentionImpl = Literal["eager", "sdpa"]
+AttentionImpl = Literal["eager", "sdpa", "native"]
+ATTENTION_IMPLS: tuple[str, ...] = ("eager", "sdpa", "native")
 
 # Windows attended per step. Bounds the (windows, heads, T, S) logits tensor, which
 # for a 1 MP image at the first stage would otherwise be ~0.6 GB.
@@ -46,6 +47,7 @@ class WindowAttention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
         self.impl: AttentionImpl = "eager"
+        self._kernel_bias: dict[tuple[int, int], tuple[tuple[int, int], Tensor]] = {}
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
 
     def position_bias(self, num_prompts: int) -> Tensor:
@@ -66,7 +68,7 @@ class WindowAttention(nn.Module):
         qkv = self.qkv(windows).reshape(bw, seq, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0][:, :, num_prompts:], qkv[1], qkv[2]
         bias = self.position_bias(num_prompts).to(q.dtype)
-        if self.impl == "eager":
+        if self.impl == "eager":  # "native" without its kernel also lands on SDPA
             values = mask.values if mask is not None else None
             out = _eager_attention(q, k, v, bias, values, self.scale)
         else:
@@ -113,3 +115,122 @@ def _eager_attention(
             logits = logits + mask.to(q.dtype).index_select(0, index).unsqueeze(1)
         outs.append(logits.softmax(dim=-1) @ v[sl])
     return torch.cat(outs) if len(outs) > 1 else outs[0]
+
+
+def inference_linear(layer: nn.Module, x: Tensor, post_op: str = "none") -> Tensor:
+    """``layer(x)`` (then GELU for ``post_op="gelu"``) in one oneDNN call where it can.
+
+    For a plain float Linear on the CPU without autograd, oneDNN adds the bias and
+    applies the activation inside the GEMM: no separate pass over the output, which at
+    the first stages is 10-25 % of a Linear's time. Quantised layers keep their kernels.
+    """
+    if (
+        type(layer) is nn.Linear
+        and x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.bfloat16)
+        and not torch.is_grad_enabled()
+        and torch.backends.mkldnn.is_available()
+    ):
+        return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, post_op, [], "none")
+    out = layer(x)
+    return F.gelu(out) if post_op == "gelu" else out
+
+
+def native_usable(x: Tensor) -> bool:
+    """The native kernel runs CPU inference on float32 (bf16 tensors are widened around it:
+    still faster than SDPA's bf16 kernel on windows); anything else keeps SDPA."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.bfloat16)
+        and not torch.is_grad_enabled()
+    )
+
+
+class NativeWindowAttention:
+    """Inputs of :func:`transtic.kernels.window_attention` built from a WindowAttention.
+
+    Kept apart from the module so that its caches (key-major bias, border masks) are
+    plain attributes, not state-dict entries.
+    """
+
+    def __init__(self, attn: WindowAttention) -> None:
+        self.attn = attn
+
+    def bias(self, num_prompts: int, tokens: int) -> Tensor:
+        """(heads, P + T, padded T) key-major position bias, rebuilt when the table changes."""
+        from ..kernels.attention import padded_queries
+
+        table = self.attn.relative_position_bias_table
+        version = (table._version, table.data_ptr())
+        cached = self.attn._kernel_bias.get((num_prompts, tokens))
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        bias = self.attn.position_bias(num_prompts).float().transpose(1, 2)
+        bias = F.pad(bias, (0, padded_queries(tokens) - tokens)).contiguous()
+        self.attn._kernel_bias[(num_prompts, tokens)] = (version, bias)
+        return bias
+
+    def prompt_keys_values(self, prompts: Tensor) -> Tensor:
+        """(rows, >= 2C) keys and values of prompt tokens; their queries are never used."""
+        qkv, c = self.attn.qkv, self.attn.dim
+        if type(qkv) is nn.Linear and qkv.bias is not None:
+            if native_usable(prompts) and torch.backends.mkldnn.is_available():
+                linear = torch.ops.mkldnn._linear_pointwise
+                return linear(prompts, qkv.weight[c:], qkv.bias[c:], "none", [], "none")
+            return F.linear(prompts, qkv.weight[c:], qkv.bias[c:])
+        return inference_linear(qkv, prompts)[:, c:]
+
+    def __call__(
+        self,
+        tokens: Tensor,
+        *,
+        prompts: Tensor | None,
+        prompt_div: int,
+        mask: WindowMask | None,
+    ) -> Tensor:
+        """tokens (rows, C) in window order, prompts (rows, C) -> projected (rows, C)."""
+        from ..kernels.attention import window_attention
+
+        attn = self.attn
+        t = attn.window * attn.window
+        num_prompts = 0
+        kv = None
+        if prompts is not None:
+            kv = self.prompt_keys_values(prompts.to(tokens.dtype)).float()
+            num_prompts = prompts.shape[0] // -(-(tokens.shape[0] // t) // prompt_div)
+        masks = slots = None
+        if mask is not None and mask.border.numel():
+            masks, slots = _key_major_mask(mask, t)
+        out = window_attention(
+            inference_linear(attn.qkv, tokens).float(),
+            tokens_per_window=t,
+            heads=attn.num_heads,
+            scale=attn.scale,
+            bias=self.bias(num_prompts, t),
+            prompts=kv,
+            prompt_div=prompt_div,
+            masks=masks,
+            mask_slot=slots,
+        )
+        return inference_linear(attn.proj, out.to(tokens.dtype))
+
+
+_kernel_masks: dict[int, tuple[WindowMask, Tensor, Tensor]] = {}
+
+
+def _key_major_mask(mask: WindowMask, tokens: int) -> tuple[Tensor, Tensor]:
+    """The border windows' masks key-major, and each window's slot among them (-1: none)."""
+    from ..kernels.attention import padded_queries
+
+    cached = _kernel_masks.get(id(mask))
+    if cached is not None and cached[0] is mask:
+        return cached[1], cached[2]
+    border = mask.border.cpu()
+    values = mask.values.index_select(0, mask.border).float().cpu().transpose(1, 2)
+    values = F.pad(values, (0, padded_queries(tokens) - tokens)).contiguous()
+    slots = torch.full((mask.values.shape[0],), -1, dtype=torch.int32)
+    slots[border] = torch.arange(border.numel(), dtype=torch.int32)
+    if len(_kernel_masks) > 256:
+        _kernel_masks.clear()
+    _kernel_masks[id(mask)] = (mask, values, slots)  # holding `mask` keeps its id unique
+    return values, slots

@@ -272,7 +272,11 @@ class HyperpriorCodec(nn.Module):
                 module.to(memory_format=torch.channels_last)
                 if precision == "int8":
                     setattr(fast, name, quantize_linear_layers(module))
-        fast.set_attention_impl("sdpa")
+        from ..kernels import available as native_kernels
+
+        # the native window-attention kernel where it can be built (a C++ compiler);
+        # blocks fall back to SDPA per call for anything it does not run (bf16, autograd)
+        fast.set_attention_impl("native" if native_kernels() else "sdpa")
         return fast
 
     def compress(self, x: Tensor, *, entropy_mode: EntropyMode | None = None) -> dict[str, Any]:
@@ -321,9 +325,13 @@ class HyperpriorCodec(nn.Module):
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def set_attention_impl(self, impl: str) -> None:
-        """``"sdpa"`` (fused, default) or ``"eager"`` (the reference's explicit softmax)."""
+        """``"sdpa"`` (fused, default), ``"eager"`` (the reference's explicit softmax) or
+        ``"native"`` (the compiled CPU kernel, float32 inference; SDPA elsewhere)."""
         from ..layers import WindowAttention
+        from ..layers.attention import ATTENTION_IMPLS
 
+        if impl not in ATTENTION_IMPLS:
+            raise ValueError(f"unknown attention implementation {impl!r}")
         for name, module in self.named_modules():
             # The float entropy-parameter path must compute exactly what the paper's
             # code computes, or streams from it decode to garbage: h_s stays eager.
