@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from transtic.layers.swin import Mlp, SwinStage, set_fused_inference
@@ -120,3 +121,18 @@ def test_packed_linear_weights_follow_weight_updates_and_copies():
         torch.testing.assert_close(inference_linear(layer, x), layer(x))
         twin = copy.deepcopy(layer)
         torch.testing.assert_close(inference_linear(twin, x), layer(x))
+
+
+def test_bf16_linears_avoid_onednn_where_it_has_no_bf16_kernels(monkeypatch):
+    """Under AVX2 (or oneDNN capped to it) a bf16 oneDNN linear fails: PyTorch's runs."""
+    from transtic.layers import attention
+
+    monkeypatch.setattr(attention, "_onednn_bf16", lambda: False)
+    monkeypatch.setattr(
+        torch.ops.mkldnn, "_linear_pointwise", None, raising=False
+    )  # any use would fail
+    torch.manual_seed(3)
+    layer = nn.Linear(DIM, DIM).eval().to(torch.bfloat16)
+    x = torch.randn(5, DIM, dtype=torch.bfloat16)
+    with torch.no_grad():
+        torch.testing.assert_close(attention.inference_linear(layer, x, "gelu"), F.gelu(layer(x)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -135,10 +136,17 @@ def inference_linear(layer: nn.Module, x: Tensor, post_op: str = "none") -> Tens
 def _onednn_ok(x: Tensor) -> bool:
     return (
         x.device.type == "cpu"
-        and x.dtype in (torch.float32, torch.bfloat16)
         and not torch.is_grad_enabled()
         and torch.backends.mkldnn.is_available()
+        and (x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and _onednn_bf16()))
     )
+
+
+@functools.lru_cache(maxsize=1)
+def _onednn_bf16() -> bool:
+    """oneDNN has bf16 kernels only from AVX-512 up (and not when capped below it): without
+    them a bf16 oneDNN linear fails outright, so bf16 then takes PyTorch's own kernels."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 class _PackedWeights(dict[str, tuple[tuple[int, int, torch.dtype], Tensor]]):
