@@ -31,6 +31,15 @@ COPY pyproject.toml ./
 # installed with the package: the image analyses frames without any download.
 COPY transtic ./transtic
 RUN pip install ".[services]"
+# The native CPU kernels (window attention), built for every x86 instruction set the image
+# may meet, with a compiler that is removed again in the same layer; the service picks the
+# one matching the host's CPU at run time (docs/performance.md).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends g++ \
+    && python -m transtic.kernels build --cache-dir /opt/transtic/kernels --isa AVX512 AVX2 DEFAULT \
+    && chmod -R go-w /opt/transtic/kernels \
+    && apt-get purge -y --auto-remove g++ \
+    && rm -rf /var/lib/apt/lists/*
 
 COPY services ./services
 
@@ -47,6 +56,7 @@ ENV TRANSTIC_ANALYTICS_HOST=0.0.0.0 \
     TRANSTIC_ANALYTICS_GRPC_PORT=50051 \
     TRANSTIC_ANALYTICS_HTTP_PORT=8080 \
     TRANSTIC_ANALYTICS_WEIGHTS_CACHE_DIR=/weights \
+    TRANSTIC_ANALYTICS_KERNEL_CACHE_DIR=/opt/transtic/kernels \
     TRANSTIC_ANALYTICS_DB_PATH=/var/lib/transtic/frames.db \
     TRANSTIC_ANALYTICS_CODEC_CHECKPOINT=transtic_small_cls_q3
 

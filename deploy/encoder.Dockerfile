@@ -22,6 +22,15 @@ COPY pyproject.toml ./
 COPY transtic ./transtic
 # OpenCV reads video files and V4L2 cameras; <4.12 keeps numpy 1.x (compressai needs it).
 RUN pip install ".[services]" "opencv-python-headless<4.12"
+# The native CPU kernels (window attention), built for every x86 instruction set the image
+# may meet, with a compiler that is removed again in the same layer; the service picks the
+# one matching the host's CPU at run time (docs/performance.md).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends g++ \
+    && python -m transtic.kernels build --cache-dir /opt/transtic/kernels --isa AVX512 AVX2 DEFAULT \
+    && chmod -R go-w /opt/transtic/kernels \
+    && apt-get purge -y --auto-remove g++ \
+    && rm -rf /var/lib/apt/lists/*
 
 COPY services ./services
 
@@ -37,7 +46,8 @@ ENV TRANSTIC_ENCODER_HOST=0.0.0.0 \
     TRANSTIC_ENCODER_GRPC_PORT=50052 \
     TRANSTIC_ENCODER_HTTP_PORT=9102 \
     TRANSTIC_ENCODER_DEVICE=cpu \
-    TRANSTIC_ENCODER_WEIGHTS_CACHE_DIR=/weights
+    TRANSTIC_ENCODER_WEIGHTS_CACHE_DIR=/weights \
+    TRANSTIC_ENCODER_KERNEL_CACHE_DIR=/opt/transtic/kernels
 
 EXPOSE 50052 9102
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s \

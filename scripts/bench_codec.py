@@ -8,6 +8,10 @@ flags that decide the fast paths, what ``precision="auto"`` picks, milliseconds 
 megapixel, ratios, and each path's bits and PSNR. Usage:
 
     python scripts/bench_codec.py --official-src ../official-src [--repeats 3] [--json F]
+        [--paths auto,float32,bfloat16,int8] [--max-isa avx2]
+
+``--max-isa avx2`` emulates an AVX2-only CPU: every path runs in its own process with
+the kernel libraries capped (see isa_caps.py); a path that fails there is reported.
 
 ``--official-src`` is a checkout of github.com/NYCU-MAPL/TransTIC (never part of this
 repository). Without --checkpoint the weights are ../shared/conformance's reference
@@ -17,7 +21,9 @@ weights when present, else a randomly initialised paper-size TransTIC.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import os
 import platform
 import statistics
 import sys
@@ -33,17 +39,22 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from official_baseline import OfficialProcess, clocks  # noqa: E402
+from codec_process import CodecProcess, OurRunner, RoundResult, Seconds  # noqa: E402
+from isa_caps import (  # noqa: E402
+    MAX_ISA_CHOICES,
+    cap_variables,
+    capped_environment,
+    kernel_report,
+    probe,
+)
+from official_baseline import official_runner  # noqa: E402
 
-from transtic.bitstream import EntropyParamMode  # noqa: E402
 from transtic.cli import psnr  # noqa: E402
-from transtic.codec import ImageCodec  # noqa: E402
-from transtic.models import HyperpriorCodec, create_model, load_checkpoint  # noqa: E402
+from transtic.models import HyperpriorCodec, create_model  # noqa: E402
 from transtic.precision import (  # noqa: E402
     NATIVE_BF16_CPU_FLAGS,
     NATIVE_INT8_CPU_FLAGS,
     cpu_flags,
-    resolve_precision,
 )
 from transtic.weights import load_codec  # noqa: E402
 
@@ -79,90 +90,143 @@ def load_model(checkpoint: str | None) -> tuple[HyperpriorCodec, str]:
 
 @dataclass
 class CodingPath:
-    """One way to code the image: encode() -> opaque stream, decode(stream) -> (3,H,W)."""
+    """One way to code the image; ``run()`` codes it once and times encode and decode."""
 
     name: str
-    encode: Callable[[], Any]
-    decode: Callable[[Any], torch.Tensor]
-    size_of: Callable[[Any], int]
-    # (wall s, CPU s of the process, all threads) per run
-    enc_s: list[tuple[float, float]] = field(default_factory=list)
-    dec_s: list[tuple[float, float]] = field(default_factory=list)
-    stream: Any = None
-    image: torch.Tensor | None = None
-    # encode() returns (encode times, decode times, ...) measured in another process
-    timed_elsewhere: bool = False
+    run: Callable[[], RoundResult]
     close: Callable[[], None] = field(default=lambda: None)
+    report: dict[str, Any] = field(default_factory=dict)  # its process's kernel libraries
+    enc_s: list[Seconds] = field(default_factory=list)
+    dec_s: list[Seconds] = field(default_factory=list)
+    size: int = 0
+    image: torch.Tensor | None = None
+    error: str = ""  # why the path could not run on this machine
+
+    def try_once(self) -> bool:
+        """Run once; a path that fails here is reported, not fatal to the other paths."""
+        try:
+            self.run_once()
+        except RuntimeError as exc:
+            self.error = str(exc).splitlines()[0][:300]
+            print(f"{self.name}: FAILED: {self.error}", flush=True)
+        return not self.error
 
     def run_once(self) -> None:
-        if self.timed_elsewhere:
-            self.stream = self.encode()
-            self.image = self.decode(self.stream)
-            self.enc_s.append(self.stream[0])
-            self.dec_s.append(self.stream[1])
-            return
-        start = clocks()
-        self.stream = self.encode()
-        mid = clocks()
-        self.image = self.decode(self.stream)
-        end = clocks()
-        self.enc_s.append((mid[0] - start[0], mid[1] - start[1]))
-        self.dec_s.append((end[0] - mid[0], end[1] - mid[1]))
+        encode, decode, self.size, self.image = self.run()
+        self.enc_s.append(encode)
+        self.dec_s.append(decode)
 
 
-def our_path(
-    model: HyperpriorCodec, image: torch.Tensor, name: str, precision: str, attention: str = "sdpa"
+OUR_NAMES = {
+    "auto": "ours auto",
+    "float32": "ours float32 (exact)",
+    "bfloat16": "ours bfloat16",
+    "int8": "ours int8",
+}
+
+
+def our_name(precision: str, resolved: str) -> str:
+    return f"ours auto -> {resolved}" if precision == "auto" else OUR_NAMES[precision]
+
+
+def in_child(
+    name: str,
+    factory: Callable[..., Any],
+    factory_args: tuple[Any, ...],
+    image: torch.Tensor,
+    args: argparse.Namespace,
+    retain: bool,
 ) -> CodingPath:
-    model = load_checkpoint(model.state_dict())  # a private copy per path
-    model.set_attention_impl(attention)
-    codec = ImageCodec(model, precision=precision, entropy_mode=EntropyParamMode.FIXED_POINT)
-    return CodingPath(
-        name,
-        lambda: codec.encode(image),
-        lambda enc: codec.decode(enc.data).image,
-        lambda enc: len(enc.data),
+    env = capped_environment(args.max_isa, os.environ) if args.max_isa else None
+    child = CodecProcess(
+        factory, factory_args, image, threads=args.threads, retain_memory=retain, env=env
     )
-
-
-def official_path(
-    source: Path, model: HyperpriorCodec, image: torch.Tensor, threads: int, retain: bool
-) -> CodingPath:
-    """The official code, timed in its own process (see OfficialProcess)."""
-    official = OfficialProcess(
-        source, model.state_dict(), image, threads=threads, retain_memory=retain
-    )
-    path = CodingPath("official code (float32)", official.run_once, lambda r: r[3], lambda r: r[2])
-    path.timed_elsewhere = True
-    path.close = official.close
-    return path
+    return CodingPath(name, child.run_once, child.close, child.report)
 
 
 def build_paths(
     args: argparse.Namespace, model: HyperpriorCodec, image: torch.Tensor
 ) -> list[CodingPath]:
+    """The official code always in a child of its own; ours too with --max-isa."""
+    state = model.state_dict()
     paths = []
     if args.official_src:
         retain = args.official_allocator == "retain"
-        paths.append(official_path(args.official_src, model, image, args.threads, retain))
-    if args.plain:
-        paths.append(our_path(model, image, "ours float32, eager attention", "float32", "eager"))
-    names = {"float32": "ours float32 (exact)", "bfloat16": "ours bfloat16", "int8": "ours int8"}
-    for precision in args.paths.split(","):
-        paths.append(our_path(model, image, names[precision], precision))
+        factory_args = (str(args.official_src), state)
+        paths.append(
+            in_child("official code (float32)", official_runner, factory_args, image, args, retain)
+        )
+    ours = [("float32", "eager")] if args.plain else []
+    ours += [(precision, "sdpa") for precision in args.paths.split(",")]
+    for precision, attention in ours:
+        if args.max_isa:
+            path = in_child("", OurRunner, (state, precision, attention), image, args, False)
+            resolved = path.report["precision"]
+        else:
+            runner = OurRunner(state, precision, attention)
+            path, resolved = CodingPath("", functools.partial(runner, image)), runner.precision
+        path.name = our_name(precision, resolved)
+        if attention == "eager":
+            path.name = "ours float32, eager attention"
+        paths.append(path)
     return paths
 
 
-def machine() -> dict[str, Any]:
+def cpu_model() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    names = [line.partition(":")[2].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.processor() or platform.machine()
+
+
+def machine(args: argparse.Namespace) -> dict[str, Any]:
+    """The chip, and what the kernel libraries of the timed processes use on it."""
     flags = cpu_flags()
-    return {
-        "processor": platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(),
+    info = {
+        "processor": cpu_model(),
+        "load_average_at_start": os.getloadavg()[0],
+        "threads": args.threads,
         "torch": torch.__version__,
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_flags": sorted(flags & SHOWN_FLAGS),
-        "auto_precision": resolve_precision("auto", "cpu").precision,
-        "auto_precision_lossy_allowed": resolve_precision("auto", "cpu", allow_int8=True).precision,
+        "max_isa": args.max_isa or "native (ours in the benchmark's process)",
+        "isa_caps": cap_variables(args.max_isa),
     }
+    # a process started like the timed ones: its ATen/oneDNN ISA, bf16 cost, auto's choice
+    info["timed_processes"] = probe(args.max_isa) if args.max_isa else kernel_report()
+    return info
+
+
+def print_header(info: dict[str, Any], args: argparse.Namespace, weights: str) -> None:
+    seen = info["timed_processes"]
+    print(f"machine: {info['processor']}, {args.threads} threads, torch {info['torch']}")
+    print(f"cpu flags (the chip): {' '.join(info['cpu_flags'])}")
+    if info["isa_caps"]:
+        caps = " ".join(f"{k}={v}" for k, v in info["isa_caps"].items())
+        print(f"EMULATION: every timed process capped to {args.max_isa}: {caps}")
+    print(
+        f"timed processes: ATen {seen['aten_capability']}, oneDNN bf16 "
+        f"{'on' if seen['onednn_bf16'] else 'off'}"
+        + (
+            f", oneDNN ISA {seen['onednn_isa']} ({seen.get('onednn_conv_impl', '?')} conv)"
+            if "onednn_isa" in seen
+            else ""
+        )
+        + (
+            f", bf16 matmul {seen['bf16_matmul_slowdown']}x float32's time"
+            if "bf16_matmul_slowdown" in seen
+            else ""
+        )
+    )
+    print(
+        f"precision='auto' picks {seen['auto_precision']} "
+        f"({seen['auto_precision_lossy_allowed']} with allow_int8=True)"
+        + (f": {seen['capped_note']}" if seen["capped_note"] else "")
+    )
+    print(f"weights: {weights}; image {SIZE[1]}x{SIZE[0]}; median of {args.repeats}, interleaved")
+    where = "every path in its own process" if args.max_isa else "official code in its own process"
+    print(f"{where}; official code with the {args.official_allocator} glibc allocator")
 
 
 def summarise(paths: list[CodingPath], image: torch.Tensor) -> list[dict[str, Any]]:
@@ -170,25 +234,47 @@ def summarise(paths: list[CodingPath], image: torch.Tensor) -> list[dict[str, An
     reference = image.float() / 255
     rows = []
     for p in paths:
-        assert p.image is not None
-        rows.append(
-            {
-                "path": p.name,
-                "encode_ms_per_mp": statistics.median(t[0] for t in p.enc_s) * 1e3 / megapixels,
-                "decode_ms_per_mp": statistics.median(t[0] for t in p.dec_s) * 1e3 / megapixels,
-                "encode_cpu_ms_per_mp": statistics.median(t[1] for t in p.enc_s) * 1e3 / megapixels,
-                "decode_cpu_ms_per_mp": statistics.median(t[1] for t in p.dec_s) * 1e3 / megapixels,
-                "bpp": p.size_of(p.stream) * 8 / (image.shape[1] * image.shape[2]),
-                "psnr_db": psnr(p.image, reference),
-            }
-        )
-    base = rows[0]
-    for row in rows:
+        if p.error or p.image is None:
+            rows.append({"path": p.name, "error": p.error, "process": p.report})
+            continue
+        row: dict[str, Any] = {
+            "path": p.name,
+            "encode_ms_per_mp": statistics.median(t[0] for t in p.enc_s) * 1e3 / megapixels,
+            "decode_ms_per_mp": statistics.median(t[0] for t in p.dec_s) * 1e3 / megapixels,
+            "encode_cpu_ms_per_mp": statistics.median(t[1] for t in p.enc_s) * 1e3 / megapixels,
+            "decode_cpu_ms_per_mp": statistics.median(t[1] for t in p.dec_s) * 1e3 / megapixels,
+            "bpp": p.size * 8 / (image.shape[1] * image.shape[2]),
+            "psnr_db": psnr(p.image, reference),
+            "process": p.report,
+        }
+        rows.append(row)
+    timed = [row for row in rows if "error" not in row]
+    base = timed[0]
+    for row in timed:
         row["encode_x"] = base["encode_ms_per_mp"] / row["encode_ms_per_mp"]
         row["decode_x"] = base["decode_ms_per_mp"] / row["decode_ms_per_mp"]
         row["encode_cpu_x"] = base["encode_cpu_ms_per_mp"] / row["encode_cpu_ms_per_mp"]
         row["decode_cpu_x"] = base["decode_cpu_ms_per_mp"] / row["decode_cpu_ms_per_mp"]
     return rows
+
+
+def print_table(rows: list[dict[str, Any]], label: str) -> None:
+    print(
+        f"{'path':<32}{'enc ms/MP':>11}{'dec ms/MP':>11}{'cpu enc':>9}{'cpu dec':>9}"
+        f"{'enc x':>7}{'dec x':>7}"
+        f"{'cpu enc x':>10}{'cpu dec x':>10}{'bpp':>9}{'PSNR':>8}   (x = {label})"
+    )
+    for row in rows:
+        if "error" in row:
+            print(f"{row['path']:<32}FAILED: {row['error']}")
+            continue
+        print(
+            f"{row['path']:<32}{row['encode_ms_per_mp']:>11.0f}{row['decode_ms_per_mp']:>11.0f}"
+            f"{row['encode_cpu_ms_per_mp']:>9.0f}{row['decode_cpu_ms_per_mp']:>9.0f}"
+            f"{row['encode_x']:>7.2f}{row['decode_x']:>7.2f}"
+            f"{row['encode_cpu_x']:>10.2f}{row['decode_cpu_x']:>10.2f}"
+            f"{row['bpp']:>9.4f}{row['psnr_db']:>8.2f}"
+        )
 
 
 def main() -> None:
@@ -208,48 +294,38 @@ def main() -> None:
         "our retain_freed_memory() setting (like for like)",
     )
     parser.add_argument("--plain", action="store_true", help="also our eager-attention path")
+    parser.add_argument(
+        "--max-isa",
+        choices=MAX_ISA_CHOICES,
+        default=None,
+        help="run every path in its own process with the kernel libraries (ATen, oneDNN, "
+        "MKL, FBGEMM) capped to this instruction set, e.g. avx2 to emulate an AVX2-only "
+        "CPU on an AVX-512 one; native: own processes, no caps",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model, source = load_model(args.checkpoint)
     image = test_image()
-    info = machine()
-    print(
-        f"machine: {info['processor']}, {args.threads} threads, torch {info['torch']}, "
-        f"cpu capability {info['cpu_capability']}"
-    )
-    print(f"cpu flags: {' '.join(info['cpu_flags'])}")
-    print(
-        f"precision='auto' picks {info['auto_precision']} "
-        f"({info['auto_precision_lossy_allowed']} with allow_int8=True)"
-    )
-    print(f"weights: {source}; image {SIZE[1]}x{SIZE[0]}; median of {args.repeats}, interleaved")
-    if args.official_src:
-        print(f"official code in its own process, {args.official_allocator} glibc allocator")
+    info = machine(args)
+    print_header(info, args, source)
     paths = build_paths(args, model, image)
     for p in paths:  # warm-up: mask caches, oneDNN primitives, quantised weights
-        p.run_once()
+        p.try_once()
         p.enc_s.clear()
         p.dec_s.clear()
     for _ in range(args.repeats):
         for p in paths:
-            p.run_once()
+            if not p.error:
+                p.run_once()
     for p in paths:
         p.close()
     rows = summarise(paths, image)
-    label = "vs official" if args.official_src else f"vs {rows[0]['path']}"
+    print_table(rows, "vs official" if args.official_src else "vs the first path")
     print(
-        f"{'path':<32}{'enc ms/MP':>11}{'dec ms/MP':>11}{'enc x':>7}{'dec x':>7}"
-        f"{'cpu enc x':>10}{'cpu dec x':>10}{'bpp':>9}{'PSNR':>8}   (x = {label})"
+        "ms/MP: wall time; cpu enc/dec: process CPU ms/MP (all threads, user + system); "
+        "x: wall-time ratio; cpu x: CPU-time ratio"
     )
-    for row in rows:
-        print(
-            f"{row['path']:<32}{row['encode_ms_per_mp']:>11.0f}{row['decode_ms_per_mp']:>11.0f}"
-            f"{row['encode_x']:>7.2f}{row['decode_x']:>7.2f}"
-            f"{row['encode_cpu_x']:>10.2f}{row['decode_cpu_x']:>10.2f}"
-            f"{row['bpp']:>9.4f}{row['psnr_db']:>8.2f}"
-        )
-    print("x: wall-time ratio; cpu x: ratio of process CPU time (all threads, user + system)")
     if args.json:
         report = {
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -259,6 +335,8 @@ def main() -> None:
             "image": f"{SIZE[1]}x{SIZE[0]}",
             "repeats": args.repeats,
             "official_allocator": args.official_allocator,
+            "emulated": bool(info["isa_caps"]),
+            "load_average_at_end": os.getloadavg()[0],
             "rows": rows,
         }
         args.json.write_text(json.dumps(report, indent=2))

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import importlib
 import sys
-import time
 import types
 from pathlib import Path
 from typing import Any
 
 import torch
+from codec_process import RoundResult, Runner, timed_round
 from torch import Tensor, nn
 
 # The official classification/detection configs (config/classification.yaml), as the
@@ -99,90 +99,16 @@ class OfficialCodec:
         return x_hat.clamp_(0, 1)
 
 
-class OfficialProcess:
-    """The official codec in a child process, timed there, driven round by round.
+def official_runner(source: str, state_dict: dict[str, Tensor]) -> Runner:
+    """The official codec as a ``codec_process`` runner (built in its own process)."""
+    codec = OfficialCodec(Path(source), state_dict)
 
-    Process-wide settings of ours (``transtic.allocator``) would otherwise speed up the
-    official code too when both run in one interpreter; a separate process runs it the
-    way its users do. ``retain_memory=True`` gives it our allocator setting as well,
-    for a like-for-like comparison.
-    """
-
-    def __init__(
-        self,
-        source: Path,
-        state_dict: dict[str, Tensor],
-        image: Tensor,
-        *,
-        threads: int,
-        retain_memory: bool = False,
-    ) -> None:
-        import multiprocessing
-
-        context = multiprocessing.get_context("spawn")
-        self._conn, child = context.Pipe()
-        self._process = context.Process(
-            target=_serve,
-            args=(child, str(source), state_dict, image, threads, retain_memory),
-            daemon=True,
+    def run(image: Tensor) -> RoundResult:
+        x = image.float().div(255)[None]  # 768x512 is a multiple of 256: no alignment needed
+        return timed_round(
+            lambda: codec.encode(x),
+            lambda enc: codec.decode(enc["strings"], enc["shape"])[0],
+            lambda enc: len(enc["strings"][0][0]) + len(enc["strings"][1][0]),
         )
-        self._process.start()
-        child.close()
-        self._expect("ready")
 
-    def _expect(self, what: str) -> Any:
-        kind, value = self._conn.recv()
-        if kind != what:
-            raise RuntimeError(f"official code process: {value}")
-        return value
-
-    def run_once(self) -> tuple[tuple[float, float], tuple[float, float], int, Tensor]:
-        """Encode and decode (wall s, CPU s), stream bytes, decoded (3,H,W) image."""
-        self._conn.send("run")
-        return self._expect("result")  # type: ignore[no-any-return]
-
-    def close(self) -> None:
-        self._conn.send("stop")
-        self._process.join(timeout=30)
-
-
-def clocks() -> tuple[float, float]:
-    """(wall clock, CPU time of this process over all its threads), in seconds."""
-    return time.perf_counter(), time.process_time()
-
-
-def _serve(
-    conn: Any,
-    source: str,
-    state_dict: dict[str, Tensor],
-    image: Tensor,
-    threads: int,
-    retain_memory: bool,
-) -> None:
-    torch.set_num_threads(threads)
-    if retain_memory:
-        from transtic.allocator import retain_freed_memory
-
-        retain_freed_memory()
-    try:
-        codec = OfficialCodec(Path(source), state_dict)
-    except BaseException as exc:  # report, then let the parent raise
-        conn.send(("error", repr(exc)))
-        return
-    conn.send(("ready", None))
-    x = image.float().div(255)[None]  # 768x512 is a multiple of 256: no alignment needed
-    while True:
-        try:
-            if conn.recv() != "run":
-                return
-        except EOFError:  # the parent has gone
-            return
-        start = clocks()
-        enc = codec.encode(x)
-        mid = clocks()
-        decoded = codec.decode(enc["strings"], enc["shape"])[0]
-        end = clocks()
-        size = len(enc["strings"][0][0]) + len(enc["strings"][1][0])
-        encode = (mid[0] - start[0], mid[1] - start[1])
-        decode = (end[0] - mid[0], end[1] - mid[1])
-        conn.send(("result", (encode, decode, size, decoded)))
+    return run

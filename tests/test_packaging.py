@@ -26,6 +26,7 @@ def test_wheel_contents(tmp_path: Path) -> None:
     for expected in (
         "transtic/client/__init__.py",
         "transtic/weights/data/transtic_small_cls_q3.pth.tar",
+        "transtic/kernels/window_attention.cpp",
         "services/encoder/server.py",
         "services/analytics/rest.py",
         "services/analytics/routes/inference.py",

@@ -18,12 +18,18 @@ ARM_BF16 = frozenset({"fp", "asimd", "asimddp", "bf16"})
 ALDER_LAKE = AVX2_ONLY | {"avx_vnni"}
 
 
+UNCAPPED = precision.KernelSupport(aten_capability="AVX512", onednn_bf16=True)
+CAPPED_TO_AVX2 = precision.KernelSupport(aten_capability="AVX2", onednn_bf16=False)
+
+
 @pytest.fixture
 def flags(monkeypatch):
-    """Pretend to run on a CPU with the given /proc/cpuinfo flags."""
+    """Pretend to run on a CPU with the given /proc/cpuinfo flags, and kernel libraries
+    that use all of it unless ``kernels`` says what they report instead."""
 
-    def use(cpu: frozenset[str]) -> None:
+    def use(cpu: frozenset[str], kernels: precision.KernelSupport = UNCAPPED) -> None:
         monkeypatch.setattr(precision, "cpu_flags", lambda: cpu)
+        monkeypatch.setattr(precision, "kernel_support", lambda: kernels)
 
     monkeypatch.setattr(precision, "_warned", set())
     return use
@@ -43,6 +49,62 @@ def flags(monkeypatch):
 def test_auto_picks_bf16_only_with_native_support(flags, cpu, expected):
     flags(cpu)
     assert precision.resolve_precision("auto", "cpu").precision == expected
+
+
+@pytest.mark.parametrize("chip", [AVX512_BF16, SAPPHIRE_RAPIDS])
+@pytest.mark.parametrize(
+    "kernels",
+    [
+        CAPPED_TO_AVX2,  # ATEN_CPU_CAPABILITY=avx2 + ONEDNN_MAX_CPU_ISA=AVX2
+        precision.KernelSupport(aten_capability="AVX2", onednn_bf16=True),  # ATen capped only
+        precision.KernelSupport(aten_capability="AVX512", onednn_bf16=False),  # oneDNN only
+        precision.KernelSupport(aten_capability="DEFAULT", onednn_bf16=False),  # no vectors
+    ],
+)
+def test_auto_picks_float32_when_the_libraries_are_capped_below_bf16(flags, chip, kernels):
+    """An AVX-512 chip whose kernel libraries are capped (emulating an AVX2 box) emulates
+    bf16, so auto must not pick it, and must say why."""
+    flags(chip, kernels)
+    choice = precision.resolve_precision("auto", "cpu")
+    assert choice.precision == "float32"
+    assert "capped" in choice.reason and "emulated" in choice.reason
+    assert not precision.native_bf16(torch.device("cpu"))
+
+
+def test_capped_aten_also_loses_avx512_vnni_for_int8(flags):
+    flags(AVX512_BF16, CAPPED_TO_AVX2)
+    assert precision.resolve_precision("auto", "cpu", allow_int8=True).precision == "float32"
+    assert "avx512_vnni" not in precision.usable_cpu_flags()
+    assert "avx2" in precision.usable_cpu_flags()
+    # AVX-VNNI is an AVX2-class extension: an ATen cap at AVX2 leaves it usable
+    flags(ALDER_LAKE, CAPPED_TO_AVX2)
+    assert precision.resolve_precision("auto", "cpu", allow_int8=True).precision == "int8"
+
+
+def test_arm_bf16_does_not_need_an_x86_capability(flags):
+    flags(ARM_BF16, precision.KernelSupport(aten_capability="SVE256", onednn_bf16=True))
+    assert precision.resolve_precision("auto", "cpu").precision == "bfloat16"
+    flags(ARM_BF16, precision.KernelSupport(aten_capability="DEFAULT", onednn_bf16=False))
+    assert precision.resolve_precision("auto", "cpu").precision == "float32"
+
+
+def test_explicit_bf16_under_a_cap_warns(flags):
+    flags(AVX512_BF16, CAPPED_TO_AVX2)
+    with pytest.warns(RuntimeWarning, match="emulated"):
+        assert precision.resolve_precision("bfloat16", "cpu").precision == "bfloat16"
+
+
+def test_uncapped_libraries_leave_auto_as_the_flags_say(flags):
+    flags(AVX512_BF16, UNCAPPED)
+    assert precision.capped_isa_note() == ""
+    assert precision.usable_cpu_flags() == AVX512_BF16
+
+
+def test_kernel_support_reads_back_this_process():
+    """The real read-back agrees with what torch reports (no environment is read)."""
+    kernels = precision.kernel_support()
+    assert kernels.aten_capability == torch.backends.cpu.get_cpu_capability()
+    assert kernels.onednn_bf16 == torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,11 @@ so ``auto`` picks bf16 only on such hardware and float32 otherwise.
 ``int8`` (dynamically quantised Linear layers in the analysis and synthesis transforms)
 is lossy beyond bf16's rounding; ``auto`` picks it only when the caller allows lossy
 speed modes (``allow_int8=True``) and the CPU has the VNNI instructions that make it pay.
+
+The CPU flags say what the chip can do; the kernel libraries can be told to use less
+(``ATEN_CPU_CAPABILITY``, ``ONEDNN_MAX_CPU_ISA``, e.g. to emulate an AVX2-only machine).
+Such a cap is read back from what torch and oneDNN report (``kernel_support``), never
+from the environment, and the capped-away instruction sets count as absent.
 """
 
 from __future__ import annotations
@@ -49,6 +54,51 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+@dataclass(frozen=True)
+class KernelSupport:
+    """What this process's kernel libraries will use, whatever the chip offers."""
+
+    aten_capability: str  # ATen's vectorised kernels: "AVX512", "AVX2", "DEFAULT", "SVE256", …
+    onednn_bf16: bool  # oneDNN runs bf16 (x86: AVX-512 or better allowed; ARM: bf16 ext.)
+
+
+@functools.lru_cache(maxsize=1)
+def kernel_support() -> KernelSupport:
+    """Read back what ATen and oneDNN chose in this process (caps included)."""
+    try:
+        onednn_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch build without oneDNN
+        onednn_bf16 = False
+    return KernelSupport(torch.backends.cpu.get_cpu_capability(), onednn_bf16)
+
+
+def usable_cpu_flags() -> frozenset[str]:
+    """``cpu_flags()`` less the instruction sets the kernel libraries are capped below.
+
+    ATen below AVX512 on an AVX-512 chip means its AVX-512 family (VNNI and BF16
+    included) is unused; oneDNN without bf16 means bf16 would be emulated.
+    """
+    flags = cpu_flags()
+    kernels = kernel_support()
+    if "avx512f" in flags and kernels.aten_capability != "AVX512":
+        flags = frozenset(f for f in flags if not f.startswith(("avx512", "amx")))
+    if not kernels.onednn_bf16:
+        flags = flags - NATIVE_BF16_CPU_FLAGS
+    return flags
+
+
+def capped_isa_note() -> str:
+    """Why a native instruction set of the chip is not used here ('' when nothing is)."""
+    lost = (cpu_flags() - usable_cpu_flags()) & (NATIVE_BF16_CPU_FLAGS | NATIVE_INT8_CPU_FLAGS)
+    if not lost:
+        return ""
+    kernels = kernel_support()
+    return (
+        f"kernel libraries capped below {'/'.join(sorted(lost))} "
+        f"(ATen {kernels.aten_capability}, oneDNN bf16 {'on' if kernels.onednn_bf16 else 'off'})"
+    )
+
+
 def cuda_capability(device: torch.device) -> tuple[int, int]:
     return tuple(torch.cuda.get_device_capability(device))  # type: ignore[return-value]
 
@@ -58,12 +108,12 @@ def native_bf16(device: torch.device) -> bool:
     if device.type == "cuda":
         return cuda_capability(device) >= MIN_CUDA_BF16_CAPABILITY
     if device.type == "cpu":
-        return bool(cpu_flags() & NATIVE_BF16_CPU_FLAGS)
+        return bool(usable_cpu_flags() & NATIVE_BF16_CPU_FLAGS)
     return False
 
 
 def native_int8(device: torch.device) -> bool:
-    return device.type == "cpu" and bool(cpu_flags() & NATIVE_INT8_CPU_FLAGS)
+    return device.type == "cpu" and bool(usable_cpu_flags() & NATIVE_INT8_CPU_FLAGS)
 
 
 @dataclass(frozen=True)
@@ -90,7 +140,9 @@ def resolve_precision(
         return PrecisionChoice("auto", "int8", "lossy speed allowed and CPU has int8 dot products")
     if native_bf16(device):
         return PrecisionChoice("auto", "bfloat16", f"{device.type} has native bf16")
-    return PrecisionChoice("auto", "float32", f"{device.type} has no native bf16")
+    capped = capped_isa_note() if device.type == "cpu" else ""
+    reason = f"{capped}: bf16 would be emulated" if capped else f"{device.type} has no native bf16"
+    return PrecisionChoice("auto", "float32", reason)
 
 
 def log_choice(choice: PrecisionChoice, what: str) -> None:

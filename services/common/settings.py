@@ -48,6 +48,12 @@ class ServiceSettings(BaseSettings):
     weights_cache_dir: Path | None = Field(
         default=None, description="directory holding downloaded weights files"
     )
+    kernel_cache_dir: Path | None = Field(
+        default=None,
+        description="directory of the native CPU kernels (built there on first use with a C++ "
+        "compiler, or ahead of time by `python -m transtic.kernels build`); unset = "
+        "~/.cache/transtic/kernels. Without a kernel the codec runs PyTorch's operators",
+    )
     model_repository: Path | None = Field(
         default=None,
         description="directory of codec weights that model control may load by name: "

@@ -22,6 +22,7 @@ log = logging.getLogger("services.encoder")
 
 _CODEC_FLAGS = (
     "weights_cache_dir",
+    "kernel_cache_dir",
     "tasks",
     "task",
     "quality",
@@ -152,6 +153,9 @@ def settings_from_args(args: argparse.Namespace) -> EncoderSettings:
 
 def _configure(settings: EncoderSettings) -> None:
     configure_logging(settings.log_level.upper(), settings.log_format)
+    from transtic.kernels import set_cache_dir
+
+    set_cache_dir(settings.kernel_cache_dir)
     if settings.torch_threads:
         import torch
 

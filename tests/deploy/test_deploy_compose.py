@@ -130,7 +130,9 @@ def test_images_are_pinned_by_digest(compose: dict[str, Any]) -> None:
 
 def test_analytics_image_has_one_cuda_stack() -> None:
     text = (ROOT / "deploy" / "analytics.Dockerfile").read_text()
-    assert "nvidia/cuda" not in text and "apt-get" not in text
+    assert "nvidia/cuda" not in text
+    # apt-get only brings a compiler for the kernel build, never a second CUDA stack
+    assert not re.search(r"apt-get install[^&]*(cuda|nvidia|cudnn)", text)
     assert re.search(r"pip install torch==[\d.]+ ", text)  # PyPI's CUDA build, no extra index
     assert "580" in text  # the minimum driver is documented
 
@@ -225,3 +227,27 @@ def test_supplied_pins_win(weights_volume: tuple[Path, dict[str, str]], tmp_path
     assert pull(env).returncode != 0
     shipped_pins = (ROOT / "deploy" / "weights" / "release-weights.sha256").read_text()
     assert all(line.startswith("#") for line in shipped_pins.splitlines() if line.strip())
+
+
+@pytest.mark.parametrize("service", ["analytics", "encoder"])
+def test_images_ship_native_kernels_for_every_x86_level(service: str, tmp_path: Path) -> None:
+    """The Dockerfile's kernel step, run here as written (into a temp dir), builds what the
+    service then finds through its kernel_cache_dir without any compiler at run time."""
+    import shlex
+    import subprocess
+    import sys
+
+    from transtic.kernels import build
+
+    if build.compiler() is None:
+        pytest.skip("no C++ compiler here")
+    text = re.sub(r"\\\n", " ", (ROOT / "deploy" / f"{service}.Dockerfile").read_text())
+    (step,) = [c.strip() for c in text.split("&&") if "transtic.kernels build" in c]
+    argv = shlex.split(step)
+    target = argv[argv.index("--cache-dir") + 1]
+    assert f"TRANSTIC_{service.upper()}_KERNEL_CACHE_DIR={target}" in text
+    argv[argv.index("--cache-dir") + 1] = str(tmp_path)
+    assert argv[:3] == ["python", "-m", "transtic.kernels"]
+    subprocess.run([sys.executable, *argv[1:]], check=True, cwd=ROOT, timeout=300)
+    built = {p.name.split("-")[1] for p in tmp_path.glob("window_attention-*.so")}
+    assert built == {"avx512", "avx2", "default"}

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import WindowAttention
+from .attention import NativeWindowAttention, WindowAttention, inference_linear, native_usable
 from .windows import (
     WindowMask,
     cached_mask,
@@ -35,24 +35,21 @@ class Mlp(nn.Module):
         self.fuse_gelu = False
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.fuse_gelu and _onednn_can_fuse(x, self.fc1):
-            hidden = torch.ops.mkldnn._linear_pointwise(
-                x, self.fc1.weight, self.fc1.bias, "gelu", [], "none"
-            )
-        else:
-            hidden = self.act(self.fc1(x))
-        return self.fc2(hidden)
+        if self.fuse_gelu:
+            return inference_linear(self.fc2, inference_linear(self.fc1, x, "gelu"))
+        return self.fc2(self.act(self.fc1(x)))
 
 
-def _onednn_can_fuse(x: Tensor, linear: nn.Module) -> bool:
-    """A plain float Linear on CPU without autograd (quantised layers keep their kernels)."""
-    return (
-        type(linear) is nn.Linear
-        and x.device.type == "cpu"
-        and x.dtype in (torch.float32, torch.bfloat16)
-        and not torch.is_grad_enabled()
-        and torch.backends.mkldnn.is_available()
-    )
+# Tokens per chunk of the native block pass: the block's intermediates for this many
+# tokens (~12 floats per channel) stay within the caches, and every GEMM is still large
+# enough for oneDNN to run at full speed.
+NATIVE_CHUNK_TOKENS = 4096
+
+
+def _native_kernel_ready() -> bool:
+    from ..kernels.attention import available
+
+    return available()
 
 
 def block_geometry(reference_size: int, window: int, shift: int) -> tuple[int, int]:
@@ -125,6 +122,15 @@ class SwinBlock(nn.Module):
             like,
         )
 
+    def _instance_prompts_by_window(
+        self, instance_prompts: Tensor, size: tuple[int, int]
+    ) -> tuple[Tensor, int]:
+        """The prompt map's tokens grouped by window (B, nW * P, C), and P per window."""
+        h, w = size
+        d, win, s = self.downsample, self.window, self.shift
+        m_order, _ = cached_order(h // d, w // d, win // d, s // d, instance_prompts.device)
+        return instance_prompts.index_select(1, m_order), (win // d) ** 2
+
     def _attend(
         self,
         normed: Tensor,
@@ -135,14 +141,11 @@ class SwinBlock(nn.Module):
         """Window attention over tokens already in this block's window order."""
         h, w = size
         b, _, c = normed.shape
-        win, s = self.window, self.shift
-        windows = normed.view(-1, win * win, c)
+        windows = normed.view(-1, self.window**2, c)
         prompts = 0
         if instance_prompts is not None:
-            d = self.downsample
-            m_order, _ = cached_order(h // d, w // d, win // d, s // d, normed.device)
-            prompts = (win // d) ** 2
-            m_windows = instance_prompts.index_select(1, m_order).view(-1, prompts, c)
+            m_tokens, prompts = self._instance_prompts_by_window(instance_prompts, size)
+            m_windows = m_tokens.view(-1, prompts, c)
             windows = torch.cat([m_windows, windows.to(m_windows.dtype)], dim=1)
         elif shared_prompts is not None:
             prompts = shared_prompts.shape[1]
@@ -151,6 +154,45 @@ class SwinBlock(nn.Module):
             windows = torch.cat([tokens.reshape(-1, prompts, c), windows], dim=1)
         out = self.attn(windows, num_prompts=prompts, mask=self._mask(h, w, prompts, windows))
         return out.view(b, h * w, c)
+
+    def _forward_native(
+        self,
+        x: Tensor,
+        size: tuple[int, int],
+        shared_prompts: Tensor | None,
+        instance_prompts: Tensor | None,
+    ) -> Tensor:
+        """:meth:`forward_in_window_order` with the native attention kernel, a chunk of
+        whole windows at a time, so every intermediate of the block stays in the CPU's
+        caches instead of making a round trip through memory per operator. Prompts are
+        not concatenated to every window, and their keys and values are computed once."""
+        h, w = size
+        b, _, c = x.shape
+        tokens = self.window**2
+        windows_per_image = (h // self.window) * (w // self.window)
+        prompts, prompt_div, num_prompts = None, 1, 0
+        if instance_prompts is not None:
+            m_tokens, num_prompts = self._instance_prompts_by_window(instance_prompts, size)
+            prompts = m_tokens.reshape(-1, c)
+        elif shared_prompts is not None:
+            num_prompts = shared_prompts.shape[1]
+            prompts = shared_prompts.reshape(-1, c)
+            prompt_div = windows_per_image
+        attention = NativeWindowAttention(self.attn)
+        call = attention.prepare(
+            prompts=prompts,
+            num_prompts=num_prompts,
+            prompt_div=prompt_div,
+            mask=self._mask(h, w, num_prompts, x),
+            dtype=x.dtype,
+        )
+        rows = x.view(-1, c)
+        step = max(1, NATIVE_CHUNK_TOKENS // tokens)
+        for first in range(0, b * windows_per_image, step):
+            chunk = rows[first * tokens : (first + step) * tokens]
+            chunk += attention(self.norm1(chunk), call, first)
+            chunk += self.mlp(self.norm2(chunk))
+        return x
 
     def forward(
         self,
@@ -180,6 +222,8 @@ class SwinBlock(nn.Module):
         Every step but attention works token by token, so it gives what :meth:`forward`
         gives, permuted, without forward's two full gathers. x is updated in place.
         """
+        if self.attn.impl == "native" and native_usable(x) and _native_kernel_ready():
+            return self._forward_native(x, size, shared_prompts, instance_prompts)
         x += self._attend(self.norm1(x), size, shared_prompts, instance_prompts)
         x += self.mlp(self.norm2(x))
         return x

@@ -237,9 +237,10 @@ class HyperpriorCodec(nn.Module):
         The Swin stages keep their residual stream in window order and fuse GELU into
         fc1 (``set_fused_inference``).
         ``float32``: same weights (results equal up to float rounding, ~1e-6 relative).
-        ``bfloat16``: the transforms' weights in bf16. ``int8``: the prompt generator and
-        the analysis convs statically quantised (calibrated on fixed synthetic photos),
-        every Linear dynamically quantised, the rest float32 (``transtic.models.quantization``).
+        ``bfloat16``: the transforms' weights in bf16. ``int8``: the instance-prompt branch
+        (generator and its convs) statically quantised (calibrated on fixed synthetic
+        photos), every Linear dynamically quantised, the rest float32
+        (``transtic.models.quantization``).
         Only ``analyze`` and ``synthesize`` of the copy are meant to be used: the
         hyper-synthesis and entropy models, which decide the bitstream's meaning, keep
         their float32 weights, so streams stay decodable by a float32 decoder.
@@ -259,7 +260,11 @@ class HyperpriorCodec(nn.Module):
                     module.to(dtype=torch.bfloat16)
                 # oneDNN convs run fastest on NHWC, and the Swin stages read NHWC tokens
                 module.to(memory_format=torch.channels_last)
-        fast.set_attention_impl("sdpa")
+        from ..kernels import available as native_kernels
+
+        # the native window-attention kernel where it can be built (a C++ compiler);
+        # blocks fall back to SDPA per call for anything it does not run (bf16, autograd)
+        fast.set_attention_impl("native" if native_kernels() else "sdpa")
         if precision == "int8":
             quantize_transforms(fast)
         return fast
@@ -310,9 +315,13 @@ class HyperpriorCodec(nn.Module):
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def set_attention_impl(self, impl: str) -> None:
-        """``"sdpa"`` (fused, default) or ``"eager"`` (the reference's explicit softmax)."""
+        """``"sdpa"`` (fused, default), ``"eager"`` (the reference's explicit softmax) or
+        ``"native"`` (the compiled CPU kernel, float32 inference; SDPA elsewhere)."""
         from ..layers import WindowAttention
+        from ..layers.attention import ATTENTION_IMPLS
 
+        if impl not in ATTENTION_IMPLS:
+            raise ValueError(f"unknown attention implementation {impl!r}")
         for name, module in self.named_modules():
             # The float entropy-parameter path must compute exactly what the paper's
             # code computes, or streams from it decode to garbage: h_s stays eager.
