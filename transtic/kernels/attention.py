@@ -24,9 +24,10 @@ from . import build
 LANES = 16
 _I64, _F32, _PTR = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
 # transtic_window_attention(x, x_stride, prompts, prompt_stride, prompt_div, bias, masks,
-# mask_slot, windows_per_image, out, out_stride, T, P, H, D, scale, w_begin, w_end)
+# mask_slot, windows_per_image, out, out_stride, T, P, H, D, scale, bfloat16, w_begin, w_end)
 _ARGTYPES: list[Any] = [_PTR, _I64, _PTR, _I64, _I64, _PTR, _PTR, _PTR, _I64]
-_ARGTYPES += [_PTR, _I64, _I64, _I64, _I64, _I64, _F32, _I64, _I64]
+_ARGTYPES += [_PTR, _I64, _I64, _I64, _I64, _I64, _F32, _I64, _I64, _I64]
+ROW_DTYPES = (torch.float32, torch.bfloat16)
 _typed: set[int] = set()
 
 _pool_lock = threading.Lock()
@@ -80,9 +81,11 @@ def _executor(workers: int) -> ThreadPoolExecutor:
         return _pool
 
 
-def _check_rows(name: str, t: Tensor, columns: int) -> None:
-    if t.device.type != "cpu" or t.dtype != torch.float32:
-        raise ValueError(f"{name} must be a float32 CPU tensor")
+def _check_rows(name: str, t: Tensor, columns: int, dtype: torch.dtype | None = None) -> None:
+    if t.device.type != "cpu" or t.dtype not in ROW_DTYPES:
+        raise ValueError(f"{name} must be a float32 or bfloat16 CPU tensor")
+    if dtype is not None and t.dtype != dtype:
+        raise ValueError(f"{name} must have the dtype of qkv ({dtype})")
     if t.dim() != 2 or t.stride(1) != 1 or t.shape[1] < columns:
         raise ValueError(f"{name} must be rows of at least {columns} unit-stride columns")
 
@@ -101,7 +104,9 @@ def window_attention(
     mask_slot: Tensor | None = None,
     first_window: int = 0,
 ) -> Tensor:
-    """Attention of every window; returns (rows, C) float32, one row per token.
+    """Attention of every window; returns (rows, C) rows of qkv's dtype, one per token.
+
+    Rows (qkv, prompts, output) are float32 or bfloat16; the arithmetic is float32.
 
     qkv: (windows * T, >= 3C) rows with q, k, v at columns 0, C, 2C, holding windows
     ``first_window, first_window + 1, ...`` of the batch (windows are image-major).
@@ -123,7 +128,7 @@ def window_attention(
     if first_window < 0:
         raise ValueError("first_window must be >= 0")
     if prompts is not None:
-        _check_rows("prompts", prompts, 2 * channels)
+        _check_rows("prompts", prompts, 2 * channels, qkv.dtype)
         blocks = -(-(first_window + windows) // max(1, prompt_div))
         if prompt_div < 1 or num_prompts < 1 or prompts.shape[0] < blocks * num_prompts:
             raise ValueError("prompts must hold num_prompts rows for every window's block")
@@ -142,7 +147,7 @@ def window_attention(
         if masks.shape != (masks.shape[0], keys, padded_queries(t)):
             raise ValueError("masks must be (slots, keys, padded queries)")
         windows_per_image = mask_slot.numel()
-    out = torch.empty(rows, channels)
+    out = torch.empty(rows, channels, dtype=qkv.dtype)
     # the kernel addresses rows by global window index: shift the bases back accordingly
     row_bytes = t * qkv.element_size()
     args = (
@@ -162,6 +167,7 @@ def window_attention(
         heads,
         head_dim,
         scale,
+        int(qkv.dtype == torch.bfloat16),
     )
     workers = max(1, min(torch.get_num_threads(), windows))
     bounds = [first_window + windows * i // workers for i in range(workers + 1)]

@@ -180,8 +180,8 @@ def packed_weight(layer: nn.Module, weight: Tensor, key: str = "weight") -> Tens
 
 
 def native_usable(x: Tensor) -> bool:
-    """The native kernel runs CPU inference on float32 (bf16 tensors are widened around it:
-    still faster than SDPA's bf16 kernel on windows); anything else keeps SDPA."""
+    """The native kernel runs CPU inference on float32 or bf16 tokens (float32 arithmetic);
+    anything else keeps SDPA."""
     return (
         x.device.type == "cpu"
         and x.dtype in (torch.float32, torch.bfloat16)
@@ -237,7 +237,7 @@ class NativeWindowAttention:
         t = self.attn.window * self.attn.window
         kv = None
         if prompts is not None:
-            kv = self.prompt_keys_values(prompts.to(dtype)).float()
+            kv = self.prompt_keys_values(prompts.to(dtype))
         masks = slots = None
         if mask is not None and mask.border.numel():
             masks, slots = _key_major_mask(mask, t)
@@ -250,7 +250,7 @@ class NativeWindowAttention:
         attn = self.attn
         t = attn.window * attn.window
         out = window_attention(
-            inference_linear(attn.qkv, normed).float(),
+            inference_linear(attn.qkv, normed),
             tokens_per_window=t,
             heads=attn.num_heads,
             scale=attn.scale,
@@ -262,7 +262,7 @@ class NativeWindowAttention:
             mask_slot=call.mask_slots,
             first_window=first_window,
         )
-        return inference_linear(attn.proj, out.to(normed.dtype))
+        return inference_linear(attn.proj, out)
 
 
 @dataclass(frozen=True)

@@ -327,8 +327,10 @@ class RSTB(nn.Module):
         maps = None
         if instance_prompts is not None:
             maps = [m.permute(0, 2, 3, 1).reshape(b, -1, c) for m in instance_prompts]
-        out = self.residual_group(tokens, (h, w), maps)
-        return out.view(b, h, w, c).permute(0, 3, 1, 2) + x
+        out = self.residual_group(tokens, (h, w), maps).view(b, h, w, c).permute(0, 3, 1, 2)
+        if torch.is_grad_enabled() or out.data_ptr() == x.data_ptr():
+            return out + x
+        return out.add_(x)  # the stage's output is its own fresh tensor: add in place
 
 
 def set_drop_path(model: nn.Module, rate: float) -> int:
