@@ -248,8 +248,11 @@ class HyperpriorCodec(nn.Module):
         if precision not in ("float32", "bfloat16", "int8"):
             raise ValueError(f"no fast transforms for precision {precision!r}")
         from ..layers import InstancePromptGenerator, set_fused_inference
+        from ..layers.subpixel import rewrite_narrow_deconvs
 
         fast = copy.deepcopy(self).eval()
+        if precision != "int8":
+            rewrite_narrow_deconvs(fast)  # the synthesis' last layer (3 outputs)
         for name, module in fast.named_children():
             if name.startswith(("g_a", "g_s", "h_a")):
                 # int8: the quantiser fuses conv + BN + ReLU itself
