@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import sys
 from collections.abc import Iterator
@@ -59,18 +60,24 @@ def variant(name: str) -> Iterator[None]:
 
 
 def speed(args: argparse.Namespace) -> dict[str, Any]:
+    from codec_process import OurRunner
+    from official_baseline import official_runner
+
     torch.set_num_threads(args.threads)
     model, source = bench_codec.load_model(args.checkpoint)
+    state = model.state_dict()
     image = bench_codec.test_image()
+    args.max_isa = None  # bench_codec's options this script does not take
     paths = []
     if args.official_src:
-        paths.append(
-            bench_codec.official_path(args.official_src, model, image, args.threads, False)
-        )
+        official = (str(args.official_src), state)
+        name = "official code (float32)"
+        paths.append(bench_codec.in_child(name, official_runner, official, image, args, False))
     for name, precision in PATHS:
         with variant(name):
-            paths.append(bench_codec.our_path(model, image, name, precision))
-    for p in paths:  # warm-up
+            runner = OurRunner(state, precision, "sdpa")
+        paths.append(bench_codec.CodingPath(name, functools.partial(runner, image)))
+    for p in paths:  # warm-up: oneDNN primitives, packed int8 weights, mask caches
         p.run_once()
         p.enc_s.clear()
         p.dec_s.clear()
@@ -81,17 +88,8 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
         p.close()
     rows = bench_codec.summarise(paths, image)
     print(f"weights: {source}; 768x512; median of {args.repeats} interleaved rounds")
-    print(
-        f"{'path':<28}{'enc ms/MP':>10}{'dec ms/MP':>10}{'cpu enc ms/MP':>14}{'cpu dec ms/MP':>14}"
-        f"{'cpu enc x':>10}{'cpu dec x':>10}{'bpp':>8}{'PSNR':>7}"
-    )
-    for r in rows:
-        print(
-            f"{r['path']:<28}{r['encode_ms_per_mp']:>10.0f}{r['decode_ms_per_mp']:>10.0f}"
-            f"{r['encode_cpu_ms_per_mp']:>14.0f}{r['decode_cpu_ms_per_mp']:>14.0f}"
-            f"{r['encode_cpu_x']:>10.2f}{r['decode_cpu_x']:>10.2f}{r['bpp']:>8.4f}{r['psnr_db']:>7.2f}"
-        )
-    return {"machine": bench_codec.machine(), "weights": source, "rows": rows}
+    bench_codec.print_table(rows, "vs official" if args.official_src else "vs float32")
+    return {"machine": bench_codec.machine(args), "weights": source, "rows": rows}
 
 
 def agreement(args: argparse.Namespace) -> dict[str, Any]:

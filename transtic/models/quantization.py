@@ -64,9 +64,11 @@ def quantize_linear_layers(module: nn.Module) -> nn.Module:
 
 
 def has_int8_dot_products() -> bool:
-    from ..precision import NATIVE_INT8_CPU_FLAGS, cpu_flags
+    """VNNI-class instructions that the kernel libraries of this process may use."""
+    from .. import precision
 
-    return bool(cpu_flags() & NATIVE_INT8_CPU_FLAGS)
+    # usable flags: an AVX2-capped oneDNN/FBGEMM on a VNNI chip saturates like AVX2
+    return precision.native_int8(torch.device("cpu"))
 
 
 def qconfig_mapping() -> Any:
