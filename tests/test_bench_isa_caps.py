@@ -103,9 +103,7 @@ def test_our_codec_in_a_capped_child_process(tiny_transtic):
     libraries and the precision auto resolved to there, and codes the image."""
     image = (torch.rand(3, 64, 96) * 255).to(torch.uint8)
     env = isa_caps.capped_environment("avx2", os.environ)
-    child = CodecProcess(
-        OurRunner, (tiny_transtic.state_dict(), "auto", "sdpa"), image, threads=1, env=env
-    )
+    child = CodecProcess(OurRunner, (tiny_transtic.state_dict(), "auto"), image, threads=1, env=env)
     try:
         assert child.report["aten_capability"] == "AVX2"
         assert child.report["precision"] == "float32"
