@@ -73,6 +73,7 @@ def test_matches_reference_attention_with_masks(windows, tokens, heads, width, p
         scale=width**-0.5,
         bias=key_major(bias, tokens),
         prompts=kv,
+        num_prompts=prompts,
         prompt_div=div,
         masks=key_major(masks, tokens),
         mask_slot=slots,
@@ -174,3 +175,36 @@ def test_prebuilt_kernels_load_without_a_compiler(fresh_build, monkeypatch):
     monkeypatch.setattr(build, "compiler", lambda: None)
     build.forget_loaded()
     assert available()  # this CPU's library is found in the cache, nothing compiled
+
+
+def test_bfloat16_rows_are_read_and_written_in_place():
+    """bf16 tokens: float32 arithmetic on the widened values, output rounded once to bf16."""
+    gen = torch.Generator().manual_seed(5)
+    heads, width, tokens, prompts = 8, 16, 64, 16
+    c = heads * width
+    qkv = torch.randn(6 * tokens, 3 * c, generator=gen).bfloat16()
+    kv = torch.randn(6 * prompts, 2 * c, generator=gen).bfloat16()
+    bias = torch.randn(heads, tokens, prompts + tokens, generator=gen)
+    bias[:, :, :prompts] = 0
+    out = window_attention(
+        qkv,
+        tokens_per_window=tokens,
+        heads=heads,
+        scale=width**-0.5,
+        bias=key_major(bias, tokens),
+        prompts=kv,
+        num_prompts=prompts,
+    )
+    assert out.dtype == torch.bfloat16
+    expected = reference(qkv.float(), tokens, heads, kv.float(), prompts, 1, bias, None)
+    torch.testing.assert_close(out, expected.bfloat16(), rtol=0, atol=0.01)
+    with pytest.raises(ValueError, match="dtype of qkv"):
+        window_attention(
+            qkv,
+            tokens_per_window=tokens,
+            heads=heads,
+            scale=1.0,
+            bias=key_major(bias, tokens),
+            prompts=kv.float(),
+            num_prompts=prompts,
+        )

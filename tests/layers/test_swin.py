@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from transtic.layers.swin import Mlp, SwinStage, set_fused_inference
@@ -78,10 +79,14 @@ def test_quantised_mlp_keeps_its_own_kernels():
         assert torch.equal(quantised(x), plain)
 
 
+@pytest.mark.parametrize("chunk_tokens", [4096, 5 * 64])
 @pytest.mark.parametrize("kind", ["plain", "task", "instance"])
-def test_native_attention_kernel_matches_the_reference_stage(kind):
+def test_native_attention_kernel_matches_the_reference_stage(kind, chunk_tokens, monkeypatch):
+    """Also in chunks of 5 windows: chunks then straddle the two images and the masks."""
     from transtic.kernels import available
+    from transtic.layers import swin
 
+    monkeypatch.setattr(swin, "NATIVE_CHUNK_TOKENS", chunk_tokens)
     if not available():
         pytest.skip("no C++ compiler to build the native kernel")
     reference = _stage(kind)
@@ -102,3 +107,32 @@ def test_native_attention_kernel_matches_the_reference_stage(kind):
         expected = reference(x, SIZE, prompts)
         actual = native(x, SIZE, prompts)
     torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_packed_linear_weights_follow_weight_updates_and_copies():
+    from transtic.layers.attention import inference_linear
+
+    torch.manual_seed(2)
+    layer = nn.Linear(DIM, 3 * DIM).eval()
+    x = torch.randn(7, DIM)
+    with torch.no_grad():
+        torch.testing.assert_close(inference_linear(layer, x), layer(x))
+        layer.weight.mul_(2.0)  # in place: the packed copy must be rebuilt
+        torch.testing.assert_close(inference_linear(layer, x), layer(x))
+        twin = copy.deepcopy(layer)
+        torch.testing.assert_close(inference_linear(twin, x), layer(x))
+
+
+def test_bf16_linears_avoid_onednn_where_it_has_no_bf16_kernels(monkeypatch):
+    """Under AVX2 (or oneDNN capped to it) a bf16 oneDNN linear fails: PyTorch's runs."""
+    from transtic.layers import attention
+
+    monkeypatch.setattr(attention, "_onednn_bf16", lambda: False)
+    monkeypatch.setattr(
+        torch.ops.mkldnn, "_linear_pointwise", None, raising=False
+    )  # any use would fail
+    torch.manual_seed(3)
+    layer = nn.Linear(DIM, DIM).eval().to(torch.bfloat16)
+    x = torch.randn(5, DIM, dtype=torch.bfloat16)
+    with torch.no_grad():
+        torch.testing.assert_close(attention.inference_linear(layer, x, "gelu"), F.gelu(layer(x)))

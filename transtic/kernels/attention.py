@@ -24,9 +24,10 @@ from . import build
 LANES = 16
 _I64, _F32, _PTR = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
 # transtic_window_attention(x, x_stride, prompts, prompt_stride, prompt_div, bias, masks,
-# mask_slot, windows_per_image, out, out_stride, T, P, H, D, scale, w_begin, w_end)
+# mask_slot, windows_per_image, out, out_stride, T, P, H, D, scale, bfloat16, w_begin, w_end)
 _ARGTYPES: list[Any] = [_PTR, _I64, _PTR, _I64, _I64, _PTR, _PTR, _PTR, _I64]
-_ARGTYPES += [_PTR, _I64, _I64, _I64, _I64, _I64, _F32, _I64, _I64]
+_ARGTYPES += [_PTR, _I64, _I64, _I64, _I64, _I64, _F32, _I64, _I64, _I64]
+ROW_DTYPES = (torch.float32, torch.bfloat16)
 _typed: set[int] = set()
 
 _pool_lock = threading.Lock()
@@ -80,9 +81,11 @@ def _executor(workers: int) -> ThreadPoolExecutor:
         return _pool
 
 
-def _check_rows(name: str, t: Tensor, columns: int) -> None:
-    if t.device.type != "cpu" or t.dtype != torch.float32:
-        raise ValueError(f"{name} must be a float32 CPU tensor")
+def _check_rows(name: str, t: Tensor, columns: int, dtype: torch.dtype | None = None) -> None:
+    if t.device.type != "cpu" or t.dtype not in ROW_DTYPES:
+        raise ValueError(f"{name} must be a float32 or bfloat16 CPU tensor")
+    if dtype is not None and t.dtype != dtype:
+        raise ValueError(f"{name} must have the dtype of qkv ({dtype})")
     if t.dim() != 2 or t.stride(1) != 1 or t.shape[1] < columns:
         raise ValueError(f"{name} must be rows of at least {columns} unit-stride columns")
 
@@ -95,16 +98,21 @@ def window_attention(
     scale: float,
     bias: Tensor,
     prompts: Tensor | None = None,
+    num_prompts: int = 0,
     prompt_div: int = 1,
     masks: Tensor | None = None,
     mask_slot: Tensor | None = None,
+    first_window: int = 0,
 ) -> Tensor:
-    """Attention of every window; returns (rows, C) float32, one row per token.
+    """Attention of every window; returns (rows, C) rows of qkv's dtype, one per token.
 
-    qkv: (windows * T, >= 3C) rows with q, k, v at columns 0, C, 2C.
+    Rows (qkv, prompts, output) are float32 or bfloat16; the arithmetic is float32.
+
+    qkv: (windows * T, >= 3C) rows with q, k, v at columns 0, C, 2C, holding windows
+    ``first_window, first_window + 1, ...`` of the batch (windows are image-major).
     bias: (heads, P + T, padded_queries(T)): key-major, zero in the prompt rows.
-    prompts: (blocks * P, >= 2C) rows with keys at 0 and values at C; window w reads
-    block ``w // prompt_div``.
+    prompts: (blocks * P, >= 2C) rows with keys at 0 and values at C for P = num_prompts;
+    window w reads block ``w // prompt_div``.
     masks: (slots, P + T, padded_queries(T)) additive masks, key-major; mask_slot
     (windows per image,) int32 gives each window of an image its slot, or -1 for none.
     """
@@ -117,13 +125,15 @@ def window_attention(
     if qkv.shape[1] % 3 or rows % t or channels % heads:
         raise ValueError("qkv must be whole windows of rows with 3C columns, C a multiple of heads")
     windows = rows // t
-    num_prompts = 0
+    if first_window < 0:
+        raise ValueError("first_window must be >= 0")
     if prompts is not None:
-        _check_rows("prompts", prompts, 2 * channels)
-        blocks = -(-windows // prompt_div)
-        if prompt_div < 1 or prompts.shape[0] % blocks:
-            raise ValueError("prompts must hold the same number of rows for every block")
-        num_prompts = prompts.shape[0] // blocks
+        _check_rows("prompts", prompts, 2 * channels, qkv.dtype)
+        blocks = -(-(first_window + windows) // max(1, prompt_div))
+        if prompt_div < 1 or num_prompts < 1 or prompts.shape[0] < blocks * num_prompts:
+            raise ValueError("prompts must hold num_prompts rows for every window's block")
+    else:
+        num_prompts = 0
     keys = num_prompts + t
     head_dim = channels // heads
     if not supports(keys, head_dim):
@@ -134,10 +144,14 @@ def window_attention(
     if masks is not None:
         if mask_slot is None or mask_slot.dtype != torch.int32 or not masks.is_contiguous():
             raise ValueError("masks need a contiguous layout and an int32 mask_slot")
+        if masks.shape != (masks.shape[0], keys, padded_queries(t)):
+            raise ValueError("masks must be (slots, keys, padded queries)")
         windows_per_image = mask_slot.numel()
-    out = torch.empty(rows, channels)
+    out = torch.empty(rows, channels, dtype=qkv.dtype)
+    # the kernel addresses rows by global window index: shift the bases back accordingly
+    row_bytes = t * qkv.element_size()
     args = (
-        qkv.data_ptr(),
+        qkv.data_ptr() - first_window * row_bytes * qkv.stride(0),
         qkv.stride(0),
         prompts.data_ptr() if prompts is not None else None,
         prompts.stride(0) if prompts is not None else 0,
@@ -146,16 +160,17 @@ def window_attention(
         masks.data_ptr() if masks is not None else None,
         mask_slot.data_ptr() if mask_slot is not None else None,
         windows_per_image,
-        out.data_ptr(),
+        out.data_ptr() - first_window * row_bytes * channels,
         channels,
         t,
         num_prompts,
         heads,
         head_dim,
         scale,
+        int(qkv.dtype == torch.bfloat16),
     )
     workers = max(1, min(torch.get_num_threads(), windows))
-    bounds = [windows * i // workers for i in range(workers + 1)]
+    bounds = [first_window + windows * i // workers for i in range(workers + 1)]
     calls = [(bounds[i], bounds[i + 1]) for i in range(workers)]
     pool = _executor(workers)
     pending = [pool.submit(lib.transtic_window_attention, *args, *c) for c in calls[1:]]

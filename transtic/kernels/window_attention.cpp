@@ -51,16 +51,16 @@ inline vf exp_nonpositive(vf x) {
 }
 
 struct Problem {
-  const float* x;        // window tokens: row (w*T + t), q at 0, k at C, v at 2C
+  const void* x;         // window tokens: row (w*T + t), q at 0, k at C, v at 2C
   int64_t x_stride;
-  const float* prompts;  // prompt rows: k at 0, v at C; block w / prompt_div has P rows
+  const void* prompts;   // prompt rows: k at 0, v at C; block w / prompt_div has P rows
   int64_t prompt_stride;
   int64_t prompt_div;
   const float* bias;     // (H, S, T_pad): key-major, queries along the vector lanes
   const float* masks;    // (slots, S, T_pad) additive, or null
   const int32_t* mask_slot;  // (windows_per_image): slot or -1
   int64_t windows_per_image;
-  float* out;            // row (w*T + t), head h at h*D
+  void* out;             // row (w*T + t), head h at h*D (x, prompts, out: one element type)
   int64_t out_stride;
   int64_t T, P, H, D;
   float scale;
@@ -71,53 +71,99 @@ struct Problem {
 // vectors and needs no horizontal reduction; keys and values are read in place as
 // broadcast scalars, so only the queries are transposed.
 struct Scratch {
-  float* queries_t;  // (D, 16)
-  float* logits;     // (S, 16)
-  const float** keys;  // (S) row pointers: prompt rows first
+  float* queries_t;  // (D, 16): the block's queries, transposed and scaled
+  float* logits;     // (S, 16): logits, then softmax numerators
+  float* keys;       // (S, D): the head's key rows, prompts first
+  float* values;     // (S, d_pad): value rows, zero-padded to whole vectors
+  int64_t d_pad;
 };
 
-// Weighted values for DC head channels starting at d0: out^T[d] = sum_j v[j][d] * p[j].
-template <int DC>
-void weighted_values(const Scratch& s, int64_t S, int64_t C, int64_t d0, vf inverse,
-                     float* const* out_rows, int valid_lanes) {
-  vf acc[DC];
-  for (int d = 0; d < DC; ++d) acc[d] = vf{};
-  for (int64_t j = 0; j < S; ++j) {
-    const vf p = load(s.logits + j * kLanes);
-    const float* value = s.keys[j] + C + d0;
-    for (int d = 0; d < DC; ++d) acc[d] += value[d] * p;
-  }
-  float block[DC][kLanes];
-  for (int d = 0; d < DC; ++d) store(block[d], acc[d] * inverse);
-  for (int lane = 0; lane < valid_lanes; ++lane)
-    for (int d = 0; d < DC; ++d) out_rows[lane][d0 + d] = block[d][lane];
+// The head width is a template parameter for the widths models use (FIXED_D > 0), so
+// that every copy and address offset below is a constant; FIXED_D = 0 reads it at run
+// time (same results, slower).
+template <int FIXED_D>
+inline int64_t head_width(const Problem& pb) {
+  return FIXED_D > 0 ? FIXED_D : pb.D;
 }
 
-typedef void (*ValuesFn)(const Scratch&, int64_t, int64_t, int64_t, vf, float* const*, int);
+// Token rows are float32 or bfloat16; all arithmetic is float32.
+struct Bf16 {
+  uint16_t bits;
+};
 
-ValuesFn values_fn(int64_t width) {
-  static constexpr ValuesFn fns[] = {
-      weighted_values<1>,  weighted_values<2>,  weighted_values<3>,  weighted_values<4>,
-      weighted_values<5>,  weighted_values<6>,  weighted_values<7>,  weighted_values<8>,
-      weighted_values<9>,  weighted_values<10>, weighted_values<11>, weighted_values<12>,
-      weighted_values<13>, weighted_values<14>, weighted_values<15>, weighted_values<16>};
-  return fns[width - 1];
+inline float to_float(float v) { return v; }
+inline float to_float(Bf16 v) {
+  const uint32_t bits = static_cast<uint32_t>(v.bits) << 16;
+  float f;
+  memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+inline void from_float(float& dst, float v) { dst = v; }
+inline void from_float(Bf16& dst, float v) {  // round to nearest even, as PyTorch does
+  uint32_t bits;
+  memcpy(&bits, &v, sizeof bits);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) {
+    dst.bits = 0x7fc0;  // NaN stays NaN
+    return;
+  }
+  dst.bits = static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+}
+
+template <typename Elem>
+inline void copy_in(float* dst, const Elem* src, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = to_float(src[i]);
+}
+
+template <typename Elem>
+inline void copy_out(Elem* dst, const float* src, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) from_float(dst[i], src[i]);
+}
+
+// Weighted values of a block's queries for the head channels [d0, d0 + 16 * DB):
+// out[i] = sum_j p[j][i] * v[j] / total[i], channels along the lanes, so every output
+// row is written whole. G queries at a time keep G * DB accumulators in registers.
+template <typename Elem, int FIXED_D, int DB>
+void weighted_values(const Problem& pb, const Scratch& s, int64_t d0, const float* inverse,
+                     Elem* const* out_rows, int valid_lanes) {
+  constexpr int G = kLanes / DB;
+  const int64_t S = pb.P + pb.T, D = head_width<FIXED_D>(pb);
+  const int64_t width = D - d0 < DB * kLanes ? D - d0 : DB * kLanes;
+  for (int i0 = 0; i0 < valid_lanes; i0 += G) {
+    vf acc[G][DB];
+    for (int g = 0; g < G; ++g)
+      for (int b = 0; b < DB; ++b) acc[g][b] = vf{};
+    for (int64_t j = 0; j < S; ++j) {
+      const float* p = s.logits + j * kLanes + i0;
+      vf v[DB];
+      for (int b = 0; b < DB; ++b) v[b] = load(s.values + j * s.d_pad + d0 + b * kLanes);
+      for (int g = 0; g < G; ++g)
+        for (int b = 0; b < DB; ++b) acc[g][b] += p[g] * v[b];
+    }
+    for (int g = 0; g < G && i0 + g < valid_lanes; ++g) {
+      float row[DB * kLanes];
+      for (int b = 0; b < DB; ++b) store(row + b * kLanes, acc[g][b] * inverse[i0 + g]);
+      copy_out(out_rows[i0 + g] + d0, row, width);
+    }
+  }
 }
 
 constexpr int kKeyGroup = 8;
 
+template <typename Elem, int FIXED_D>
 void attend_query_block(const Problem& pb, const Scratch& s, const float* bias,
-                        const float* mask, int64_t t_pad, float* const* out_rows,
+                        const float* mask, int64_t t_pad, Elem* const* out_rows,
                         int valid_lanes) {
-  const int64_t S = pb.P + pb.T, D = pb.D, C = pb.H * pb.D;
+  const int64_t S = pb.P + pb.T, D = head_width<FIXED_D>(pb);
   vf peak = splat(-__builtin_inff());
   int64_t j = 0;
   for (; j + kKeyGroup <= S; j += kKeyGroup) {
+    const float* keys = s.keys + j * D;
     vf acc[kKeyGroup];
     for (int k = 0; k < kKeyGroup; ++k) acc[k] = vf{};
     for (int64_t d = 0; d < D; ++d) {
       const vf q = load(s.queries_t + d * kLanes);
-      for (int k = 0; k < kKeyGroup; ++k) acc[k] += s.keys[j + k][d] * q;
+      for (int k = 0; k < kKeyGroup; ++k) acc[k] += keys[k * D + d] * q;
     }
     for (int k = 0; k < kKeyGroup; ++k) {
       vf logit = acc[k] + load(bias + (j + k) * t_pad);
@@ -128,7 +174,7 @@ void attend_query_block(const Problem& pb, const Scratch& s, const float* bias,
   }
   for (; j < S; ++j) {
     vf acc = vf{};
-    for (int64_t d = 0; d < D; ++d) acc += s.keys[j][d] * load(s.queries_t + d * kLanes);
+    for (int64_t d = 0; d < D; ++d) acc += s.keys[j * D + d] * load(s.queries_t + d * kLanes);
     vf logit = acc + load(bias + j * t_pad);
     if (mask) logit += load(mask + j * t_pad);
     store(s.logits + j * kLanes, logit);
@@ -140,42 +186,82 @@ void attend_query_block(const Problem& pb, const Scratch& s, const float* bias,
     store(s.logits + j * kLanes, e);
     total += e;
   }
-  const vf inverse = 1.0f / total;
-  for (int64_t d0 = 0; d0 < D; d0 += kLanes) {
-    const int64_t width = D - d0 < kLanes ? D - d0 : kLanes;
-    values_fn(width)(s, S, C, d0, inverse, out_rows, valid_lanes);
+  float inverse[kLanes];
+  store(inverse, 1.0f / total);
+  for (int64_t d0 = 0; d0 < D; d0 += 4 * kLanes) {
+    const int64_t blocks = (D - d0 + kLanes - 1) / kLanes;
+    if (blocks == 1)
+      weighted_values<Elem, FIXED_D, 1>(pb, s, d0, inverse, out_rows, valid_lanes);
+    else if (blocks == 2)
+      weighted_values<Elem, FIXED_D, 2>(pb, s, d0, inverse, out_rows, valid_lanes);
+    else
+      weighted_values<Elem, FIXED_D, 4>(pb, s, d0, inverse, out_rows, valid_lanes);
   }
 }
 
+// Asks for the rows of window w (and its prompt rows) ahead of use: window rows are
+// 3C floats apart, a stride the hardware prefetchers follow poorly.
+template <typename Elem>
+inline void prefetch_rows(const Elem* first, int64_t rows, int64_t stride, int64_t elems) {
+  constexpr int64_t per_line = 64 / sizeof(Elem);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t f = 0; f < elems; f += per_line) __builtin_prefetch(first + r * stride + f);
+}
+
+template <typename Elem, int FIXED_D>
 void run_windows(const Problem& pb, int64_t w_begin, int64_t w_end, const Scratch& s) {
-  const int64_t T = pb.T, P = pb.P, D = pb.D, C = pb.H * pb.D, S = P + T;
+  const int64_t T = pb.T, P = pb.P, D = head_width<FIXED_D>(pb), C = pb.H * D, S = P + T;
   const int64_t t_pad = (T + kLanes - 1) / kLanes * kLanes;
   for (int64_t w = w_begin; w < w_end; ++w) {
-    const float* window = pb.x + w * T * pb.x_stride;
-    const float* prompt = P ? pb.prompts + (w / pb.prompt_div) * P * pb.prompt_stride : nullptr;
+    const Elem* window = static_cast<const Elem*>(pb.x) + w * T * pb.x_stride;
+    const Elem* prompt =
+        P ? static_cast<const Elem*>(pb.prompts) + (w / pb.prompt_div) * P * pb.prompt_stride
+          : nullptr;
     const float* mask = nullptr;
     if (pb.masks) {
       const int32_t slot = pb.mask_slot[w % pb.windows_per_image];
       if (slot >= 0) mask = pb.masks + static_cast<int64_t>(slot) * S * t_pad;
     }
     for (int64_t h = 0; h < pb.H; ++h) {
-      for (int64_t j = 0; j < S; ++j)
-        s.keys[j] = (j < P ? prompt + j * pb.prompt_stride : window + (j - P) * pb.x_stride + C) +
-                    h * D;
+      if (w + 1 < w_end) {  // the next window's rows, spread over this window's heads
+        const int64_t r0 = T * h / pb.H, r1 = T * (h + 1) / pb.H;
+        prefetch_rows(window + (T + r0) * pb.x_stride, r1 - r0, pb.x_stride, 3 * C);
+      }
+      for (int64_t j = 0; j < S; ++j) {
+        const Elem* key = (j < P ? prompt + j * pb.prompt_stride
+                                 : window + (j - P) * pb.x_stride + C) + h * D;
+        copy_in(s.keys + j * D, key, D);
+        copy_in(s.values + j * s.d_pad, key + C, D);
+      }
       for (int64_t t0 = 0; t0 < T; t0 += kLanes) {
         const int valid = static_cast<int>(T - t0 < kLanes ? T - t0 : kLanes);
-        float* out_rows[kLanes];
+        Elem* out_rows[kLanes];
         for (int lane = 0; lane < valid; ++lane) {
-          const float* q = window + (t0 + lane) * pb.x_stride + h * D;
-          for (int64_t d = 0; d < D; ++d) s.queries_t[d * kLanes + lane] = q[d] * pb.scale;
-          out_rows[lane] = pb.out + (w * T + t0 + lane) * pb.out_stride + h * D;
+          const Elem* q = window + (t0 + lane) * pb.x_stride + h * D;
+          for (int64_t d = 0; d < D; ++d)
+            s.queries_t[d * kLanes + lane] = to_float(q[d]) * pb.scale;
+          out_rows[lane] = static_cast<Elem*>(pb.out) + (w * T + t0 + lane) * pb.out_stride + h * D;
         }
         for (int lane = valid; lane < kLanes; ++lane)
           for (int64_t d = 0; d < D; ++d) s.queries_t[d * kLanes + lane] = 0.0f;
-        attend_query_block(pb, s, pb.bias + h * S * t_pad + t0, mask ? mask + t0 : nullptr, t_pad,
-                           out_rows, valid);
+        attend_query_block<Elem, FIXED_D>(pb, s, pb.bias + h * S * t_pad + t0,
+                                    mask ? mask + t0 : nullptr, t_pad, out_rows, valid);
       }
     }
+  }
+}
+
+typedef void (*Runner)(const Problem&, int64_t, int64_t, const Scratch&);
+
+template <typename Elem>
+Runner runner_for(int64_t head_dim) {
+  switch (head_dim) {
+    case 8: return run_windows<Elem, 8>;
+    case 12: return run_windows<Elem, 12>;
+    case 16: return run_windows<Elem, 16>;
+    case 24: return run_windows<Elem, 24>;
+    case 32: return run_windows<Elem, 32>;
+    default: return run_windows<Elem, 0>;
   }
 }
 
@@ -188,34 +274,33 @@ extern "C" {
 int64_t transtic_attention_max_keys(void) { return 4096; }
 int64_t transtic_attention_max_head_dim(void) { return 256; }
 
-// Attention for windows [w_begin, w_end). Returns 0, or -1 for unsupported sizes and
+// Attention for windows [w_begin, w_end); x, prompts and out hold float32, or bfloat16
+// when `bfloat16` is nonzero (strides count elements). Returns 0, or -1 for unsupported sizes and
 // -2 when scratch memory cannot be allocated (nothing is written then).
-int transtic_window_attention(const float* x, int64_t x_stride, const float* prompts,
+int transtic_window_attention(const void* x, int64_t x_stride, const void* prompts,
                               int64_t prompt_stride, int64_t prompt_div, const float* bias,
                               const float* masks, const int32_t* mask_slot,
-                              int64_t windows_per_image, float* out, int64_t out_stride,
+                              int64_t windows_per_image, void* out, int64_t out_stride,
                               int64_t T, int64_t P, int64_t H, int64_t D, float scale,
-                              int64_t w_begin, int64_t w_end) {
+                              int64_t bfloat16, int64_t w_begin, int64_t w_end) {
   const int64_t S = P + T;
   if (T <= 0 || P < 0 || H <= 0 || D <= 0 || S > transtic_attention_max_keys() ||
       D > transtic_attention_max_head_dim())
     return -1;
   if (P > 0 && (prompts == nullptr || prompt_div <= 0)) return -1;
   if (masks != nullptr && (mask_slot == nullptr || windows_per_image <= 0)) return -1;
-  const size_t floats = static_cast<size_t>(D * kLanes + S * kLanes);
+  const int64_t d_pad = (D + kLanes - 1) / kLanes * kLanes;
+  const size_t floats = static_cast<size_t>(D * kLanes + S * kLanes + S * D + S * d_pad);
   float* buffer = static_cast<float*>(aligned_alloc(64, (floats * sizeof(float) + 63) / 64 * 64));
-  const float** keys = static_cast<const float**>(malloc(S * sizeof(float*)));
-  if (buffer == nullptr || keys == nullptr) {
-    free(buffer);
-    free(keys);
-    return -2;
-  }
-  Scratch scratch{buffer, buffer + D * kLanes, keys};
+  if (buffer == nullptr) return -2;
+  memset(buffer, 0, floats * sizeof(float));  // the value rows' padding stays zero
+  float* logits = buffer + D * kLanes;
+  float* keys = logits + S * kLanes;
+  Scratch scratch{buffer, logits, keys, keys + S * D, d_pad};
   Problem pb{x, x_stride, prompts, prompt_stride, prompt_div, bias, masks, mask_slot,
              windows_per_image, out, out_stride, T, P, H, D, scale};
-  run_windows(pb, w_begin, w_end, scratch);
+  (bfloat16 ? runner_for<Bf16>(D) : runner_for<float>(D))(pb, w_begin, w_end, scratch);
   free(buffer);
-  free(keys);
   return 0;
 }
 

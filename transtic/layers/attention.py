@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -124,21 +126,62 @@ def inference_linear(layer: nn.Module, x: Tensor, post_op: str = "none") -> Tens
     applies the activation inside the GEMM: no separate pass over the output, which at
     the first stages is 10-25 % of a Linear's time. Quantised layers keep their kernels.
     """
-    if (
-        type(layer) is nn.Linear
-        and x.device.type == "cpu"
-        and x.dtype in (torch.float32, torch.bfloat16)
-        and not torch.is_grad_enabled()
-        and torch.backends.mkldnn.is_available()
-    ):
-        return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, post_op, [], "none")
+    if type(layer) is nn.Linear and _onednn_ok(x):
+        weight = packed_weight(layer, layer.weight)
+        return torch.ops.mkldnn._linear_pointwise(x, weight, layer.bias, post_op, [], "none")
     out = layer(x)
     return F.gelu(out) if post_op == "gelu" else out
 
 
+def _onednn_ok(x: Tensor) -> bool:
+    return (
+        x.device.type == "cpu"
+        and not torch.is_grad_enabled()
+        and torch.backends.mkldnn.is_available()
+        and (x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and _onednn_bf16()))
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _onednn_bf16() -> bool:
+    """oneDNN has bf16 kernels only from AVX-512 up (and not when capped below it): without
+    them a bf16 oneDNN linear fails outright, so bf16 then takes PyTorch's own kernels."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+class _PackedWeights(dict[str, tuple[tuple[int, int, torch.dtype], Tensor]]):
+    """Per-module cache of packed weights; copies of the module start without it (oneDNN's
+    opaque tensors cannot be copied or pickled, and are rebuilt on first use anyway)."""
+
+    def __deepcopy__(self, memo: dict[int, object]) -> _PackedWeights:
+        return _PackedWeights()
+
+    def __reduce__(self) -> tuple[type, tuple[()]]:
+        return (_PackedWeights, ())
+
+
+# Rows per call the packed layout is chosen for (the native block pass's chunk size).
+PACKING_ROWS = 4096
+
+
+def packed_weight(layer: nn.Module, weight: Tensor, key: str = "weight") -> Tensor:
+    """``weight`` reordered once into oneDNN's blocked layout, cached on ``layer``.
+
+    With a plain weight oneDNN reorders it on every call, which costs as much as a
+    small GEMM. Rebuilt when the weight changes (in-place updates bump its version).
+    """
+    cache = layer.__dict__.setdefault("_onednn_packed", _PackedWeights())
+    version = (weight._version, weight.data_ptr(), weight.dtype)
+    cached = cache.get(key)
+    if cached is None or cached[0] != version:
+        cached = (version, torch.ops.mkldnn._reorder_linear_weight(weight, PACKING_ROWS))
+        cache[key] = cached
+    return cached[1]
+
+
 def native_usable(x: Tensor) -> bool:
-    """The native kernel runs CPU inference on float32 (bf16 tensors are widened around it:
-    still faster than SDPA's bf16 kernel on windows); anything else keeps SDPA."""
+    """The native kernel runs CPU inference on float32 or bf16 tokens (float32 arithmetic);
+    anything else keeps SDPA."""
     return (
         x.device.type == "cpu"
         and x.dtype in (torch.float32, torch.bfloat16)
@@ -174,45 +217,61 @@ class NativeWindowAttention:
         """(rows, >= 2C) keys and values of prompt tokens; their queries are never used."""
         qkv, c = self.attn.qkv, self.attn.dim
         if type(qkv) is nn.Linear and qkv.bias is not None:
-            if native_usable(prompts) and torch.backends.mkldnn.is_available():
+            if _onednn_ok(prompts):
+                weight = packed_weight(qkv, qkv.weight[c:], "keys_values")
                 linear = torch.ops.mkldnn._linear_pointwise
-                return linear(prompts, qkv.weight[c:], qkv.bias[c:], "none", [], "none")
+                return linear(prompts, weight, qkv.bias[c:], "none", [], "none")
             return F.linear(prompts, qkv.weight[c:], qkv.bias[c:])
         return inference_linear(qkv, prompts)[:, c:]
 
-    def __call__(
+    def prepare(
         self,
-        tokens: Tensor,
         *,
         prompts: Tensor | None,
+        num_prompts: int,
         prompt_div: int,
         mask: WindowMask | None,
-    ) -> Tensor:
-        """tokens (rows, C) in window order, prompts (rows, C) -> projected (rows, C)."""
+        dtype: torch.dtype,
+    ) -> NativeCall:
+        """What every chunk of one block's windows shares: prompt keys/values, bias, mask."""
+        t = self.attn.window * self.attn.window
+        kv = None
+        if prompts is not None:
+            kv = self.prompt_keys_values(prompts.to(dtype))
+        masks = slots = None
+        if mask is not None and mask.border.numel():
+            masks, slots = _key_major_mask(mask, t)
+        return NativeCall(kv, num_prompts if kv is not None else 0, prompt_div, masks, slots)
+
+    def __call__(self, normed: Tensor, call: NativeCall, first_window: int = 0) -> Tensor:
+        """Normalised tokens (rows, C) of whole windows in window order -> projected (rows, C)."""
         from ..kernels.attention import window_attention
 
         attn = self.attn
         t = attn.window * attn.window
-        num_prompts = 0
-        kv = None
-        if prompts is not None:
-            kv = self.prompt_keys_values(prompts.to(tokens.dtype)).float()
-            num_prompts = prompts.shape[0] // -(-(tokens.shape[0] // t) // prompt_div)
-        masks = slots = None
-        if mask is not None and mask.border.numel():
-            masks, slots = _key_major_mask(mask, t)
         out = window_attention(
-            inference_linear(attn.qkv, tokens).float(),
+            inference_linear(attn.qkv, normed),
             tokens_per_window=t,
             heads=attn.num_heads,
             scale=attn.scale,
-            bias=self.bias(num_prompts, t),
-            prompts=kv,
-            prompt_div=prompt_div,
-            masks=masks,
-            mask_slot=slots,
+            bias=self.bias(call.num_prompts, t),
+            prompts=call.prompt_keys_values,
+            num_prompts=call.num_prompts,
+            prompt_div=call.prompt_div,
+            masks=call.masks,
+            mask_slot=call.mask_slots,
+            first_window=first_window,
         )
-        return inference_linear(attn.proj, out.to(tokens.dtype))
+        return inference_linear(attn.proj, out)
+
+
+@dataclass(frozen=True)
+class NativeCall:
+    prompt_keys_values: Tensor | None
+    num_prompts: int
+    prompt_div: int
+    masks: Tensor | None
+    mask_slots: Tensor | None
 
 
 _kernel_masks: dict[int, tuple[WindowMask, Tensor, Tensor]] = {}

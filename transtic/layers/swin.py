@@ -40,6 +40,12 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
+# Tokens per chunk of the native block pass: the block's intermediates for this many
+# tokens (~12 floats per channel) stay within the caches, and every GEMM is still large
+# enough for oneDNN to run at full speed.
+NATIVE_CHUNK_TOKENS = 4096
+
+
 def _native_kernel_ready() -> bool:
     from ..kernels.attention import available
 
@@ -133,8 +139,6 @@ class SwinBlock(nn.Module):
         instance_prompts: Tensor | None,
     ) -> Tensor:
         """Window attention over tokens already in this block's window order."""
-        if self.attn.impl == "native" and native_usable(normed) and _native_kernel_ready():
-            return self._attend_native(normed, size, shared_prompts, instance_prompts)
         h, w = size
         b, _, c = normed.shape
         windows = normed.view(-1, self.window**2, c)
@@ -151,17 +155,20 @@ class SwinBlock(nn.Module):
         out = self.attn(windows, num_prompts=prompts, mask=self._mask(h, w, prompts, windows))
         return out.view(b, h * w, c)
 
-    def _attend_native(
+    def _forward_native(
         self,
-        normed: Tensor,
+        x: Tensor,
         size: tuple[int, int],
         shared_prompts: Tensor | None,
         instance_prompts: Tensor | None,
     ) -> Tensor:
-        """:meth:`_attend` by the native kernel: prompts are not concatenated to every
-        window, and shared prompts get their keys and values computed once."""
+        """:meth:`forward_in_window_order` with the native attention kernel, a chunk of
+        whole windows at a time, so every intermediate of the block stays in the CPU's
+        caches instead of making a round trip through memory per operator. Prompts are
+        not concatenated to every window, and their keys and values are computed once."""
         h, w = size
-        b, _, c = normed.shape
+        b, _, c = x.shape
+        tokens = self.window**2
         windows_per_image = (h // self.window) * (w // self.window)
         prompts, prompt_div, num_prompts = None, 1, 0
         if instance_prompts is not None:
@@ -171,11 +178,21 @@ class SwinBlock(nn.Module):
             num_prompts = shared_prompts.shape[1]
             prompts = shared_prompts.reshape(-1, c)
             prompt_div = windows_per_image
-        mask = self._mask(h, w, num_prompts, normed)
-        out = NativeWindowAttention(self.attn)(
-            normed.reshape(-1, c), prompts=prompts, prompt_div=prompt_div, mask=mask
+        attention = NativeWindowAttention(self.attn)
+        call = attention.prepare(
+            prompts=prompts,
+            num_prompts=num_prompts,
+            prompt_div=prompt_div,
+            mask=self._mask(h, w, num_prompts, x),
+            dtype=x.dtype,
         )
-        return out.view(b, h * w, c)
+        rows = x.view(-1, c)
+        step = max(1, NATIVE_CHUNK_TOKENS // tokens)
+        for first in range(0, b * windows_per_image, step):
+            chunk = rows[first * tokens : (first + step) * tokens]
+            chunk += attention(self.norm1(chunk), call, first)
+            chunk += self.mlp(self.norm2(chunk))
+        return x
 
     def forward(
         self,
@@ -205,6 +222,8 @@ class SwinBlock(nn.Module):
         Every step but attention works token by token, so it gives what :meth:`forward`
         gives, permuted, without forward's two full gathers. x is updated in place.
         """
+        if self.attn.impl == "native" and native_usable(x) and _native_kernel_ready():
+            return self._forward_native(x, size, shared_prompts, instance_prompts)
         x += self._attend(self.norm1(x), size, shared_prompts, instance_prompts)
         x += self.mlp(self.norm2(x))
         return x
@@ -308,8 +327,10 @@ class RSTB(nn.Module):
         maps = None
         if instance_prompts is not None:
             maps = [m.permute(0, 2, 3, 1).reshape(b, -1, c) for m in instance_prompts]
-        out = self.residual_group(tokens, (h, w), maps)
-        return out.view(b, h, w, c).permute(0, 3, 1, 2) + x
+        out = self.residual_group(tokens, (h, w), maps).view(b, h, w, c).permute(0, 3, 1, 2)
+        if torch.is_grad_enabled() or out.data_ptr() == x.data_ptr():
+            return out + x
+        return out.add_(x)  # the stage's output is its own fresh tensor: add in place
 
 
 def set_drop_path(model: nn.Module, rate: float) -> int:
