@@ -66,7 +66,7 @@ def test_mlp_gelu_fused_into_fc1_is_exact_in_float32():
 
 
 def test_quantised_mlp_keeps_its_own_kernels():
-    from transtic.models.base import quantize_linear_layers
+    from transtic.models.quantization import quantize_linear_layers
 
     torch.manual_seed(2)
     mlp = Mlp(DIM, 2 * DIM).eval()

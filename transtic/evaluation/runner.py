@@ -206,13 +206,14 @@ def evaluate_codec(
     device: str = "cpu",
     progress: bool = True,
     align_mode: AlignMode = AlignMode.PAD,
+    precision: str = "auto",
 ) -> tuple[Point, list[torch.Tensor]]:
     """Encode every image to real bytes, decode, score; also the likelihood estimate.
 
     Rates are per pixel of the image given to the codec (``data.images``), before
-    its alignment to multiples of 256.
+    its alignment to multiples of 256. ``precision`` is the codec's (``ImageCodec``).
     """
-    codec = ImageCodec(model, device=device, align_mode=align_mode)
+    codec = ImageCodec(model, device=device, align_mode=align_mode, precision=precision)
     decoded, bits, payload, est = [], [], [], []
     for image in tqdm(data.images, desc=f"{method}:{name}", leave=False, disable=not progress):
         result = codec.encode(image)

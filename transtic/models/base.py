@@ -13,22 +13,9 @@ from torch import Tensor, nn
 
 from ..layers import RSTB, conv, deconv
 from .entropy import EntropyBottleneck, GaussianConditional, get_scale_table
+from .quantization import quantize_transforms
 
 EntropyMode = Literal["float", "fixed"]
-
-
-def quantize_linear_layers(module: nn.Module) -> nn.Module:
-    """Dynamic int8 quantisation of every nn.Linear (x86/fbgemm or oneDNN kernels)."""
-    import warnings
-
-    from torch.ao.quantization import quantize_dynamic
-
-    with warnings.catch_warnings():
-        # torch.ao's eager quantisation is deprecated in favour of torchao, which this
-        # project does not depend on; the kernels it uses are still the maintained ones.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", UserWarning)
-        return quantize_dynamic(module, {nn.Linear}, dtype=torch.qint8)
 
 
 @dataclass(frozen=True)
@@ -250,8 +237,10 @@ class HyperpriorCodec(nn.Module):
         The Swin stages keep their residual stream in window order and fuse GELU into
         fc1 (``set_fused_inference``).
         ``float32``: same weights (results equal up to float rounding, ~1e-6 relative).
-        ``bfloat16``: the transforms' weights in bf16. ``int8``: their Linear layers
-        dynamically quantised (int8 weights, per-batch int8 activations), the rest float32.
+        ``bfloat16``: the transforms' weights in bf16. ``int8``: the instance-prompt branch
+        (generator and its convs) statically quantised (calibrated on fixed synthetic
+        photos), every Linear dynamically quantised, the rest float32
+        (``transtic.models.quantization``).
         Only ``analyze`` and ``synthesize`` of the copy are meant to be used: the
         hyper-synthesis and entropy models, which decide the bitstream's meaning, keep
         their float32 weights, so streams stay decodable by a float32 decoder.
@@ -259,24 +248,28 @@ class HyperpriorCodec(nn.Module):
         if precision not in ("float32", "bfloat16", "int8"):
             raise ValueError(f"no fast transforms for precision {precision!r}")
         from ..layers import InstancePromptGenerator, set_fused_inference
+        from ..layers.subpixel import rewrite_narrow_deconvs
 
         fast = copy.deepcopy(self).eval()
+        if precision != "int8":
+            rewrite_narrow_deconvs(fast)  # the synthesis' last layer (3 outputs)
         for name, module in fast.named_children():
             if name.startswith(("g_a", "g_s", "h_a")):
-                if isinstance(module, InstancePromptGenerator):
+                # int8: the quantiser fuses conv + BN + ReLU itself
+                if isinstance(module, InstancePromptGenerator) and precision != "int8":
                     module.fold_batch_norms()
                 set_fused_inference(module, True)
                 if precision == "bfloat16":
                     module.to(dtype=torch.bfloat16)
                 # oneDNN convs run fastest on NHWC, and the Swin stages read NHWC tokens
                 module.to(memory_format=torch.channels_last)
-                if precision == "int8":
-                    setattr(fast, name, quantize_linear_layers(module))
         from ..kernels import available as native_kernels
 
         # the native window-attention kernel where it can be built (a C++ compiler);
         # blocks fall back to SDPA per call for anything it does not run (bf16, autograd)
         fast.set_attention_impl("native" if native_kernels() else "sdpa")
+        if precision == "int8":
+            quantize_transforms(fast)
         return fast
 
     def compress(self, x: Tensor, *, entropy_mode: EntropyMode | None = None) -> dict[str, Any]:
