@@ -156,8 +156,8 @@ def build_paths(
         paths.append(
             in_child("official code (float32)", official_runner, factory_args, image, args, retain)
         )
-    ours = [("float32", "eager")] if args.plain else []
-    ours += [(precision, "sdpa") for precision in args.paths.split(",")]
+    ours: list[tuple[str, str | None]] = [(p, None) for p in args.paths.split(",")]
+    ours += [("float32", impl) for impl in args.attention_paths.split(",") if impl]
     for precision, attention in ours:
         if args.max_isa:
             path = in_child("", OurRunner, (state, precision, attention), image, args, False)
@@ -166,8 +166,8 @@ def build_paths(
             runner = OurRunner(state, precision, attention)
             path, resolved = CodingPath("", functools.partial(runner, image)), runner.precision
         path.name = our_name(precision, resolved)
-        if attention == "eager":
-            path.name = "ours float32, eager attention"
+        if attention:
+            path.name = f"ours float32, {attention} attention"
         paths.append(path)
     return paths
 
@@ -293,7 +293,12 @@ def main() -> None:
         help="the official code's process: glibc defaults (as its users run it) or "
         "our retain_freed_memory() setting (like for like)",
     )
-    parser.add_argument("--plain", action="store_true", help="also our eager-attention path")
+    parser.add_argument(
+        "--attention-paths",
+        default="",
+        help="also our float32 path with these attention implementations, comma-separated "
+        "(eager, sdpa, native); the others run what ImageCodec picks",
+    )
     parser.add_argument(
         "--max-isa",
         choices=MAX_ISA_CHOICES,

@@ -43,18 +43,23 @@ def timed_round(
 
 
 class OurRunner:
-    """Our ImageCodec on a private copy of the weights (fixed-point entropy parameters)."""
+    """Our ImageCodec on a private copy of the weights (fixed-point entropy parameters);
+    ``attention`` overrides the attention implementation ImageCodec picks."""
 
-    def __init__(self, state_dict: dict[str, Tensor], precision: str, attention: str) -> None:
+    def __init__(
+        self, state_dict: dict[str, Tensor], precision: str, attention: str | None = None
+    ) -> None:
         from transtic.bitstream import EntropyParamMode
         from transtic.codec import ImageCodec
         from transtic.models import load_checkpoint
 
-        model = load_checkpoint(state_dict)
-        model.set_attention_impl(attention)
         self.codec = ImageCodec(
-            model, precision=precision, entropy_mode=EntropyParamMode.FIXED_POINT
+            load_checkpoint(state_dict),
+            precision=precision,
+            entropy_mode=EntropyParamMode.FIXED_POINT,
         )
+        if attention:  # on the transforms the codec runs, which pick their own
+            self.codec._transforms.set_attention_impl(attention)
         self.precision = self.codec.precision  # what "auto" resolved to, in this process
 
     def __call__(self, image: Tensor) -> RoundResult:

@@ -103,9 +103,7 @@ def test_our_codec_in_a_capped_child_process(tiny_transtic):
     libraries and the precision auto resolved to there, and codes the image."""
     image = (torch.rand(3, 64, 96) * 255).to(torch.uint8)
     env = isa_caps.capped_environment("avx2", os.environ)
-    child = CodecProcess(
-        OurRunner, (tiny_transtic.state_dict(), "auto", "sdpa"), image, threads=1, env=env
-    )
+    child = CodecProcess(OurRunner, (tiny_transtic.state_dict(), "auto"), image, threads=1, env=env)
     try:
         assert child.report["aten_capability"] == "AVX2"
         assert child.report["precision"] == "float32"
@@ -115,3 +113,30 @@ def test_our_codec_in_a_capped_child_process(tiny_transtic):
         child.close()
     assert size > 0 and decoded.shape == (3, 64, 96)
     assert all(s >= 0 for s in (*encode, *decode))
+
+
+def test_a_path_that_cannot_be_built_is_reported_by_its_process(tiny_transtic):
+    image = torch.zeros(3, 64, 64, dtype=torch.uint8)
+    with pytest.raises(RuntimeError, match="coding process: .*precision"):
+        CodecProcess(OurRunner, (tiny_transtic.state_dict(), "int4"), image, threads=1)
+
+
+def test_summary_reports_failed_paths_and_rates_the_others_against_the_first_timed():
+    from bench_codec import CodingPath, summarise
+
+    image = torch.full((3, 100, 100), 128, dtype=torch.uint8)
+    decoded = image.float() / 255
+
+    def timed(name: str, seconds: float) -> CodingPath:
+        path = CodingPath(name, lambda: ((seconds, 2 * seconds), (seconds, seconds), 10, decoded))
+        path.run_once()
+        return path
+
+    failed = CodingPath("ours bfloat16", lambda: (_ for _ in ()).throw(RuntimeError("no bf16")))
+    assert not failed.try_once()
+    rows = summarise([timed("official", 4.0), failed, timed("ours", 1.0)], image)
+    assert rows[1] == {"path": "ours bfloat16", "error": "no bf16", "process": {}}
+    assert rows[0]["encode_x"] == 1.0
+    assert rows[2]["encode_x"] == pytest.approx(4.0)
+    assert rows[2]["encode_cpu_x"] == pytest.approx(4.0)
+    assert rows[2]["bpp"] == pytest.approx(10 * 8 / 10_000)
