@@ -21,7 +21,7 @@ from torch import Tensor
 
 from . import build
 
-LANES = 16
+QUERY_PAD = 16  # window_attention.cpp kQueryPad
 _I64, _F32, _PTR = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
 # transtic_window_attention(x, x_stride, prompts, prompt_stride, prompt_div, bias, masks,
 # mask_slot, windows_per_image, out, out_stride, T, P, H, D, scale, bfloat16, w_begin, w_end)
@@ -70,7 +70,7 @@ def supports(keys: int, head_dim: int) -> bool:
 
 def padded_queries(tokens: int) -> int:
     """Queries per window rounded up to whole vectors: the bias and mask row length."""
-    return -(-tokens // LANES) * LANES
+    return -(-tokens // QUERY_PAD) * QUERY_PAD
 
 
 def _executor(workers: int) -> ThreadPoolExecutor:

@@ -18,11 +18,23 @@
 
 namespace {
 
+// One native vector per operation: 16 floats with AVX-512, 8 with AVX2, 4 otherwise
+// (wider GCC vectors than the target has are split into slow generic code).
+#if defined(__AVX512F__)
 constexpr int kLanes = 16;
-typedef float vf __attribute__((vector_size(64)));
-typedef int32_t vi __attribute__((vector_size(64)));
+#elif defined(__AVX__)
+constexpr int kLanes = 8;
+#else
+constexpr int kLanes = 4;
+#endif
+constexpr int kVectorBytes = kLanes * 4;
+// Bias and mask rows hold the window's queries rounded up to this (the Python side's
+// padded_queries), whatever the vector width.
+constexpr int kQueryPad = 16;
+typedef float vf __attribute__((vector_size(kVectorBytes)));
+typedef int32_t vi __attribute__((vector_size(kVectorBytes)));
 // unaligned access to a vector's worth of floats
-typedef float vf_u __attribute__((vector_size(64), aligned(4)));
+typedef float vf_u __attribute__((vector_size(kVectorBytes), aligned(4)));
 
 inline vf splat(float s) { return vf{} + s; }
 inline vf load(const float* p) { return *reinterpret_cast<const vf_u*>(p); }
@@ -66,13 +78,13 @@ struct Problem {
   float scale;
 };
 
-// One window x head, 16 queries at a time along the vector lanes: logits are held
+// One window x head, one vector of queries at a time along the lanes: logits are held
 // key-major (one vector per key), so the softmax over keys is elementwise across
 // vectors and needs no horizontal reduction; keys and values are read in place as
 // broadcast scalars, so only the queries are transposed.
 struct Scratch {
-  float* queries_t;  // (D, 16): the block's queries, transposed and scaled
-  float* logits;     // (S, 16): logits, then softmax numerators
+  float* queries_t;  // (D, lanes): the block's queries, transposed and scaled
+  float* logits;     // (S, lanes): logits, then softmax numerators
   float* keys;       // (S, D): the head's key rows, prompts first
   float* values;     // (S, d_pad): value rows, zero-padded to whole vectors
   int64_t d_pad;
@@ -211,7 +223,7 @@ inline void prefetch_rows(const Elem* first, int64_t rows, int64_t stride, int64
 template <typename Elem, int FIXED_D>
 void run_windows(const Problem& pb, int64_t w_begin, int64_t w_end, const Scratch& s) {
   const int64_t T = pb.T, P = pb.P, D = head_width<FIXED_D>(pb), C = pb.H * D, S = P + T;
-  const int64_t t_pad = (T + kLanes - 1) / kLanes * kLanes;
+  const int64_t t_pad = (T + kQueryPad - 1) / kQueryPad * kQueryPad;
   for (int64_t w = w_begin; w < w_end; ++w) {
     const Elem* window = static_cast<const Elem*>(pb.x) + w * T * pb.x_stride;
     const Elem* prompt =
