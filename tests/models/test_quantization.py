@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 from torch.ao.nn import quantized as nnq
@@ -35,7 +36,15 @@ def test_activations_use_8_bits_only_with_int8_dot_products(monkeypatch):
     assert qconfig_mapping().global_qconfig.activation().reduce_range
 
 
-def test_int8_copy_quantises_the_prompt_generator_and_analysis_convs(tiny_transtic):
+@pytest.fixture
+def without_native_bf16(monkeypatch):
+    """int8 as on CPUs without native bf16: dynamic int8 Linear layers, float32 rest."""
+    monkeypatch.setattr(precision, "native_bf16", lambda device: False)
+
+
+def test_int8_copy_quantises_the_prompt_generator_and_analysis_convs(
+    tiny_transtic, without_native_bf16
+):
     fast = ImageCodec(tiny_transtic, precision="int8")._transforms
     generator = [m for m in fast.g_a0_prompt.modules() if isinstance(m, nniq.ConvReLU2d)]
     # every conv + BN + ReLU of the U-Net fused into one int8 kernel
@@ -91,7 +100,7 @@ def test_int8_streams_are_deterministic(tiny_transtic):
     assert torch.equal(first.decode(stream).image, second.decode(stream).image)
 
 
-def test_int8_without_prompt_generator(tiny_tic):
+def test_int8_without_prompt_generator(tiny_tic, without_native_bf16):
     quick = ImageCodec(tiny_tic, precision="int8")
     assert type(quick._transforms.g_a0) is nn.Conv2d
     assert any("quantized" in type(m).__module__ for m in quick._transforms.g_a1.modules())
@@ -114,3 +123,30 @@ def test_calibration_side_follows_the_model_alignment(tiny_transtic, monkeypatch
     ImageCodec(tiny_transtic, precision="int8")
     alignment = tiny_transtic.config.alignment
     assert seen and all(s[-1] % alignment == 0 and s[-2] % alignment == 0 for s in seen)
+
+
+def test_int8_runs_the_rest_in_bf16_where_bf16_is_native(tiny_transtic, monkeypatch):
+    monkeypatch.setattr(precision, "native_bf16", lambda device: True)
+    fast = ImageCodec(tiny_transtic, precision="int8")._transforms
+    island = quantization._Float32Island
+    # the int8 prompt branch, behind float32 boundaries
+    assert isinstance(fast.g_a0_prompt, island) and isinstance(fast.g_a2_prompt, island)
+    assert all(isinstance(layer, island) for layer in fast.g_a0_prompt_layers)
+    assert "quantize_per_tensor(" in fast.g_a0_prompt.inner.code
+    # everything else bf16, no dynamic quantisation
+    block = fast.g_a1.residual_group.blocks[0]
+    assert type(block.attn.qkv) is nn.Linear and block.attn.qkv.weight.dtype == torch.bfloat16
+    assert fast.g_a0.weight.dtype == torch.bfloat16
+    assert next(fast.g_s0.parameters()).dtype == torch.bfloat16
+    # the entropy parameters' path is untouched
+    assert next(fast.h_s0.parameters()).dtype == torch.float32
+    exact = ImageCodec(tiny_transtic, precision="float32")
+    image = torch.rand(3, 256, 256, generator=torch.Generator().manual_seed(6))
+    stream = ImageCodec(tiny_transtic, precision="int8").encode(image).data
+    decoded = exact.decode(stream)
+    assert decoded.image.shape == (3, 256, 256)
+    reference = exact.decode(exact.encode(image).data).image
+    bf16 = ImageCodec(tiny_transtic, precision="bfloat16")
+    bf16_error = _relative_error(exact.decode(bf16.encode(image).data).image, reference)
+    # random tiny weights amplify rounding: the mix stays in bf16's league
+    assert _relative_error(decoded.image, reference) < 2 * bf16_error + 0.02

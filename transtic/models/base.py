@@ -239,8 +239,8 @@ class HyperpriorCodec(nn.Module):
         ``float32``: same weights (results equal up to float rounding, ~1e-6 relative).
         ``bfloat16``: the transforms' weights in bf16. ``int8``: the instance-prompt branch
         (generator and its convs) statically quantised (calibrated on fixed synthetic
-        photos), every Linear dynamically quantised, the rest float32
-        (``transtic.models.quantization``).
+        photos); the rest in bf16 where the CPU has native bf16, else every Linear
+        dynamically quantised and the rest float32 (``transtic.models.quantization``).
         Only ``analyze`` and ``synthesize`` of the copy are meant to be used: the
         hyper-synthesis and entropy models, which decide the bitstream's meaning, keep
         their float32 weights, so streams stay decodable by a float32 decoder.
@@ -268,7 +268,9 @@ class HyperpriorCodec(nn.Module):
         # blocks fall back to SDPA per call for anything it does not run (bf16, autograd)
         fast.set_attention_impl("native" if native_kernels() else "sdpa")
         if precision == "int8":
-            quantize_transforms(fast)
+            from ..precision import native_bf16
+
+            quantize_transforms(fast, rest_in_bf16=native_bf16(torch.device("cpu")))
         return fast
 
     def compress(self, x: Tensor, *, entropy_mode: EntropyMode | None = None) -> dict[str, Any]:

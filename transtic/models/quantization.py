@@ -8,8 +8,10 @@
   instance prompts of each stage) are statically quantised one by one: int8 in, int8
   kernel, float32 out. The image path's convolutions stay float32 (``_prompt_branch_convs``
   says why).
-- Every ``nn.Linear`` of the analysis, synthesis and hyper-analysis transforms is
-  dynamically quantised (int8 weights, per-call activation ranges).
+- The rest: where the CPU has native bf16, it runs in bf16 (its GEMMs beat dynamically
+  quantised int8 ones there); elsewhere every ``nn.Linear`` of the analysis, synthesis
+  and hyper-analysis transforms is dynamically quantised (int8 weights, per-call
+  activation ranges) and the rest stays float32.
 
 Transposed convolutions (the synthesis transform's upsampling) stay float32: torch's
 int8 transposed-conv kernels ran slower than oneDNN's float32 ones here (oneDNN's int8
@@ -218,8 +220,25 @@ def _prompt_branch_convs(fast: HyperpriorCodec) -> Iterator[tuple[nn.Module, str
                     yield child, str(index), layer
 
 
-def quantize_transforms(fast: HyperpriorCodec) -> None:
-    """Turn a float32 fast copy (eval mode, BNs not yet folded) into the int8 copy, in place."""
+class _Float32Island(nn.Module):
+    """An int8 module inside bf16 transforms: float32 in (its quantiser's input), back to
+    the caller's dtype out."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.inner(x.float()).to(x.dtype)
+
+
+def quantize_transforms(fast: HyperpriorCodec, *, rest_in_bf16: bool = False) -> None:
+    """Turn a float32 fast copy (eval mode, BNs not yet folded) into the int8 copy, in place.
+
+    ``rest_in_bf16`` (CPUs with native bf16): what is not statically quantised runs in
+    bf16, whose GEMMs beat dynamically quantised int8 ones there; otherwise the Linear
+    layers are dynamically quantised and the rest stays float32.
+    """
     from ..layers import InstancePromptGenerator
 
     side = max(1, round(CALIBRATION_SIDE / fast.config.alignment)) * fast.config.alignment
@@ -236,7 +255,15 @@ def quantize_transforms(fast: HyperpriorCodec) -> None:
         with torch.no_grad():
             fast.analyze(images)
     for parent, attr, module in observed:
-        setattr(parent, attr, _convert(module).to(memory_format=torch.channels_last))
+        converted = _convert(module).to(memory_format=torch.channels_last)
+        setattr(parent, attr, _Float32Island(converted) if rest_in_bf16 else converted)
     for name, child in fast.named_children():
-        if name.startswith(("g_a", "g_s", "h_a")):
+        if not name.startswith(("g_a", "g_s", "h_a")):
+            continue
+        if not rest_in_bf16:
             setattr(fast, name, quantize_linear_layers(child))
+            continue
+        members = child if isinstance(child, nn.ModuleList) else [child]
+        for member in members:
+            if not isinstance(member, _Float32Island):
+                member.to(dtype=torch.bfloat16)
