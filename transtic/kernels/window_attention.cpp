@@ -1,4 +1,5 @@
-// Window multi-head self-attention of the Swin blocks, float32, on the CPU.
+// Window multi-head self-attention of the Swin blocks on the CPU: float32 arithmetic on
+// float32 or bfloat16 token rows.
 //
 // Why a kernel of our own: a Swin window is 64 queries against 64-80 keys with 12-16
 // channels per head, thousands of such tiny problems per block. PyTorch's SDPA kernels
@@ -8,7 +9,7 @@
 // gathered, concatenated or transposed around the call.
 //
 // Written with GCC vector extensions: the same source becomes AVX-512, AVX2 or SSE code
-// depending on the -m flags it is compiled with (transtic/kernels/__init__.py picks them
+// depending on the -m flags it is compiled with (transtic/kernels/build.py picks them
 // from the CPU capability torch itself uses). Every window is computed by one thread
 // with one fixed order of operations, so results do not depend on the thread count.
 
@@ -80,8 +81,9 @@ struct Problem {
 
 // One window x head, one vector of queries at a time along the lanes: logits are held
 // key-major (one vector per key), so the softmax over keys is elementwise across
-// vectors and needs no horizontal reduction; keys and values are read in place as
-// broadcast scalars, so only the queries are transposed.
+// vectors and needs no horizontal reduction. The head's keys and values are copied into
+// L1-sized scratch (widened to float32) and read as broadcast scalars and whole rows, so
+// only the queries are transposed.
 struct Scratch {
   float* queries_t;  // (D, lanes): the block's queries, transposed and scaled
   float* logits;     // (S, lanes): logits, then softmax numerators
