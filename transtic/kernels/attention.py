@@ -28,7 +28,6 @@ _I64, _F32, _PTR = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
 _ARGTYPES: list[Any] = [_PTR, _I64, _PTR, _I64, _I64, _PTR, _PTR, _PTR, _I64]
 _ARGTYPES += [_PTR, _I64, _I64, _I64, _I64, _I64, _F32, _I64, _I64, _I64]
 ROW_DTYPES = (torch.float32, torch.bfloat16)
-_typed: set[int] = set()
 
 _pool_lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
@@ -40,32 +39,27 @@ class Limits:
     max_head_dim: int
 
 
-def _library() -> ctypes.CDLL | None:
+# per loaded library (by id): its limits, read once when its signatures are declared
+_limits: dict[int, Limits] = {}
+
+
+def _library() -> tuple[ctypes.CDLL, Limits] | None:
     lib = build.load("window_attention")
-    if lib is not None and id(lib) not in _typed:
+    if lib is None:
+        return None
+    if id(lib) not in _limits:
         lib.transtic_window_attention.argtypes = _ARGTYPES
         lib.transtic_window_attention.restype = ctypes.c_int
         for getter in ("transtic_attention_max_keys", "transtic_attention_max_head_dim"):
             getattr(lib, getter).restype = ctypes.c_int64
-        _typed.add(id(lib))
-    return lib
+        found = Limits(lib.transtic_attention_max_keys(), lib.transtic_attention_max_head_dim())
+        _limits[id(lib)] = found
+    return lib, _limits[id(lib)]
 
 
 def available() -> bool:
     """True once the kernel is built and loaded for this CPU (builds it on first call)."""
     return _library() is not None
-
-
-def limits() -> Limits | None:
-    lib = _library()
-    if lib is None:
-        return None
-    return Limits(lib.transtic_attention_max_keys(), lib.transtic_attention_max_head_dim())
-
-
-def supports(keys: int, head_dim: int) -> bool:
-    found = limits()
-    return found is not None and keys <= found.max_keys and head_dim <= found.max_head_dim
 
 
 def padded_queries(tokens: int) -> int:
@@ -116,9 +110,10 @@ def window_attention(
     masks: (slots, P + T, padded_queries(T)) additive masks, key-major; mask_slot
     (windows per image,) int32 gives each window of an image its slot, or -1 for none.
     """
-    lib = _library()
-    if lib is None:
+    loaded = _library()
+    if loaded is None:
         raise build.KernelBuildError("the window-attention kernel is not available")
+    lib, found = loaded
     _check_rows("qkv", qkv, 3)
     rows, t = qkv.shape[0], tokens_per_window
     channels = qkv.shape[1] // 3
@@ -136,7 +131,7 @@ def window_attention(
         num_prompts = 0
     keys = num_prompts + t
     head_dim = channels // heads
-    if not supports(keys, head_dim):
+    if keys > found.max_keys or head_dim > found.max_head_dim:
         raise ValueError(f"{keys} keys x head width {head_dim} exceed the kernel's limits")
     if bias.shape != (heads, keys, padded_queries(t)) or not bias.is_contiguous():
         raise ValueError("bias must be a contiguous (heads, keys, padded queries) tensor")
