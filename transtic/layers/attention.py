@@ -119,17 +119,28 @@ def _eager_attention(
     return torch.cat(outs) if len(outs) > 1 else outs[0]
 
 
-def inference_linear(layer: nn.Module, x: Tensor, post_op: str = "none") -> Tensor:
+def inference_linear(
+    layer: nn.Module, x: Tensor, post_op: str = "none", *, outputs: slice | None = None
+) -> Tensor:
     """``layer(x)`` (then GELU for ``post_op="gelu"``) in one oneDNN call where it can.
 
     For a plain float Linear on the CPU without autograd, oneDNN adds the bias and
     applies the activation inside the GEMM: no separate pass over the output, which at
     the first stages is 10-25 % of a Linear's time. Quantised layers keep their kernels.
+    ``outputs`` keeps only those output features, and a plain Linear computes no others.
     """
-    if type(layer) is nn.Linear and _onednn_ok(x):
-        weight = packed_weight(layer, layer.weight)
-        return torch.ops.mkldnn._linear_pointwise(x, weight, layer.bias, post_op, [], "none")
-    out = layer(x)
+    if type(layer) is nn.Linear:
+        weight: Tensor = layer.weight
+        bias: Tensor | None = layer.bias
+        if outputs is not None:
+            weight, bias = weight[outputs], bias[outputs] if bias is not None else None
+        if _onednn_ok(x):
+            key = "weight" if outputs is None else f"weight[{outputs.start}:{outputs.stop}]"
+            packed = packed_weight(layer, weight, key)
+            return torch.ops.mkldnn._linear_pointwise(x, packed, bias, post_op, [], "none")
+        out = F.linear(x, weight, bias)
+    else:
+        out = layer(x) if outputs is None else layer(x)[..., outputs]
     return F.gelu(out) if post_op == "gelu" else out
 
 
@@ -215,14 +226,7 @@ class NativeWindowAttention:
 
     def prompt_keys_values(self, prompts: Tensor) -> Tensor:
         """(rows, >= 2C) keys and values of prompt tokens; their queries are never used."""
-        qkv, c = self.attn.qkv, self.attn.dim
-        if type(qkv) is nn.Linear and qkv.bias is not None:
-            if _onednn_ok(prompts):
-                weight = packed_weight(qkv, qkv.weight[c:], "keys_values")
-                linear = torch.ops.mkldnn._linear_pointwise
-                return linear(prompts, weight, qkv.bias[c:], "none", [], "none")
-            return F.linear(prompts, qkv.weight[c:], qkv.bias[c:])
-        return inference_linear(qkv, prompts)[:, c:]
+        return inference_linear(self.attn.qkv, prompts, outputs=slice(self.attn.dim, None))
 
     def prepare(
         self,
