@@ -66,4 +66,3 @@ def rewrite_narrow_deconvs(module: nn.Module) -> int:
             setattr(module, name, SubPixelConv(child))  # type: ignore[arg-type]
             count += 1
     return count
-

@@ -251,7 +251,7 @@ class HyperpriorCodec(nn.Module):
         from ..layers.subpixel import rewrite_narrow_deconvs
 
         fast = copy.deepcopy(self).eval()
-        rewrite_narrow_deconvs(fast)  # the synthesis' last layer (3 outputs; float32 in int8)
+        rewrite_narrow_deconvs(fast)  # the synthesis' last layer (3 outputs), every precision
         for name, module in fast.named_children():
             if name.startswith(("g_a", "g_s", "h_a")):
                 # int8: the quantiser fuses conv + BN + ReLU itself
