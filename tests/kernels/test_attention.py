@@ -208,3 +208,42 @@ def test_bfloat16_rows_are_read_and_written_in_place():
             prompts=kv.float(),
             num_prompts=prompts,
         )
+
+
+def test_openmp_only_beside_the_gnu_runtime_torch_runs_on(monkeypatch, tmp_path):
+    """-fopenmp joins a loaded libgomp.so.1; beside any other runtime the kernel keeps its
+    own threads (two OpenMP runtimes would each spin on the same cores)."""
+    maps = tmp_path / "maps"
+    monkeypatch.setattr(build, "Path", lambda p: maps if p == "/proc/self/maps" else build.Path(p))
+    real_info = torch.__config__.parallel_info
+    gomp = "7f00-7f10 r-xp 0 08:01 1 /venv/torch/lib/libgomp.so.1\n"
+    renamed = "7f00-7f10 r-xp 0 08:01 1 /venv/torch.libs/libgomp-a34b3233.so.1.0.0\n"
+    monkeypatch.setattr(torch.__config__, "parallel_info", lambda: "ATen parallel backend: OpenMP")
+    maps.write_text(gomp)
+    assert build.openmp_flags() == ("-fopenmp",)
+    maps.write_text(renamed)
+    assert build.openmp_flags() == ()
+    monkeypatch.setattr(torch.__config__, "parallel_info", lambda: "parallel backend: native")
+    maps.write_text(gomp)
+    assert build.openmp_flags() == ()
+    monkeypatch.setattr(torch.__config__, "parallel_info", real_info)
+
+
+def test_a_kernel_without_openmp_runs_its_windows_on_threads_of_its_own(fresh_build, monkeypatch):
+    gen = torch.Generator().manual_seed(7)
+    qkv = torch.randn(21 * 64, 3 * 64, generator=gen)
+    bias = key_major(torch.randn(4, 64, 64, generator=gen), 64)
+    args = {"tokens_per_window": 64, "heads": 4, "scale": 0.25, "bias": bias}
+    with_openmp = window_attention(qkv, **args)
+    monkeypatch.setattr(build, "openmp_flags", lambda: ())
+    build.forget_loaded()
+    from transtic.kernels.attention import _library
+
+    loaded = _library()
+    assert loaded is not None and not loaded[1].openmp
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        assert torch.equal(window_attention(qkv, **args), with_openmp)
+    finally:
+        torch.set_num_threads(threads)

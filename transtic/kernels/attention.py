@@ -3,9 +3,10 @@
 Inputs stay where the Swin block has them: the qkv rows of the window tokens (one
 row per token, windows contiguous), the prompt rows (keys at 0, values at C), the
 position bias and the mask; the output rows come back in the layout the projection
-reads. Windows are split into contiguous ranges, one per PyTorch intra-op thread;
-ctypes releases the GIL, and every window is computed by one thread alone, so the
-result does not depend on the number of threads.
+reads. Windows are split into contiguous ranges, one per PyTorch intra-op thread: on
+the threads of PyTorch's own OpenMP runtime where the kernel is built with it, else on
+a thread pool (ctypes releases the GIL). Every window is computed by one thread alone,
+so the result does not depend on the number of threads.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from . import build
 QUERY_PAD = 16  # window_attention.cpp kQueryPad
 _I64, _F32, _PTR = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
 # transtic_window_attention(x, x_stride, prompts, prompt_stride, prompt_div, bias, masks,
-# mask_slot, windows_per_image, out, out_stride, T, P, H, D, scale, bfloat16, w_begin, w_end)
+# mask_slot, windows_per_image, out, out_stride, T, P, H, D, scale, bfloat16, w_begin, w_end,
+# threads)
 _ARGTYPES: list[Any] = [_PTR, _I64, _PTR, _I64, _I64, _PTR, _PTR, _PTR, _I64]
-_ARGTYPES += [_PTR, _I64, _I64, _I64, _I64, _I64, _F32, _I64, _I64, _I64]
+_ARGTYPES += [_PTR, _I64, _I64, _I64, _I64, _I64, _F32, _I64, _I64, _I64, _I64]
 ROW_DTYPES = (torch.float32, torch.bfloat16)
 
 _pool_lock = threading.Lock()
@@ -37,6 +39,7 @@ _pool: ThreadPoolExecutor | None = None
 class Limits:
     max_keys: int
     max_head_dim: int
+    openmp: bool  # spreads one call over threads itself (else: one call per thread)
 
 
 # per loaded library (by id): its limits, read once when its signatures are declared
@@ -50,9 +53,14 @@ def _library() -> tuple[ctypes.CDLL, Limits] | None:
     if id(lib) not in _limits:
         lib.transtic_window_attention.argtypes = _ARGTYPES
         lib.transtic_window_attention.restype = ctypes.c_int
-        for getter in ("transtic_attention_max_keys", "transtic_attention_max_head_dim"):
-            getattr(lib, getter).restype = ctypes.c_int64
-        found = Limits(lib.transtic_attention_max_keys(), lib.transtic_attention_max_head_dim())
+        getters = ("max_keys", "max_head_dim", "openmp")
+        for getter in getters:
+            getattr(lib, f"transtic_attention_{getter}").restype = ctypes.c_int64
+        found = Limits(
+            lib.transtic_attention_max_keys(),
+            lib.transtic_attention_max_head_dim(),
+            bool(lib.transtic_attention_openmp()),
+        )
         _limits[id(lib)] = found
     return lib, _limits[id(lib)]
 
@@ -165,11 +173,15 @@ def window_attention(
         int(qkv.dtype == torch.bfloat16),
     )
     workers = max(1, min(torch.get_num_threads(), windows))
-    bounds = [first_window + windows * i // workers for i in range(workers + 1)]
-    calls = [(bounds[i], bounds[i + 1]) for i in range(workers)]
-    pool = _executor(workers)
-    pending = [pool.submit(lib.transtic_window_attention, *args, *c) for c in calls[1:]]
-    codes = [lib.transtic_window_attention(*args, *calls[0])] + [p.result() for p in pending]
+    if found.openmp:
+        end = first_window + windows
+        codes = [lib.transtic_window_attention(*args, first_window, end, workers)]
+    else:
+        bounds = [first_window + windows * i // workers for i in range(workers + 1)]
+        calls = [(bounds[i], bounds[i + 1], 1) for i in range(workers)]
+        pool = _executor(workers)
+        pending = [pool.submit(lib.transtic_window_attention, *args, *c) for c in calls[1:]]
+        codes = [lib.transtic_window_attention(*args, *calls[0])] + [p.result() for p in pending]
     if any(codes):
         raise RuntimeError(f"window-attention kernel failed with codes {codes}")
     return out

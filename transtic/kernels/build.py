@@ -39,6 +39,26 @@ ISA_FLAGS: dict[str, tuple[str, ...]] = {
 }
 BUILD_TIMEOUT_S = 180
 
+
+def openmp_flags() -> tuple[str, ...]:
+    """``-fopenmp`` where PyTorch runs on the system's GNU OpenMP (``libgomp.so.1``): the
+    kernel then joins the runtime already loaded, one set of worker threads for both.
+    Beside another runtime (LLVM's, Intel's, a renamed libgomp) a second one would fight
+    it for the cores, so the kernel is built without and runs its own threads."""
+    if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
+        return ()
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return ()
+    loaded = {line.rsplit("/", 1)[-1] for line in maps.splitlines() if "/" in line}
+    return ("-fopenmp",) if any(n.startswith("libgomp.so.1") for n in loaded) else ()
+
+
+def compile_flags(capability: str) -> tuple[str, ...]:
+    return (*BASE_FLAGS, *ISA_FLAGS.get(capability, ()), *openmp_flags())
+
+
 _lock = threading.Lock()
 _loaded: dict[str, ctypes.CDLL | None] = {}
 _cache_dir: Path | None = None
@@ -91,7 +111,7 @@ def _cache_directories() -> list[Path]:
 def library_name(name: str, capability: str) -> str:
     """File name of a built kernel: the source, the flags and the instruction set."""
     source = (SOURCE_DIR / f"{name}.cpp").read_text()
-    flags = (*BASE_FLAGS, *ISA_FLAGS.get(capability, ()))
+    flags = compile_flags(capability)
     digest = hashlib.sha256("\n".join([source, " ".join(flags)]).encode()).hexdigest()[:20]
     return f"{name}-{capability.lower()}-{digest}.so"
 
@@ -111,7 +131,7 @@ def build(name: str, capability: str | None = None) -> Path:
     if not writable:
         raise KernelBuildError("no private, writable directory for compiled kernels")
     target = writable[0] / file_name
-    flags = (*BASE_FLAGS, *ISA_FLAGS.get(capability, ()))
+    flags = compile_flags(capability)
     source = SOURCE_DIR / f"{name}.cpp"
     fd, partial = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)

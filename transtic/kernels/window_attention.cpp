@@ -16,6 +16,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 namespace {
 
@@ -279,6 +282,23 @@ Runner runner_for(int64_t head_dim) {
   }
 }
 
+// Windows [w_begin, w_end) with scratch of this thread's own: 0, or -2 without memory.
+int attend_range(const Problem& pb, Runner run, int64_t w_begin, int64_t w_end) {
+  if (w_begin >= w_end) return 0;
+  const int64_t S = pb.P + pb.T, D = pb.D;
+  const int64_t d_pad = (D + kLanes - 1) / kLanes * kLanes;
+  const size_t floats = static_cast<size_t>(D * kLanes + S * kLanes + S * D + S * d_pad);
+  float* buffer = static_cast<float*>(aligned_alloc(64, (floats * sizeof(float) + 63) / 64 * 64));
+  if (buffer == nullptr) return -2;
+  memset(buffer, 0, floats * sizeof(float));  // the value rows' padding stays zero
+  float* logits = buffer + D * kLanes;
+  float* keys = logits + S * kLanes;
+  const Scratch scratch{buffer, logits, keys, keys + S * D, d_pad};
+  run(pb, w_begin, w_end, scratch);
+  free(buffer);
+  return 0;
+}
+
 }  // namespace
 
 extern "C" {
@@ -288,34 +308,51 @@ extern "C" {
 int64_t transtic_attention_max_keys(void) { return 4096; }
 int64_t transtic_attention_max_head_dim(void) { return 256; }
 
+// 1 when built with OpenMP: then one call spreads its windows over `threads` threads of
+// the OpenMP runtime PyTorch itself runs on. Threads of a separate pool would compete
+// for the cores with that runtime's workers, which spin for a while after every GEMM.
+int64_t transtic_attention_openmp(void) {
+#ifdef _OPENMP
+  return 1;
+#else
+  return 0;
+#endif
+}
+
 // Attention for windows [w_begin, w_end); x, prompts and out hold float32, or bfloat16
 // when `bfloat16` is nonzero (strides count elements). Returns 0, or -1 for unsupported sizes and
-// -2 when scratch memory cannot be allocated (nothing is written then).
+// -2 when scratch memory cannot be allocated. Each thread takes a contiguous range of
+// windows (the whole range without OpenMP).
 int transtic_window_attention(const void* x, int64_t x_stride, const void* prompts,
                               int64_t prompt_stride, int64_t prompt_div, const float* bias,
                               const float* masks, const int32_t* mask_slot,
                               int64_t windows_per_image, void* out, int64_t out_stride,
                               int64_t T, int64_t P, int64_t H, int64_t D, float scale,
-                              int64_t bfloat16, int64_t w_begin, int64_t w_end) {
-  const int64_t S = P + T;
-  if (T <= 0 || P < 0 || H <= 0 || D <= 0 || S > transtic_attention_max_keys() ||
-      D > transtic_attention_max_head_dim())
+                              int64_t bfloat16, int64_t w_begin, int64_t w_end,
+                              int64_t threads) {
+  if (T <= 0 || P < 0 || H <= 0 || D <= 0 || P + T > transtic_attention_max_keys() ||
+      D > transtic_attention_max_head_dim() || w_end < w_begin)
     return -1;
   if (P > 0 && (prompts == nullptr || prompt_div <= 0)) return -1;
   if (masks != nullptr && (mask_slot == nullptr || windows_per_image <= 0)) return -1;
-  const int64_t d_pad = (D + kLanes - 1) / kLanes * kLanes;
-  const size_t floats = static_cast<size_t>(D * kLanes + S * kLanes + S * D + S * d_pad);
-  float* buffer = static_cast<float*>(aligned_alloc(64, (floats * sizeof(float) + 63) / 64 * 64));
-  if (buffer == nullptr) return -2;
-  memset(buffer, 0, floats * sizeof(float));  // the value rows' padding stays zero
-  float* logits = buffer + D * kLanes;
-  float* keys = logits + S * kLanes;
-  Scratch scratch{buffer, logits, keys, keys + S * D, d_pad};
-  Problem pb{x, x_stride, prompts, prompt_stride, prompt_div, bias, masks, mask_slot,
-             windows_per_image, out, out_stride, T, P, H, D, scale};
-  (bfloat16 ? runner_for<Bf16>(D) : runner_for<float>(D))(pb, w_begin, w_end, scratch);
-  free(buffer);
-  return 0;
+  const Problem pb{x, x_stride, prompts, prompt_stride, prompt_div, bias, masks, mask_slot,
+                   windows_per_image, out, out_stride, T, P, H, D, scale};
+  const Runner run = bfloat16 ? runner_for<Bf16>(D) : runner_for<float>(D);
+  const int64_t windows = w_end - w_begin;
+  if (threads > windows) threads = windows;
+  int code = 0;
+#ifdef _OPENMP
+  if (threads > 1) {
+#pragma omp parallel num_threads(static_cast<int>(threads)) reduction(min : code)
+    {
+      const int64_t n = omp_get_num_threads(), i = omp_get_thread_num();
+      code = attend_range(pb, run, w_begin + windows * i / n, w_begin + windows * (i + 1) / n);
+    }
+    return code;
+  }
+#endif
+  code = attend_range(pb, run, w_begin, w_end);
+  return code;
 }
 
 }  // extern "C"
