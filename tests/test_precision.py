@@ -135,12 +135,21 @@ def test_unknown_precision_raises(tiny_tic, name):
 def test_emulated_bf16_warns_once_with_measured_cost(flags, caplog):
     flags(AVX2_ONLY)
     with caplog.at_level(logging.WARNING, logger="transtic.precision"):
-        with pytest.warns(RuntimeWarning, match=r"matmul measured [0-9.]+x as long as in float32"):
+        with pytest.warns(RuntimeWarning, match=r"matmul measured [0-9.]+x (slower|faster) than"):
             assert precision.resolve_precision("bfloat16", "cpu").precision == "bfloat16"
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             precision.resolve_precision("bfloat16", "cpu")  # second time: silent
     assert sum("emulated" in r.message for r in caplog.records) == 1
+
+
+@pytest.mark.parametrize(("ratio", "says"), [(31.0, "31.0x slower"), (0.25, "4.0x faster")])
+def test_emulated_bf16_warning_says_which_way_the_cost_goes(flags, monkeypatch, ratio, says):
+    flags(AVX2_ONLY)
+    monkeypatch.setattr(precision, "bf16_slowdown", lambda: ratio)
+    monkeypatch.setattr(precision, "_warned", set())
+    with pytest.warns(RuntimeWarning, match=f"bf16 matmul measured {says} than in float32"):
+        precision.resolve_precision("bfloat16", "cpu")
 
 
 def test_native_bf16_does_not_warn(flags):
