@@ -250,6 +250,18 @@ def summarise(paths: list[CodingPath], image: torch.Tensor) -> list[dict[str, An
         rows.append(row)
     timed = [row for row in rows if "error" not in row]
     base = timed[0]
+    base_path = next(p for p in paths if p.name == base["path"])
+    for p in paths:
+        if p.error or p.image is None:
+            continue
+        row = next(r for r in timed if r["path"] == p.name)
+        # each round's ratio: the paths of one round ran back to back, so a machine that
+        # drifts between rounds moves both sides of the ratio together
+        for side, ours, theirs in (
+            ("encode", p.enc_s, base_path.enc_s),
+            ("decode", p.dec_s, base_path.dec_s),
+        ):
+            row[f"{side}_x_per_round"] = [b[0] / o[0] for b, o in zip(theirs, ours, strict=True)]
     for row in timed:
         row["encode_x"] = base["encode_ms_per_mp"] / row["encode_ms_per_mp"]
         row["decode_x"] = base["decode_ms_per_mp"] / row["decode_ms_per_mp"]
@@ -262,7 +274,8 @@ def print_table(rows: list[dict[str, Any]], label: str) -> None:
     print(
         f"{'path':<32}{'enc ms/MP':>11}{'dec ms/MP':>11}{'cpu enc':>9}{'cpu dec':>9}"
         f"{'enc x':>7}{'dec x':>7}"
-        f"{'cpu enc x':>10}{'cpu dec x':>10}{'bpp':>9}{'PSNR':>8}   (x = {label})"
+        f"{'cpu enc x':>10}{'cpu dec x':>10}{'bpp':>9}{'PSNR':>8}"
+        f"{'enc x rounds':>14}{'dec x rounds':>14}   (x = {label})"
     )
     for row in rows:
         if "error" in row:
@@ -274,7 +287,13 @@ def print_table(rows: list[dict[str, Any]], label: str) -> None:
             f"{row['encode_x']:>7.2f}{row['decode_x']:>7.2f}"
             f"{row['encode_cpu_x']:>10.2f}{row['decode_cpu_x']:>10.2f}"
             f"{row['bpp']:>9.4f}{row['psnr_db']:>8.2f}"
+            f"{ratio_range(row['encode_x_per_round']):>14}"
+            f"{ratio_range(row['decode_x_per_round']):>14}"
         )
+
+
+def ratio_range(ratios: list[float]) -> str:
+    return f"{min(ratios):.2f}-{max(ratios):.2f}"
 
 
 def main() -> None:
@@ -329,7 +348,8 @@ def main() -> None:
     print_table(rows, "vs official" if args.official_src else "vs the first path")
     print(
         "ms/MP: wall time; cpu enc/dec: process CPU ms/MP (all threads, user + system); "
-        "x: wall-time ratio; cpu x: CPU-time ratio"
+        "x: wall-time ratio of the medians; cpu x: CPU-time ratio; x rounds: lowest and "
+        "highest wall-time ratio within one round (the paths of a round run back to back)"
     )
     if args.json:
         report = {

@@ -140,3 +140,30 @@ def test_summary_reports_failed_paths_and_rates_the_others_against_the_first_tim
     assert rows[2]["encode_x"] == pytest.approx(4.0)
     assert rows[2]["encode_cpu_x"] == pytest.approx(4.0)
     assert rows[2]["bpp"] == pytest.approx(10 * 8 / 10_000)
+
+
+def test_summary_rates_each_round_against_the_same_round_of_the_baseline():
+    """A machine that slows down between rounds moves both sides of a round's ratio."""
+    from bench_codec import CodingPath, print_table, summarise
+
+    image = torch.full((3, 100, 100), 128, dtype=torch.uint8)
+    decoded = image.float() / 255
+
+    def rounds(name: str, seconds: list[float]) -> CodingPath:
+        times = iter(seconds)
+
+        def run():  # type: ignore[no-untyped-def]
+            s = next(times)
+            return (s, s), (s / 2, s / 2), 10, decoded
+
+        path = CodingPath(name, run)
+        for _ in seconds:
+            path.run_once()
+        return path
+
+    # round 2 runs on a machine twice as slow: 3x in every round, whatever the medians say
+    rows = summarise([rounds("official", [3.0, 6.0, 3.3]), rounds("ours", [1.0, 2.0, 1.1])], image)
+    assert rows[1]["encode_x_per_round"] == pytest.approx([3.0, 3.0, 3.0])
+    assert rows[1]["decode_x_per_round"] == pytest.approx([3.0, 3.0, 3.0])
+    assert rows[0]["encode_x_per_round"] == pytest.approx([1.0, 1.0, 1.0])
+    print_table(rows, "vs official")
