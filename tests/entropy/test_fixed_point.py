@@ -41,6 +41,32 @@ def test_nonlinearities_match_torch():
     assert torch.allclose(ops.layer_norm(feats, weight, bias, 1e-5), expected, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    ("cin", "cout", "kernel", "stride", "padding", "out_pad", "size"),
+    [(8, 12, 3, 2, 1, 1, (5, 7)), (6, 4, 5, 2, 2, 1, (4, 6)), (5, 3, 5, 3, 2, 2, (3, 4))],
+)
+def test_transposed_conv_by_phases_is_the_zero_inserted_product_bit_for_bit(
+    cin, cout, kernel, stride, padding, out_pad, size
+):
+    """Skipping the products with inserted zeros must not change a single bit."""
+    from transtic.entropy.fixed_point import _Deconv
+
+    torch.manual_seed(1)
+    layer = torch.nn.ConvTranspose2d(cin, cout, kernel, stride, padding, out_pad)
+    deconv = _Deconv(layer)
+    h, w = size
+    x = torch.round(torch.randn(2, cin, h, w, dtype=torch.float64) * 40) / 8
+    up = x.new_zeros(2, cin, (h - 1) * stride + 1, (w - 1) * stride + 1)
+    up[:, :, ::stride, ::stride] = x
+    lo = kernel - 1 - padding
+    cols = F.unfold(F.pad(up, (lo, lo + out_pad, lo, lo + out_pad)), kernel).transpose(1, 2)
+    zero_inserted = deconv.linear(cols).transpose(1, 2).reshape(2, cout, h * stride, w * stride)
+    got = deconv(x)
+    assert torch.equal(got, zero_inserted)
+    with torch.no_grad():
+        assert torch.allclose(got, layer.double()(x), atol=1e-3)
+
+
 def _z_hat(model, size=(2, 3), batch=1, seed=0):
     gen = torch.Generator().manual_seed(seed)
     n = model.config.N
@@ -89,3 +115,29 @@ def test_fixed_point_cpu_and_gpu_agree_bitwise(tiny_transtic):
     gpu = fixed(z_hat.cuda())
     for a, b in zip(cpu, gpu, strict=True):
         assert torch.equal(a, b.cpu())
+
+
+def test_moving_to_a_device_takes_every_tensor_along(tiny_transtic):
+    """What the GPU test needs of the mover, checked without a GPU: after a move to the
+    meta device no tensor (weights, per-phase weights, norms) is left on the CPU."""
+    fixed = FixedPointHyperSynthesis.from_model(tiny_transtic)
+    fixed._to(torch.device("meta"))
+
+    def tensors(value, seen):  # type: ignore[no-untyped-def]
+        if isinstance(value, torch.Tensor):
+            yield value
+        elif isinstance(value, list | tuple):
+            for v in value:
+                yield from tensors(v, seen)
+        elif isinstance(value, dict):
+            for v in value.values():
+                yield from tensors(v, seen)
+        elif hasattr(value, "__dict__") and id(value) not in seen:
+            seen.add(id(value))
+            for v in vars(value).values():
+                yield from tensors(v, seen)
+
+    found = list(tensors(fixed._stages, set()))
+    assert found and all(t.device.type == "meta" for t in found)
+    shapes = fixed._stages[1].phase_weights
+    assert len(shapes) == 4 and all(w.device.type == "meta" for w in shapes.values())

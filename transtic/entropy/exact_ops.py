@@ -54,10 +54,21 @@ def quantize_weight(weight: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def exact_linear(
-    x: Tensor, w_int: Tensor, w_scale: Tensor, bias: Tensor | None, limit: float
+    x: Tensor,
+    w_int: Tensor,
+    w_scale: Tensor,
+    bias: Tensor | None,
+    limit: float,
+    bits: int | None = None,
 ) -> Tensor:
-    """x @ W^T + b with an exact integer product. x: (..., K); w_int: (O, K)."""
-    bits = activation_bits(w_int.shape[1], limit)
+    """x @ W^T + b with an exact integer product. x: (..., K); w_int: (O, K).
+
+    ``bits``: the activation grid, by default the finest that keeps K terms exact; a
+    product over a subset of a layer's columns passes the full layer's, so its partial
+    sums are the very integers the full product would add up.
+    """
+    if bits is None:
+        bits = activation_bits(w_int.shape[1], limit)
     acc = to_grid(x, bits, limit) @ w_int.T  # exact: integers below 2**53
     out = acc * (w_scale * 2.0**-bits)  # power-of-two rescale: exact
     return out + bias if bias is not None else out

@@ -42,7 +42,14 @@ class _Linear:
 
 
 class _Deconv:
-    """Transposed conv as zero-insertion + im2col + one exact integer product."""
+    """Transposed conv as one exact integer product per output phase (sub-pixel).
+
+    A stride-s transposed conv equals zero insertion, padding and a plain conv; each of
+    the s*s output phases only ever meets the taps that land on inserted input pixels,
+    so those taps alone are multiplied (1/s^2 of the products). The activation grid is
+    the one the whole k*k product would use, so the integer sums, and the results, are
+    those of the zero-inserted product bit for bit.
+    """
 
     def __init__(self, layer: nn.ConvTranspose2d) -> None:
         weight = layer.weight.detach().flip(2, 3).transpose(0, 1)
@@ -51,17 +58,36 @@ class _Deconv:
         self.padding = int(layer.padding[0])
         self.output_padding = int(layer.output_padding[0])
         self.linear = _Linear.of(weight, layer.bias)
+        self.bits = ops.activation_bits(self.linear.w_int.shape[1], ACT_LIMIT)
+        k, s, lo = self.kernel, self.stride, self.kernel - 1 - self.padding
+        w_int = self.linear.w_int.view(weight.shape[0], -1, k, k)
+        # per phase r: the taps d with (r + d - lo) % s == 0, reading input offset
+        # (r + d - lo) // s onwards; the offsets of one phase are consecutive
+        self.taps = [[d for d in range(k) if (r + d - lo) % s == 0] for r in range(s)]
+        self.first = [(r + taps[0] - lo) // s for r, taps in enumerate(self.taps)]
+        self.phase_weights = {
+            (ry, rx): w_int[:, :, ty][:, :, :, tx].reshape(w_int.shape[0], -1).contiguous()
+            for ry, ty in enumerate(self.taps)
+            for rx, tx in enumerate(self.taps)
+        }
 
     def __call__(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
-        s, k = self.stride, self.kernel
-        up = x.new_zeros(b, c, (h - 1) * s + 1, (w - 1) * s + 1)
-        up[:, :, ::s, ::s] = x
-        lo = k - 1 - self.padding
-        up = F.pad(up, (lo, lo + self.output_padding, lo, lo + self.output_padding))
-        cols = F.unfold(up, k).transpose(1, 2)  # (B, L, C*k*k)
-        out = self.linear(cols)
-        return out.transpose(1, 2).reshape(b, -1, h * s, w * s)
+        s = self.stride
+        out = x.new_empty(b, self.linear.w_int.shape[0], h * s, w * s)
+        before = max(0, -min(self.first))
+        after = max(f + len(t) - 1 for f, t in zip(self.first, self.taps, strict=True))
+        padded = F.pad(x, (before, after, before, after))
+        for (ry, rx), w_phase in self.phase_weights.items():
+            ny, nx = len(self.taps[ry]), len(self.taps[rx])
+            y0, x0 = self.first[ry] + before, self.first[rx] + before
+            window = padded[:, :, y0 : y0 + h + ny - 1, x0 : x0 + w + nx - 1]
+            cols = F.unfold(window, (ny, nx)).transpose(1, 2)  # (B, h*w, C*ny*nx)
+            phase = ops.exact_linear(
+                cols, w_phase, self.linear.w_scale, self.linear.bias, ACT_LIMIT, self.bits
+            )
+            out[:, :, ry::s, rx::s] = phase.transpose(1, 2).reshape(b, -1, h, w)
+        return out
 
 
 class _Block:
@@ -168,9 +194,16 @@ def _move(obj: object, device: torch.device) -> None:
     items = obj if isinstance(obj, list) else [obj]
     for item in items:
         for name, value in list(vars(item).items()):
-            if isinstance(value, Tensor):
-                setattr(item, name, value.to(device))
-            elif isinstance(value, tuple):
-                setattr(item, name, tuple(t.to(device) for t in value))
-            elif isinstance(value, _Linear | _Block | _Stage | list):
-                _move(value, device)
+            setattr(item, name, _moved(value, device))
+
+
+def _moved(value: object, device: torch.device) -> object:
+    if isinstance(value, Tensor):
+        return value.to(device)
+    if isinstance(value, tuple | list):
+        return type(value)(_moved(v, device) for v in value)
+    if isinstance(value, dict):
+        return {key: _moved(v, device) for key, v in value.items()}
+    if isinstance(value, _Linear | _Deconv | _Block | _Stage):
+        _move(value, device)
+    return value
