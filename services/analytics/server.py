@@ -19,6 +19,7 @@ from services.common.http_limits import guarded_http_protocol
 from services.common.logs import configure_logging
 from services.common.serving import bind_http_socket, serve_until_signalled
 from services.common.tls import describe_server, server_credentials
+from transtic.allocator import retain_freed_memory
 from transtic.kernels import set_cache_dir as set_kernel_cache_dir
 from transtic.tasks import TaskBackend
 
@@ -39,6 +40,7 @@ def http_tls_options(settings: Settings) -> dict[str, Any]:
 def run(settings: Settings, *, backends: Sequence[TaskBackend] | None = None) -> None:
     configure_logging(settings.log_level, settings.log_format)
     set_kernel_cache_dir(settings.kernel_cache_dir)
+    retain_freed_memory()  # before any server thread gets an arena of its own
     # Unreadable certificates or key files stop the start here, before minutes of loading.
     server_credentials(settings)
     ApiKeys.from_settings(settings)

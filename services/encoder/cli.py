@@ -153,9 +153,11 @@ def settings_from_args(args: argparse.Namespace) -> EncoderSettings:
 
 def _configure(settings: EncoderSettings) -> None:
     configure_logging(settings.log_level.upper(), settings.log_format)
+    from transtic.allocator import retain_freed_memory
     from transtic.kernels import set_cache_dir
 
     set_cache_dir(settings.kernel_cache_dir)
+    retain_freed_memory()  # before any server thread gets an arena of its own
     if settings.torch_threads:
         import torch
 

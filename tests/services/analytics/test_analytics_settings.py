@@ -73,3 +73,31 @@ def test_cli_rejects_bad_values_with_a_message(capsys: pytest.CaptureFixture[str
     with pytest.raises(SystemExit):
         settings_from_args(Settings, ["--unknown-flag", "1"])
     assert "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_start_up_keeps_freed_memory_before_any_server_thread_exists(monkeypatch):
+    """Bitstreams are decoded in server threads: glibc must put them on the retained main
+    heap, which only threads created after the setting get (transtic.allocator)."""
+    import logging
+
+    from services.analytics import server
+
+    order: list[str] = []
+
+    class Stop(Exception):
+        pass
+
+    def credentials(settings):  # the next start-up step: stop there
+        order.append("credentials")
+        raise Stop
+
+    monkeypatch.setattr(server, "retain_freed_memory", lambda: order.append("retain"))
+    monkeypatch.setattr(server, "server_credentials", credentials)
+    handlers, level = logging.root.handlers[:], logging.root.level
+    try:
+        with pytest.raises(Stop):
+            server.run(Settings())
+    finally:
+        logging.root.handlers[:] = handlers
+        logging.root.setLevel(level)
+    assert order == ["retain", "credentials"]

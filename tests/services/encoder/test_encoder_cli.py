@@ -238,3 +238,17 @@ def test_serve_probe_info_and_sigterm(checkpoints: dict[int, Path]) -> None:
             proc.kill()
             proc.wait()
     assert main(["probe", "--address", address, "--timeout", "0.5"]) == 1
+
+
+def test_start_up_keeps_freed_memory_before_any_server_thread_exists(
+    monkeypatch: pytest.MonkeyPatch, restore_process_state: None
+) -> None:
+    """Frames are coded in server threads: glibc must put them on the retained main heap,
+    which only threads created after the setting get (transtic.allocator)."""
+    import transtic.allocator
+    from services.encoder import cli
+
+    calls: list[int] = []
+    monkeypatch.setattr(transtic.allocator, "retain_freed_memory", lambda: calls.append(1))
+    cli._configure(EncoderSettings())
+    assert calls == [1]
