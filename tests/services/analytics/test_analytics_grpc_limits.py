@@ -124,11 +124,16 @@ def test_a_cancelled_stream_counts_as_cancelled(make_settings: Callable[..., Set
         while front.streams.open_streams < 1 and time.monotonic() < deadline:
             time.sleep(0.05)  # until the server runs the handler
         assert front.streams.open_streams == 1
-        call.cancel()
-        release.set()
-        deadline = time.monotonic() + 10
-        while errors(runtime, "CANCELLED") < 1 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        # The client's request generator stays blocked until the server has seen the
+        # cancel: released first, its end could reach the server as a clean close of a
+        # stream without frames before the cancel does (then nothing was cancelled).
+        try:
+            call.cancel()
+            deadline = time.monotonic() + 10
+            while errors(runtime, "CANCELLED") < 1 and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            release.set()
         assert errors(runtime, "CANCELLED") == 1
         assert errors(runtime, "INTERNAL") == 0
 
