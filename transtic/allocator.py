@@ -13,7 +13,7 @@ raises the trim threshold, so freed blocks stay in the heap for reuse. It also m
 every thread allocate from the main heap (``M_ARENA_MAX = 1``): a thread's own arena
 is built of heaps of at most 64 MiB, so the large tensors of a codec running in a
 worker thread (every request of the services) were mapped and unmapped per frame
-anyway: 49k page faults and ~15 % more time for a 640x480 frame than on the main
+anyway: 49k page faults and ~8 % more time for a 640x480 frame than on the main
 thread, and none after. Threads that already hold an arena keep it, so the services
 call this at start, before their servers' threads exist.
 

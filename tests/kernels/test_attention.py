@@ -247,3 +247,25 @@ def test_a_kernel_without_openmp_runs_its_windows_on_threads_of_its_own(fresh_bu
         assert torch.equal(window_attention(qkv, **args), with_openmp)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_a_compiler_without_openmp_still_builds_the_kernel(fresh_build, monkeypatch):
+    """An OpenMP flag the compiler rejects (clang without libomp, say) costs the OpenMP
+    build only: the kernel is built without it and runs on threads of its own."""
+    plain = build._flag_choices(build.cpu_capability())[-1]
+    monkeypatch.setattr(build, "openmp_flags", lambda: ("-fno-such-openmp-flag",))
+    built = build.build("window_attention")
+    assert built.name == build.library_name("window_attention", build.cpu_capability(), plain)
+    from transtic.kernels.attention import _library
+
+    loaded = _library()
+    assert loaded is not None and not loaded[1].openmp
+    gen = torch.Generator().manual_seed(11)
+    qkv = torch.randn(5 * 16, 3 * 32, generator=gen)
+    bias = torch.randn(2, 16, 16, generator=gen)
+    out = window_attention(
+        qkv, tokens_per_window=16, heads=2, scale=16**-0.5, bias=key_major(bias, 16)
+    )
+    expected = reference(qkv, 16, 2, None, 0, 1, bias, None)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    assert build.build("window_attention") == built  # found in the cache, nothing rebuilt

@@ -87,6 +87,14 @@ def compiler() -> str | None:
     return None
 
 
+def _flag_choices(capability: str) -> list[tuple[str, ...]]:
+    """The flags to try in order: with OpenMP where it applies, then without (a compiler
+    without OpenMP support, e.g. clang without libomp, still builds the kernel)."""
+    plain = (*BASE_FLAGS, *ISA_FLAGS.get(capability, ()))
+    preferred = compile_flags(capability)
+    return [preferred] if preferred == plain else [preferred, plain]
+
+
 def _trusted_dir(path: Path, *, create: bool) -> bool:
     """Code is loaded only from a directory owned by this user or root that nobody else
     may write to (the rule sudo applies to its files)."""
@@ -108,10 +116,11 @@ def _cache_directories() -> list[Path]:
     ]
 
 
-def library_name(name: str, capability: str) -> str:
-    """File name of a built kernel: the source, the flags and the instruction set."""
+def library_name(name: str, capability: str, flags: tuple[str, ...] | None = None) -> str:
+    """File name of a built kernel: the source, the flags (default: the preferred ones)
+    and the instruction set."""
     source = (SOURCE_DIR / f"{name}.cpp").read_text()
-    flags = compile_flags(capability)
+    flags = compile_flags(capability) if flags is None else flags
     digest = hashlib.sha256("\n".join([source, " ".join(flags)]).encode()).hexdigest()[:20]
     return f"{name}-{capability.lower()}-{digest}.so"
 
@@ -120,18 +129,29 @@ def build(name: str, capability: str | None = None) -> Path:
     """The shared library of ``<name>.cpp`` for ``capability`` (default: this CPU's),
     from the cache or compiled into it."""
     capability = capability or cpu_capability()
-    file_name = library_name(name, capability)
-    for directory in _cache_directories():
-        if (directory / file_name).is_file() and _trusted_dir(directory, create=False):
-            return directory / file_name
+    choices = _flag_choices(capability)
+    for flags in choices:
+        file_name = library_name(name, capability, flags)
+        for directory in _cache_directories():
+            if (directory / file_name).is_file() and _trusted_dir(directory, create=False):
+                return directory / file_name
     cxx = compiler()
     if cxx is None:
         raise KernelBuildError("no C++ compiler (c++, g++ or clang++) on PATH")
     writable = [d for d in _cache_directories() if _trusted_dir(d, create=True)]
     if not writable:
         raise KernelBuildError("no private, writable directory for compiled kernels")
-    target = writable[0] / file_name
-    flags = compile_flags(capability)
+    failures = []
+    for flags in choices:
+        try:
+            return _compile(cxx, name, flags, writable[0] / library_name(name, capability, flags))
+        except KernelBuildError as exc:
+            failures.append(exc)
+            log.info("building kernel %s with %s failed: %s", name, " ".join(flags), exc)
+    raise failures[0]
+
+
+def _compile(cxx: str, name: str, flags: tuple[str, ...], target: Path) -> Path:
     source = SOURCE_DIR / f"{name}.cpp"
     fd, partial = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
@@ -150,7 +170,7 @@ def build(name: str, capability: str | None = None) -> Path:
     finally:
         if os.path.exists(partial):
             os.unlink(partial)
-    log.info("built kernel %s for %s with %s", name, capability, cxx)
+    log.info("built kernel %s with %s", target.name, cxx)
     return target
 
 
