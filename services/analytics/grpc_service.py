@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = api_pb2.DESCRIPTOR.services_by_name["Analytics"].full_name
 _END = object()
 _POLL_S = 0.5
-_CANCEL_GRACE_S = 0.05
 
 
 def service_info(runtime: Runtime) -> api_pb2.ServiceInfo:
@@ -137,6 +136,11 @@ class AnalyticsServicer(api_pb2_grpc.AnalyticsServicer):
                 total.append(received[0])
                 acks.put(_END)
 
+        def on_end() -> None:  # gRPC calls this once the call is over, however it ended
+            if _cancelled_by_client(context):
+                self.runtime.record_error(ServiceError(ErrorCode.CANCELLED, "stream cancelled"))
+
+        context.add_callback(on_end)
         threading.Thread(target=read, name="stream-reader", daemon=True).start()
         sent = 0
         while context.is_active():
@@ -157,30 +161,26 @@ class AnalyticsServicer(api_pb2_grpc.AnalyticsServicer):
                 last_activity[0] = time.monotonic()
                 yield _ack(item)
             if total and sent >= total[0]:
-                if _still_open(context):
+                if context.is_active():
                     return  # the client closed its side and every frame is acknowledged
                 break
         # The call ended from outside (an idle stream is aborted above): the client
-        # cancelled or went away. Counted here, not by the reader, which cannot tell.
-        self.runtime.record_error(ServiceError(ErrorCode.CANCELLED, "stream cancelled"))
+        # cancelled or went away; counted here where gRPC does not say so itself.
+        if _cancelled_by_client(context) is None:
+            self.runtime.record_error(ServiceError(ErrorCode.CANCELLED, "stream cancelled"))
 
     def GetInfo(self, request: Any, context: grpc.ServicerContext) -> api_pb2.ServiceInfo:
         return service_info(self.runtime)
 
 
-def _still_open(context: grpc.ServicerContext) -> bool:
-    """Whether the call is still open a moment after its request stream ended.
+def _cancelled_by_client(context: grpc.ServicerContext) -> bool | None:
+    """Whether the client cancelled the call (or let its deadline pass), as gRPC's server
+    records it once the call has ended; None where this gRPC does not show it.
 
-    After a client's cancel, gRPC may end the request iterator as if the client had
-    closed its side, and mark the call cancelled only a moment later (seen in about one
-    cancel in ten); a clean-looking end is taken as the client's close only if the call
-    is still open after that moment."""
-    deadline = time.monotonic() + _CANCEL_GRACE_S
-    while time.monotonic() < deadline:
-        if not context.is_active():
-            return False
-        time.sleep(_CANCEL_GRACE_S / 10)
-    return context.is_active()
+    The handler alone cannot tell: after a cancel, gRPC may end the request iterator as
+    if the client had closed its side, and mark the call cancelled a moment later."""
+    client = getattr(getattr(context, "_state", None), "client", None)
+    return None if client is None else client == "cancelled"
 
 
 def _ack(outcome: FrameOutcome) -> api_pb2.FrameAck:
