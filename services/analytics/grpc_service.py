@@ -136,9 +136,12 @@ class AnalyticsServicer(api_pb2_grpc.AnalyticsServicer):
                 total.append(received[0])
                 acks.put(_END)
 
+        def count_cancel() -> None:
+            self.runtime.record_error(ServiceError(ErrorCode.CANCELLED, "stream cancelled"))
+
         def on_end() -> None:  # gRPC calls this once the call is over, however it ended
             if _cancelled_by_client(context):
-                self.runtime.record_error(ServiceError(ErrorCode.CANCELLED, "stream cancelled"))
+                count_cancel()
 
         context.add_callback(on_end)
         threading.Thread(target=read, name="stream-reader", daemon=True).start()
@@ -167,7 +170,7 @@ class AnalyticsServicer(api_pb2_grpc.AnalyticsServicer):
         # The call ended from outside (an idle stream is aborted above): the client
         # cancelled or went away; counted here where gRPC does not say so itself.
         if _cancelled_by_client(context) is None:
-            self.runtime.record_error(ServiceError(ErrorCode.CANCELLED, "stream cancelled"))
+            count_cancel()
 
     def GetInfo(self, request: Any, context: grpc.ServicerContext) -> api_pb2.ServiceInfo:
         return service_info(self.runtime)

@@ -53,18 +53,19 @@ class _Deconv:
 
     def __init__(self, layer: nn.ConvTranspose2d) -> None:
         weight = layer.weight.detach().flip(2, 3).transpose(0, 1)
-        self.kernel = weight.shape[-1]
-        self.stride = int(layer.stride[0])
-        self.padding = int(layer.padding[0])
-        self.output_padding = int(layer.output_padding[0])
-        self.linear = _Linear.of(weight, layer.bias)
-        self.bits = ops.activation_bits(self.linear.w_int.shape[1], ACT_LIMIT)
-        k, s, lo = self.kernel, self.stride, self.kernel - 1 - self.padding
-        w_int = self.linear.w_int.view(weight.shape[0], -1, k, k)
+        k, s = weight.shape[-1], int(layer.stride[0])
+        lo = k - 1 - int(layer.padding[0])
+        full = _Linear.of(weight, layer.bias)
+        self.stride, self.out_channels = s, weight.shape[0]
+        self.w_scale, self.bias = full.w_scale, full.bias
+        self.bits = ops.activation_bits(full.w_int.shape[1], ACT_LIMIT)
+        w_int = full.w_int.view(weight.shape[0], -1, k, k)
         # per phase r: the taps d with (r + d - lo) % s == 0, reading input offset
         # (r + d - lo) // s onwards; the offsets of one phase are consecutive
         self.taps = [[d for d in range(k) if (r + d - lo) % s == 0] for r in range(s)]
         self.first = [(r + taps[0] - lo) // s for r, taps in enumerate(self.taps)]
+        self.pad_before = max(0, -min(self.first))
+        self.pad_after = max(f + len(t) - 1 for f, t in zip(self.first, self.taps, strict=True))
         self.phase_weights = {
             (ry, rx): w_int[:, :, ty][:, :, :, tx].reshape(w_int.shape[0], -1).contiguous()
             for ry, ty in enumerate(self.taps)
@@ -73,19 +74,15 @@ class _Deconv:
 
     def __call__(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
-        s = self.stride
-        out = x.new_empty(b, self.linear.w_int.shape[0], h * s, w * s)
-        before = max(0, -min(self.first))
-        after = max(f + len(t) - 1 for f, t in zip(self.first, self.taps, strict=True))
+        s, before, after = self.stride, self.pad_before, self.pad_after
+        out = x.new_empty(b, self.out_channels, h * s, w * s)
         padded = F.pad(x, (before, after, before, after))
         for (ry, rx), w_phase in self.phase_weights.items():
             ny, nx = len(self.taps[ry]), len(self.taps[rx])
             y0, x0 = self.first[ry] + before, self.first[rx] + before
             window = padded[:, :, y0 : y0 + h + ny - 1, x0 : x0 + w + nx - 1]
             cols = F.unfold(window, (ny, nx)).transpose(1, 2)  # (B, h*w, C*ny*nx)
-            phase = ops.exact_linear(
-                cols, w_phase, self.linear.w_scale, self.linear.bias, ACT_LIMIT, self.bits
-            )
+            phase = ops.exact_linear(cols, w_phase, self.w_scale, self.bias, ACT_LIMIT, self.bits)
             out[:, :, ry::s, rx::s] = phase.transpose(1, 2).reshape(b, -1, h, w)
         return out
 
