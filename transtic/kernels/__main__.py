@@ -13,7 +13,7 @@ import sys
 
 from . import build
 
-KERNELS = ("window_attention",)
+KERNELS = ("window_attention", "winograd_conv")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,8 +12,7 @@ so the result does not depend on the number of threads.
 from __future__ import annotations
 
 import ctypes
-import threading
-from concurrent.futures import ThreadPoolExecutor
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +20,7 @@ import torch
 from torch import Tensor
 
 from . import build
+from .threads import run_split
 
 QUERY_PAD = 16  # window_attention.cpp kQueryPad
 _I64, _F32, _PTR = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
@@ -30,9 +30,6 @@ _I64, _F32, _PTR = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
 _ARGTYPES: list[Any] = [_PTR, _I64, _PTR, _I64, _I64, _PTR, _PTR, _PTR, _I64]
 _ARGTYPES += [_PTR, _I64, _I64, _I64, _I64, _I64, _F32, _I64, _I64, _I64, _I64]
 ROW_DTYPES = (torch.float32, torch.bfloat16)
-
-_pool_lock = threading.Lock()
-_pool: ThreadPoolExecutor | None = None
 
 
 @dataclass(frozen=True)
@@ -73,14 +70,6 @@ def available() -> bool:
 def padded_queries(tokens: int) -> int:
     """Queries per window rounded up to whole vectors: the bias and mask row length."""
     return -(-tokens // QUERY_PAD) * QUERY_PAD
-
-
-def _executor(workers: int) -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None or _pool._max_workers < workers:  # noqa: SLF001
-            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="attn")
-        return _pool
 
 
 def _check_rows(name: str, t: Tensor, columns: int, dtype: torch.dtype | None = None) -> None:
@@ -172,16 +161,8 @@ def window_attention(
         scale,
         int(qkv.dtype == torch.bfloat16),
     )
-    workers = max(1, min(torch.get_num_threads(), windows))
-    if found.openmp:
-        end = first_window + windows
-        codes = [lib.transtic_window_attention(*args, first_window, end, workers)]
-    else:
-        bounds = [first_window + windows * i // workers for i in range(workers + 1)]
-        calls = [(bounds[i], bounds[i + 1], 1) for i in range(workers)]
-        pool = _executor(workers)
-        pending = [pool.submit(lib.transtic_window_attention, *args, *c) for c in calls[1:]]
-        codes = [lib.transtic_window_attention(*args, *calls[0])] + [p.result() for p in pending]
+    call = functools.partial(lib.transtic_window_attention, *args)
+    codes = run_split(call, first_window, first_window + windows, openmp=found.openmp)
     if any(codes):
         raise RuntimeError(f"window-attention kernel failed with codes {codes}")
     return out

@@ -247,6 +247,7 @@ class HyperpriorCodec(nn.Module):
         """
         if precision not in ("float32", "bfloat16", "int8"):
             raise ValueError(f"no fast transforms for precision {precision!r}")
+        from ..kernels.winograd import available as winograd_available
         from ..layers import InstancePromptGenerator, set_fused_inference
         from ..layers.subpixel import rewrite_narrow_deconvs
 
@@ -257,6 +258,8 @@ class HyperpriorCodec(nn.Module):
                 # int8: the quantiser fuses conv + BN + ReLU itself
                 if isinstance(module, InstancePromptGenerator) and precision != "int8":
                     module.fold_batch_norms()
+                    if precision == "float32" and _on_cpu(module) and winograd_available():
+                        module.use_winograd_convs()
                 set_fused_inference(module, True)
                 if precision == "bfloat16":
                     module.to(dtype=torch.bfloat16)
@@ -331,3 +334,8 @@ class HyperpriorCodec(nn.Module):
             # code computes, or streams from it decode to garbage: h_s stays eager.
             if isinstance(module, WindowAttention) and not name.startswith("h_s"):
                 module.impl = impl  # type: ignore[assignment]
+
+
+def _on_cpu(module: nn.Module) -> bool:
+    first = next(module.parameters(), None)
+    return first is None or first.device.type == "cpu"

@@ -1,0 +1,167 @@
+"""The native Winograd F(2x2, 3x3) convolution against float64 convolutions."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from transtic.kernels import build
+from transtic.kernels.winograd import available, channel_multiple, conv3x3, transform_weights
+
+pytestmark = pytest.mark.skipif(not available(), reason="no C++ compiler to build the kernel")
+
+
+def _case(n, cin, cout, h, w, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, cin, h, w, generator=gen).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(cout, cin, 3, 3, generator=gen) / (3 * cin**0.5)
+    bias = torch.randn(cout, generator=gen)
+    return x, weight, bias
+
+
+@pytest.mark.parametrize(
+    ("n", "cin", "cout", "h", "w"),
+    [
+        (1, 16, 16, 8, 8),
+        (2, 32, 64, 7, 9),
+        (1, 64, 32, 1, 1),
+        (1, 48, 128, 2, 5),
+        (3, 16, 48, 13, 4),
+    ],
+)
+@pytest.mark.parametrize("relu", [False, True])
+def test_matches_a_float64_convolution(n, cin, cout, h, w, relu):
+    multiple = channel_multiple()
+    if cin % multiple or cout % multiple:
+        pytest.skip(f"channels not multiples of this build's {multiple} lanes")
+    x, weight, bias = _case(n, cin, cout, h, w)
+    got = conv3x3(x, transform_weights(weight), bias, relu=relu)
+    expected = F.conv2d(x.double(), weight.double(), bias.double(), padding=1)
+    expected = expected.relu() if relu else expected
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)
+    # rounding no worse than that of PyTorch's own float32 convolution
+    theirs = F.conv2d(x, weight, bias, padding=1)
+    theirs = theirs.relu() if relu else theirs
+    assert (got.double() - expected).norm() <= 2 * (theirs.double() - expected).norm() + 1e-9
+
+
+def test_without_bias():
+    x, weight, _ = _case(1, 32, 32, 6, 10, seed=1)
+    got = conv3x3(x, transform_weights(weight), None, relu=False)
+    torch.testing.assert_close(got, F.conv2d(x, weight, padding=1), rtol=1e-5, atol=1e-5)
+
+
+def test_result_does_not_depend_on_the_thread_count():
+    x, weight, bias = _case(2, 32, 64, 37, 21, seed=2)
+    u = transform_weights(weight)
+    threads = torch.get_num_threads()
+    outs = []
+    try:
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            outs.append(conv3x3(x, u, bias, relu=True))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
+
+
+def test_bad_inputs_are_refused():
+    x, weight, bias = _case(1, 32, 32, 4, 4)
+    u = transform_weights(weight)
+    with pytest.raises(ValueError, match="float32"):
+        conv3x3(x.double(), u, bias, relu=False)
+    with pytest.raises(ValueError, match="channels-last"):
+        conv3x3(x.contiguous(), u, bias, relu=False)
+    with pytest.raises(ValueError, match="transformed weights"):
+        conv3x3(x, u[:, :16], bias, relu=False)
+    with pytest.raises(ValueError, match="bias"):
+        conv3x3(x, u, bias[:8], relu=False)
+    odd = torch.randn(1, 33, 4, 4).contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="multiples"):
+        conv3x3(odd, transform_weights(torch.randn(32, 33, 3, 3)), None, relu=False)
+    with pytest.raises(ValueError, match="3, 3"):
+        transform_weights(torch.randn(8, 8, 5, 5))
+    empty = torch.empty(0, 32, 4, 4).contiguous(memory_format=torch.channels_last)
+    assert conv3x3(empty, u, bias, relu=False).shape == (0, 32, 4, 4)
+
+
+@pytest.fixture
+def fresh_build(tmp_path, monkeypatch):
+    build.set_cache_dir(tmp_path / "kernels")
+    build.forget_loaded()
+    yield tmp_path / "kernels"
+    build.set_cache_dir(None)
+    build.forget_loaded()
+
+
+def test_a_kernel_without_openmp_runs_its_rows_on_threads_of_its_own(fresh_build, monkeypatch):
+    x, weight, bias = _case(2, 32, 32, 19, 11, seed=3)
+    u = transform_weights(weight)
+    with_openmp = conv3x3(x, u, bias, relu=True)
+    monkeypatch.setattr(build, "openmp_flags", lambda: ())
+    build.forget_loaded()
+    from transtic.kernels.winograd import _library
+
+    loaded = _library()
+    assert loaded is not None and not loaded[2]
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        assert torch.equal(conv3x3(x, u, bias, relu=True), with_openmp)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _folded_generator():
+    from transtic.layers import InstancePromptGenerator
+
+    torch.manual_seed(0)
+    generator = InstancePromptGenerator(out_channels=64).eval()
+    for module in generator.modules():  # BNs with statistics of their own
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 2.0)
+    generator.fold_batch_norms()
+    return generator.to(memory_format=torch.channels_last)
+
+
+def test_the_prompt_generator_runs_its_3x3_convs_by_winograd():
+    from transtic.layers.prompt_generator import WinogradConv3x3
+
+    folded = _folded_generator()
+    fast = copy.deepcopy(folded)
+    # every conv but the first (3 input channels) and the strided head
+    assert fast.use_winograd_convs() == 11
+    assert sum(isinstance(m, WinogradConv3x3) for m in fast.modules()) == 11
+    image = torch.rand(1, 3, 40, 56).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        expected = folded(image)
+        got = fast(image)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    # with autograd (training), or in another dtype, the layers run PyTorch's conv
+    torch.testing.assert_close(fast(image).detach(), expected, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():
+        half = copy.deepcopy(fast).to(torch.bfloat16)(image.bfloat16())
+    assert half.dtype == torch.bfloat16 and torch.allclose(
+        half.float(), expected, atol=0.1, rtol=0.05
+    )
+
+
+def test_only_float32_cpu_fast_copies_use_winograd():
+    from transtic.layers.prompt_generator import WinogradConv3x3
+    from transtic.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("transtic-tiny").eval()
+
+    def winograd_layers(precision):
+        fast = model.fast_transforms(precision)
+        return sum(isinstance(m, WinogradConv3x3) for m in fast.modules())
+
+    assert winograd_layers("float32") > 0
+    assert winograd_layers("bfloat16") == 0
+    assert winograd_layers("int8") == 0

@@ -1,0 +1,104 @@
+"""Python side of the Winograd 3x3 convolution kernel (``winograd_conv.cpp``).
+
+The weights are transformed once (:func:`transform_weights`); every call then takes
+a channels-last float32 image and returns the convolution (stride 1, padding 1) plus
+bias, optionally through a ReLU, channels-last too.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from . import build
+from .threads import run_split
+
+_I64, _PTR = ctypes.c_int64, ctypes.c_void_p
+# transtic_winograd_conv3x3(x, N, H, W, Cin, u, bias, Cout, relu, out, row_begin,
+# row_end, threads)
+_ARGTYPES: list[Any] = [_PTR, _I64, _I64, _I64, _I64, _PTR, _PTR, _I64, _I64, _PTR]
+_ARGTYPES += [_I64, _I64, _I64]
+
+# G of F(2x2, 3x3): a 3-tap filter -> its 4 values in the transformed domain
+_FILTER_TRANSFORM = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
+
+# per loaded library (by id): (vector lanes, built with OpenMP)
+_traits: dict[int, tuple[int, bool]] = {}
+
+
+def _library() -> tuple[ctypes.CDLL, int, bool] | None:
+    lib = build.load("winograd_conv")
+    if lib is None:
+        return None
+    if id(lib) not in _traits:
+        lib.transtic_winograd_conv3x3.argtypes = _ARGTYPES
+        lib.transtic_winograd_conv3x3.restype = ctypes.c_int
+        lib.transtic_winograd_lanes.restype = ctypes.c_int64
+        lib.transtic_winograd_openmp.restype = ctypes.c_int64
+        lanes, openmp = lib.transtic_winograd_lanes(), bool(lib.transtic_winograd_openmp())
+        _traits[id(lib)] = (lanes, openmp)
+    return (lib, *_traits[id(lib)])
+
+
+def available() -> bool:
+    """True once the kernel is built and loaded for this CPU (builds it on first call)."""
+    return _library() is not None
+
+
+def channel_multiple() -> int:
+    """Input and output channel counts the kernel takes are multiples of this (0: no kernel)."""
+    loaded = _library()
+    return 0 if loaded is None else loaded[1]
+
+
+def transform_weights(weight: Tensor) -> Tensor:
+    """(Cout, Cin, 3, 3) conv weights -> (16, Cin, Cout) float32, G g G^T per channel pair,
+    computed in float64 and rounded once."""
+    if weight.dim() != 4 or weight.shape[-2:] != (3, 3):
+        raise ValueError("Winograd F(2x2, 3x3) needs (Cout, Cin, 3, 3) weights")
+    g = torch.tensor(_FILTER_TRANSFORM, dtype=torch.float64)
+    u = g @ weight.detach().to("cpu", torch.float64) @ g.T  # (Cout, Cin, 4, 4)
+    cout, cin = weight.shape[:2]
+    return u.permute(2, 3, 1, 0).reshape(16, cin, cout).float().contiguous()
+
+
+def conv3x3(x: Tensor, transformed: Tensor, bias: Tensor | None, *, relu: bool) -> Tensor:
+    """3x3 convolution, stride 1, padding 1 (+ bias, then ReLU if asked) of a
+    channels-last float32 CPU batch (N, Cin, H, W) -> (N, Cout, H, W) channels-last."""
+    loaded = _library()
+    if loaded is None:
+        raise build.KernelBuildError("the Winograd convolution kernel is not available")
+    lib, lanes, openmp = loaded
+    if x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4:
+        raise ValueError("x must be a (N, C, H, W) float32 CPU tensor")
+    if not x.is_contiguous(memory_format=torch.channels_last):
+        raise ValueError("x must be channels-last contiguous")
+    n, cin, h, w = x.shape
+    if transformed.shape[:2] != (16, cin) or transformed.dtype != torch.float32:
+        raise ValueError(f"transformed weights must be (16, {cin}, Cout) float32")
+    if not transformed.is_contiguous():
+        raise ValueError("transformed weights must be contiguous")
+    cout = transformed.shape[2]
+    if cin % lanes or cout % lanes:
+        raise ValueError(f"channel counts must be multiples of {lanes}")
+    if bias is not None and (bias.shape != (cout,) or bias.dtype != torch.float32):
+        raise ValueError(f"bias must be ({cout},) float32")
+    if bias is not None:
+        bias = bias.contiguous()
+    out = torch.empty(n, cout, h, w, memory_format=torch.channels_last)
+    if out.numel() == 0:
+        return out
+    bias_ptr = bias.data_ptr() if bias is not None else None
+    call = functools.partial(
+        lib.transtic_winograd_conv3x3,
+        *(x.data_ptr(), n, h, w, cin, transformed.data_ptr()),
+        *(bias_ptr, cout, int(relu), out.data_ptr()),
+    )
+    codes = run_split(call, 0, n * ((h + 1) // 2), openmp=openmp)
+    if any(codes):
+        raise RuntimeError(f"Winograd convolution kernel failed with codes {codes}")
+    return out
