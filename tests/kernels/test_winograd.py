@@ -49,6 +49,18 @@ def test_matches_a_float64_convolution(n, cin, cout, h, w, relu):
     assert (got.double() - expected).norm() <= 2 * (theirs.double() - expected).norm() + 1e-9
 
 
+def test_two_inputs_convolve_as_their_concatenation():
+    x, weight, bias = _case(2, 48, 32, 9, 14, seed=4)
+    first, second = x[:, :16].contiguous(memory_format=torch.channels_last), x[:, 16:]
+    second = second.contiguous(memory_format=torch.channels_last)
+    u = transform_weights(weight)
+    whole = conv3x3(x, u, bias, relu=True)
+    assert torch.equal(conv3x3(first, u, bias, relu=True, concatenated=second), whole)
+    with pytest.raises(ValueError, match="height and width"):
+        short = second[:, :, :8].contiguous(memory_format=torch.channels_last)
+        conv3x3(first, u, bias, relu=True, concatenated=short)
+
+
 def test_without_bias():
     x, weight, _ = _case(1, 32, 32, 6, 10, seed=1)
     got = conv3x3(x, transform_weights(weight), None, relu=False)

@@ -18,10 +18,10 @@ from . import build
 from .threads import run_split
 
 _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
-# transtic_winograd_conv3x3(x, N, H, W, Cin, u, bias, Cout, relu, out, row_begin,
+# transtic_winograd_conv3x3(x, C1, x2, N, H, W, Cin, u, bias, Cout, relu, out, row_begin,
 # row_end, threads)
-_ARGTYPES: list[Any] = [_PTR, _I64, _I64, _I64, _I64, _PTR, _PTR, _I64, _I64, _PTR]
-_ARGTYPES += [_I64, _I64, _I64]
+_ARGTYPES: list[Any] = [_PTR, _I64, _PTR, _I64, _I64, _I64, _I64, _PTR, _PTR, _I64, _I64]
+_ARGTYPES += [_PTR, _I64, _I64, _I64]
 
 # G of F(2x2, 3x3): a 3-tap filter -> its 4 values in the transformed domain
 _FILTER_TRANSFORM = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
@@ -66,24 +66,45 @@ def transform_weights(weight: Tensor) -> Tensor:
     return u.permute(2, 3, 1, 0).reshape(16, cin, cout).float().contiguous()
 
 
-def conv3x3(x: Tensor, transformed: Tensor, bias: Tensor | None, *, relu: bool) -> Tensor:
+def _check_input(name: str, x: Tensor) -> None:
+    if x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4:
+        raise ValueError(f"{name} must be a (N, C, H, W) float32 CPU tensor")
+    if not x.is_contiguous(memory_format=torch.channels_last):
+        raise ValueError(f"{name} must be channels-last contiguous")
+
+
+def conv3x3(
+    x: Tensor,
+    transformed: Tensor,
+    bias: Tensor | None,
+    *,
+    relu: bool,
+    concatenated: Tensor | None = None,
+) -> Tensor:
     """3x3 convolution, stride 1, padding 1 (+ bias, then ReLU if asked) of a
-    channels-last float32 CPU batch (N, Cin, H, W) -> (N, Cout, H, W) channels-last."""
+    channels-last float32 CPU batch (N, Cin, H, W) -> (N, Cout, H, W) channels-last.
+
+    ``concatenated``: a second batch whose channels follow x's, as if the input were
+    ``torch.cat([x, concatenated], 1)`` (without making that tensor).
+    """
     loaded = _library()
     if loaded is None:
         raise build.KernelBuildError("the Winograd convolution kernel is not available")
     lib, lanes, openmp = loaded
-    if x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4:
-        raise ValueError("x must be a (N, C, H, W) float32 CPU tensor")
-    if not x.is_contiguous(memory_format=torch.channels_last):
-        raise ValueError("x must be channels-last contiguous")
-    n, cin, h, w = x.shape
+    _check_input("x", x)
+    n, first, h, w = x.shape
+    cin = first
+    if concatenated is not None:
+        _check_input("concatenated", concatenated)
+        if concatenated.shape[0] != n or concatenated.shape[2:] != x.shape[2:]:
+            raise ValueError("concatenated must match x in batch size, height and width")
+        cin += concatenated.shape[1]
     if transformed.shape[:2] != (16, cin) or transformed.dtype != torch.float32:
         raise ValueError(f"transformed weights must be (16, {cin}, Cout) float32")
     if not transformed.is_contiguous():
         raise ValueError("transformed weights must be contiguous")
     cout = transformed.shape[2]
-    if cin % lanes or cout % lanes:
+    if first % lanes or cin % lanes or cout % lanes:
         raise ValueError(f"channel counts must be multiples of {lanes}")
     if bias is not None and (bias.shape != (cout,) or bias.dtype != torch.float32):
         raise ValueError(f"bias must be ({cout},) float32")
@@ -92,10 +113,11 @@ def conv3x3(x: Tensor, transformed: Tensor, bias: Tensor | None, *, relu: bool) 
     out = torch.empty(n, cout, h, w, memory_format=torch.channels_last)
     if out.numel() == 0:
         return out
+    second = concatenated.data_ptr() if concatenated is not None else None
     bias_ptr = bias.data_ptr() if bias is not None else None
     call = functools.partial(
         lib.transtic_winograd_conv3x3,
-        *(x.data_ptr(), n, h, w, cin, transformed.data_ptr()),
+        *(x.data_ptr(), first, second, n, h, w, cin, transformed.data_ptr()),
         *(bias_ptr, cout, int(relu), out.data_ptr()),
     )
     codes = run_split(call, 0, n * ((h + 1) // 2), openmp=openmp)

@@ -43,52 +43,67 @@ inline vf load(const float* p) { return *reinterpret_cast<const vf_u*>(p); }
 inline void store(float* p, vf v) { *reinterpret_cast<vf_u*>(p) = v; }
 
 struct Conv {
-  const float* x;     // (N, H, W, Cin)
+  const float* x;     // (N, H, W, C1): the first C1 input channels
+  const float* x2;    // (N, H, W, Cin - C1): the rest (the second of two concatenated)
   const float* u;     // (16, Cin, Cout): the transformed weights, position-major
   const float* bias;  // (Cout) or null
   float* out;         // (N, H, W, Cout)
-  int64_t N, H, W, Cin, Cout;
+  int64_t N, H, W, Cin, C1, Cout;
   int relu;
   int64_t tiles_h, tiles_w, block;  // tiles per block (a multiple of every row count below)
 };
 
-// Transformed inputs of tiles [tx0, tx0 + count) of tile row ty: v[pos][tile][c],
-// B^T d B with B^T = [[1,0,-1,0],[0,1,1,0],[0,-1,1,0],[0,1,0,-1]]. Tiles past the
-// image's right edge are zero.
+// B^T d B for `channels` channels of the 16 pixels of one 4x4 tile, with B^T =
+// [[1,0,-1,0],[0,1,1,0],[0,-1,1,0],[0,1,0,-1]]: v[pos][c] at dst + pos * plane + c.
+// A null pixel (outside the image) reads as zero; only border tiles have any.
+template <bool kBorder>
+inline void transform_channels(const float* const* pixels, int64_t channels, float* dst,
+                               int64_t plane) {
+  for (int64_t c = 0; c < channels; c += kLanes) {
+    vf d[4][4];
+    for (int p = 0; p < 16; ++p)
+      d[p / 4][p % 4] = !kBorder || pixels[p] ? load(pixels[p] + c) : vf{};
+    vf r[4][4];
+    for (int j = 0; j < 4; ++j) {
+      r[0][j] = d[0][j] - d[2][j];
+      r[1][j] = d[1][j] + d[2][j];
+      r[2][j] = d[2][j] - d[1][j];
+      r[3][j] = d[1][j] - d[3][j];
+    }
+    for (int i = 0; i < 4; ++i) {
+      store(dst + (4 * i + 0) * plane + c, r[i][0] - r[i][2]);
+      store(dst + (4 * i + 1) * plane + c, r[i][1] + r[i][2]);
+      store(dst + (4 * i + 2) * plane + c, r[i][2] - r[i][1]);
+      store(dst + (4 * i + 3) * plane + c, r[i][1] - r[i][3]);
+    }
+  }
+}
+
+// Transformed inputs of tiles [tx0, tx0 + count) of tile row ty: v[pos][tile][c], the
+// channels of x first, then those of x2. Tiles past the image's right edge are zero.
 void transform_inputs(const Conv& cv, int64_t n, int64_t ty, int64_t tx0, int64_t count,
                       float* v) {
-  const int64_t cin = cv.Cin, plane = cv.block * cin;
-  const float* image = cv.x + n * cv.H * cv.W * cin;
-  const vf zero = vf{};
+  const int64_t plane = cv.block * cv.Cin, c2 = cv.Cin - cv.C1;
   for (int64_t t = 0; t < cv.block; ++t) {
     const int64_t tx = tx0 + t;
-    const float* rows[4];
-    bool row_ok[4], col_ok[4];
-    for (int i = 0; i < 4; ++i) {
-      const int64_t y = 2 * ty - 1 + i, x = 2 * tx - 1 + i;
-      row_ok[i] = t < count && y >= 0 && y < cv.H;
-      col_ok[i] = t < count && x >= 0 && x < cv.W;
-      rows[i] = image + (row_ok[i] ? y : 0) * cv.W * cin;
+    const float* first[16];
+    const float* second[16];
+    bool border = false;
+    for (int p = 0; p < 16; ++p) {
+      const int64_t y = 2 * ty - 1 + p / 4, x = 2 * tx - 1 + p % 4;
+      const bool inside = t < count && y >= 0 && y < cv.H && x >= 0 && x < cv.W;
+      const int64_t pixel = (n * cv.H + y) * cv.W + x;
+      first[p] = inside ? cv.x + pixel * cv.C1 : nullptr;
+      second[p] = inside && c2 ? cv.x2 + pixel * c2 : nullptr;
+      border |= !inside;
     }
-    for (int64_t c = 0; c < cin; c += kLanes) {
-      vf d[4][4];
-      for (int i = 0; i < 4; ++i)
-        for (int j = 0; j < 4; ++j)
-          d[i][j] = row_ok[i] && col_ok[j] ? load(rows[i] + (2 * tx - 1 + j) * cin + c) : zero;
-      vf r[4][4];
-      for (int j = 0; j < 4; ++j) {
-        r[0][j] = d[0][j] - d[2][j];
-        r[1][j] = d[1][j] + d[2][j];
-        r[2][j] = d[2][j] - d[1][j];
-        r[3][j] = d[1][j] - d[3][j];
-      }
-      float* dst = v + t * cin + c;
-      for (int i = 0; i < 4; ++i) {
-        store(dst + (4 * i + 0) * plane, r[i][0] - r[i][2]);
-        store(dst + (4 * i + 1) * plane, r[i][1] + r[i][2]);
-        store(dst + (4 * i + 2) * plane, r[i][2] - r[i][1]);
-        store(dst + (4 * i + 3) * plane, r[i][1] - r[i][3]);
-      }
+    float* dst = v + t * cv.Cin;
+    if (border) {
+      transform_channels<true>(first, cv.C1, dst, plane);
+      transform_channels<true>(second, c2, dst + cv.C1, plane);
+    } else {
+      transform_channels<false>(first, cv.C1, dst, plane);
+      transform_channels<false>(second, c2, dst + cv.C1, plane);
     }
   }
 }
@@ -214,15 +229,18 @@ int64_t transtic_winograd_openmp(void) {
 #endif
 }
 
-// Output rows [2 * row_begin, 2 * row_end) of every image, rows counted over the batch
-// (row r = image r / ceil(H / 2), tile row r % ceil(H / 2)). Returns 0, -1 for
-// unsupported shapes (channel counts must be whole vectors) and -2 when scratch memory
-// cannot be allocated.
-int transtic_winograd_conv3x3(const float* x, int64_t N, int64_t H, int64_t W, int64_t Cin,
-                              const float* u, const float* bias, int64_t Cout, int64_t relu,
-                              float* out, int64_t row_begin, int64_t row_end, int64_t threads) {
+// The conv of the channel concatenation of x (C1 channels) and x2 (Cin - C1 channels;
+// null when C1 == Cin), both NHWC, for output rows [2 * row_begin, 2 * row_end) of every
+// image, rows counted over the batch (row r = image r / ceil(H / 2), tile row
+// r % ceil(H / 2)). Returns 0, -1 for unsupported shapes (channel counts must be whole
+// vectors) and -2 when scratch memory cannot be allocated.
+int transtic_winograd_conv3x3(const float* x, int64_t C1, const float* x2, int64_t N, int64_t H,
+                              int64_t W, int64_t Cin, const float* u, const float* bias,
+                              int64_t Cout, int64_t relu, float* out, int64_t row_begin,
+                              int64_t row_end, int64_t threads) {
   if (N <= 0 || H <= 0 || W <= 0 || Cin <= 0 || Cout <= 0 || Cin % kLanes || Cout % kLanes)
     return -1;
+  if (C1 <= 0 || C1 > Cin || C1 % kLanes || (C1 < Cin && x2 == nullptr)) return -1;
   const int64_t tiles_h = (H + 1) / 2, tiles_w = (W + 1) / 2;
   if (row_begin < 0 || row_end > N * tiles_h || row_begin > row_end) return -1;
   int64_t rows = 0;
@@ -231,7 +249,7 @@ int transtic_winograd_conv3x3(const float* x, int64_t N, int64_t H, int64_t W, i
   int64_t block = 8192 / (Cin + Cout);
   block = block < rows ? rows : block / rows * rows;
   if (block > tiles_w) block = (tiles_w + rows - 1) / rows * rows;
-  const Conv cv{x, u, bias, out, N, H, W, Cin, Cout, relu != 0, tiles_h, tiles_w, block};
+  const Conv cv{x, x2, u, bias, out, N, H, W, Cin, C1, Cout, relu != 0, tiles_h, tiles_w, block};
   const int64_t total = row_end - row_begin;
   if (threads > total) threads = total;
   int code = 0;

@@ -20,6 +20,8 @@ class WinogradConv3x3(nn.Module):
     the native Winograd kernel on channels-last float32 CPU input without autograd,
     and by ``F.conv2d`` on anything else (same results up to float rounding)."""
 
+    transformed: Tensor  # (16, Cin, Cout), a buffer: follows the module's moves
+
     def __init__(self, conv: nn.Conv2d, *, relu: bool) -> None:
         super().__init__()
         from ..kernels import winograd
@@ -45,18 +47,28 @@ class WinogradConv3x3(nn.Module):
         )
         return conv.groups == 1 and conv.padding_mode == "zeros" and channels_fit
 
-    def forward(self, x: Tensor) -> Tensor:
-        from ..kernels import winograd
-
-        if (
+    def _native(self, x: Tensor) -> bool:
+        return (
             x.device.type == "cpu"
             and x.dtype == torch.float32 == self.transformed.dtype
             and self.transformed.device.type == "cpu"
             and not torch.is_grad_enabled()
             and x.is_contiguous(memory_format=torch.channels_last)
-        ):
+        )
+
+    def forward(self, x: Tensor, concatenated: Tensor | None = None) -> Tensor:
+        """The conv of x, or of ``torch.cat([x, concatenated], 1)`` (made only where the
+        native kernel does not run)."""
+        from ..kernels import winograd
+
+        pair = concatenated is not None and self._native(concatenated)
+        if self._native(x) and (concatenated is None or pair):
             bias = self.bias.detach() if self.bias is not None else None
-            return winograd.conv3x3(x, self.transformed, bias, relu=self.relu)
+            return winograd.conv3x3(
+                x, self.transformed, bias, relu=self.relu, concatenated=concatenated
+            )
+        if concatenated is not None:
+            x = torch.cat([x, concatenated], dim=1)
         out = F.conv2d(x, self.weight, self.bias, padding=1)
         return F.relu(out) if self.relu else out
 
@@ -132,6 +144,15 @@ class InstancePromptGenerator(nn.Module):
         d1 = self.down1(image)
         d2 = self.down2(self.down1_pool(d1))
         d3 = self.down3(self.down2_pool(d2))
-        u2 = self.up2(torch.cat([d2, self.upsample2(d3)], dim=1))
-        u1 = self.up1(torch.cat([d1, self.upsample1(u2)], dim=1))
+        u2 = _conv_of_concatenation(self.up2, d2, self.upsample2(d3))
+        u1 = _conv_of_concatenation(self.up1, d1, self.upsample1(u2))
         return self.classifier(u1)
+
+
+def _conv_of_concatenation(layers: nn.Sequential, skip: Tensor, upsampled: Tensor) -> Tensor:
+    """``layers(torch.cat([skip, upsampled], 1))``; a Winograd first layer reads both
+    inputs where they are, saving the concatenated copy (a full-resolution pass)."""
+    head = layers[0]
+    if isinstance(head, WinogradConv3x3):
+        return layers[1:](head(skip, upsampled))
+    return layers(torch.cat([skip, upsampled], dim=1))
