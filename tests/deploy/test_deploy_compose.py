@@ -249,5 +249,6 @@ def test_images_ship_native_kernels_for_every_x86_level(service: str, tmp_path: 
     argv[argv.index("--cache-dir") + 1] = str(tmp_path)
     assert argv[:3] == ["python", "-m", "transtic.kernels"]
     subprocess.run([sys.executable, *argv[1:]], check=True, cwd=ROOT, timeout=300)
-    built = {p.name.split("-")[1] for p in tmp_path.glob("window_attention-*.so")}
-    assert built == {"avx512", "avx2", "default"}
+    for kernel in ("window_attention", "winograd_conv"):
+        built = {p.name.split("-")[1] for p in tmp_path.glob(f"{kernel}-*.so")}
+        assert built == {"avx512", "avx2", "default"}, kernel
