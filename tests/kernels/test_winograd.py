@@ -46,7 +46,9 @@ def test_matches_a_float64_convolution(n, cin, cout, h, w, relu):
     # rounding no worse than that of PyTorch's own float32 convolution
     theirs = F.conv2d(x, weight, bias, padding=1)
     theirs = theirs.relu() if relu else theirs
-    assert (got.double() - expected).norm() <= 2 * (theirs.double() - expected).norm() + 1e-9
+    # (up to one float32 ulp of the whole: tiny outputs make the ratio noisy)
+    slack = 1.2e-7 * expected.norm()
+    assert (got.double() - expected).norm() <= 2 * (theirs.double() - expected).norm() + slack
 
 
 def test_two_inputs_convolve_as_their_concatenation():
