@@ -53,16 +53,21 @@ struct Conv {
   int64_t tiles_h, tiles_w, block;  // tiles per block (a multiple of every row count below)
 };
 
-// B^T d B for `channels` channels of the 16 pixels of one 4x4 tile, with B^T =
-// [[1,0,-1,0],[0,1,1,0],[0,-1,1,0],[0,1,0,-1]]: v[pos][c] at dst + pos * plane + c.
-// A null pixel (outside the image) reads as zero; only border tiles have any.
+// B^T d B for the channels of one 4x4 tile, with B^T = [[1,0,-1,0],[0,1,1,0],
+// [0,-1,1,0],[0,1,0,-1]]: v[pos][c] at dst + pos * plane + c. The tile's pixel (i, j)
+// is at rows[i] + (x0 + j) * channels; a null row or a column outside the image
+// (border tiles only) reads as zero.
 template <bool kBorder>
-inline void transform_channels(const float* const* pixels, int64_t channels, float* dst,
-                               int64_t plane) {
+inline void transform_channels(const float* const* rows, int64_t x0, int64_t width,
+                               int64_t channels, float* dst, int64_t plane) {
+  bool col_ok[4];
+  for (int j = 0; j < 4; ++j) col_ok[j] = !kBorder || (x0 + j >= 0 && x0 + j < width);
   for (int64_t c = 0; c < channels; c += kLanes) {
     vf d[4][4];
-    for (int p = 0; p < 16; ++p)
-      d[p / 4][p % 4] = !kBorder || pixels[p] ? load(pixels[p] + c) : vf{};
+    for (int i = 0; i < 4; ++i)
+      for (int j = 0; j < 4; ++j)
+        d[i][j] = !kBorder || (rows[i] && col_ok[j]) ? load(rows[i] + (x0 + j) * channels + c)
+                                                      : vf{};
     vf r[4][4];
     for (int j = 0; j < 4; ++j) {
       r[0][j] = d[0][j] - d[2][j];
@@ -84,26 +89,29 @@ inline void transform_channels(const float* const* pixels, int64_t channels, flo
 void transform_inputs(const Conv& cv, int64_t n, int64_t ty, int64_t tx0, int64_t count,
                       float* v) {
   const int64_t plane = cv.block * cv.Cin, c2 = cv.Cin - cv.C1;
+  const float* first[4];
+  const float* second[4];
+  bool rows_inside = true;
+  for (int i = 0; i < 4; ++i) {
+    const int64_t y = 2 * ty - 1 + i;
+    const bool inside = y >= 0 && y < cv.H;
+    first[i] = inside ? cv.x + (n * cv.H + y) * cv.W * cv.C1 : nullptr;
+    second[i] = inside && c2 ? cv.x2 + (n * cv.H + y) * cv.W * c2 : nullptr;
+    rows_inside &= inside;
+  }
   for (int64_t t = 0; t < cv.block; ++t) {
-    const int64_t tx = tx0 + t;
-    const float* first[16];
-    const float* second[16];
-    bool border = false;
-    for (int p = 0; p < 16; ++p) {
-      const int64_t y = 2 * ty - 1 + p / 4, x = 2 * tx - 1 + p % 4;
-      const bool inside = t < count && y >= 0 && y < cv.H && x >= 0 && x < cv.W;
-      const int64_t pixel = (n * cv.H + y) * cv.W + x;
-      first[p] = inside ? cv.x + pixel * cv.C1 : nullptr;
-      second[p] = inside && c2 ? cv.x2 + pixel * c2 : nullptr;
-      border |= !inside;
-    }
     float* dst = v + t * cv.Cin;
-    if (border) {
-      transform_channels<true>(first, cv.C1, dst, plane);
-      transform_channels<true>(second, c2, dst + cv.C1, plane);
+    if (t >= count) {  // past the right edge: zeros, whose products are dropped anyway
+      for (int p = 0; p < 16; ++p) memset(dst + p * plane, 0, cv.Cin * sizeof(float));
+      continue;
+    }
+    const int64_t x0 = 2 * (tx0 + t) - 1;
+    if (rows_inside && x0 >= 0 && x0 + 3 < cv.W) {
+      transform_channels<false>(first, x0, cv.W, cv.C1, dst, plane);
+      transform_channels<false>(second, x0, cv.W, c2, dst + cv.C1, plane);
     } else {
-      transform_channels<false>(first, cv.C1, dst, plane);
-      transform_channels<false>(second, c2, dst + cv.C1, plane);
+      transform_channels<true>(first, x0, cv.W, cv.C1, dst, plane);
+      transform_channels<true>(second, x0, cv.W, c2, dst + cv.C1, plane);
     }
   }
 }
@@ -245,8 +253,9 @@ int transtic_winograd_conv3x3(const float* x, int64_t C1, const float* x2, int64
   if (row_begin < 0 || row_end > N * tiles_h || row_begin > row_end) return -1;
   int64_t rows = 0;
   const Products run = products_for(Cout, &rows);
-  // a block's transformed inputs and products: about 512 KiB, a whole number of rows
-  int64_t block = 8192 / (Cin + Cout);
+  // a block's transformed inputs and products: about 128 KiB (L2-resident beside the
+  // weights; larger blocks measured slower), a whole number of rows
+  int64_t block = 2048 / (Cin + Cout);
   block = block < rows ? rows : block / rows * rows;
   if (block > tiles_w) block = (tiles_w + rows - 1) / rows * rows;
   const Conv cv{x, x2, u, bias, out, N, H, W, Cin, C1, Cout, relu != 0, tiles_h, tiles_w, block};
