@@ -18,13 +18,24 @@ from . import build
 from .threads import run_split
 
 _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
-# transtic_winograd_conv3x3(x, C1, x2, N, H, W, Cin, u, bias, Cout, relu, out, row_begin,
-# row_end, threads)
+# transtic_winograd_conv3x3(x, C1, x2, N, H, W, Cin, u, bias, Cout, relu, out, tile,
+# row_begin, row_end, threads)
 _ARGTYPES: list[Any] = [_PTR, _I64, _PTR, _I64, _I64, _I64, _I64, _PTR, _PTR, _I64, _I64]
-_ARGTYPES += [_PTR, _I64, _I64, _I64]
+_ARGTYPES += [_PTR, _I64, _I64, _I64, _I64]
 
-# G of F(2x2, 3x3): a 3-tap filter -> its 4 values in the transformed domain
-_FILTER_TRANSFORM = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
+# G of F(tile x tile, 3x3): a 3-tap filter -> its tile + 2 values in the transformed domain
+_FILTER_TRANSFORMS = {
+    2: ((1, 0, 0), (1 / 2, 1 / 2, 1 / 2), (1 / 2, -1 / 2, 1 / 2), (0, 0, 1)),
+    4: (
+        (1 / 4, 0, 0),
+        (-1 / 6, -1 / 6, -1 / 6),
+        (-1 / 6, 1 / 6, -1 / 6),
+        (1 / 24, 1 / 12, 1 / 6),
+        (1 / 24, -1 / 12, 1 / 6),
+        (0, 0, 1),
+    ),
+}
+TILES = tuple(_FILTER_TRANSFORMS)
 
 # per loaded library (by id): (vector lanes, built with OpenMP)
 _traits: dict[int, tuple[int, bool]] = {}
@@ -55,15 +66,17 @@ def channel_multiple() -> int:
     return 0 if loaded is None else loaded[1]
 
 
-def transform_weights(weight: Tensor) -> Tensor:
-    """(Cout, Cin, 3, 3) conv weights -> (16, Cin, Cout) float32, G g G^T per channel pair,
-    computed in float64 and rounded once."""
+def transform_weights(weight: Tensor, tile: int = 2) -> Tensor:
+    """(Cout, Cin, 3, 3) conv weights -> ((tile + 2)^2, Cin, Cout) float32 for F(tile x tile,
+    3x3): G g G^T per channel pair, computed in float64 and rounded once."""
     if weight.dim() != 4 or weight.shape[-2:] != (3, 3):
-        raise ValueError("Winograd F(2x2, 3x3) needs (Cout, Cin, 3, 3) weights")
-    g = torch.tensor(_FILTER_TRANSFORM, dtype=torch.float64)
-    u = g @ weight.detach().to("cpu", torch.float64) @ g.T  # (Cout, Cin, 4, 4)
+        raise ValueError("Winograd F(m x m, 3x3) needs (Cout, Cin, 3, 3) weights")
+    if tile not in _FILTER_TRANSFORMS:
+        raise ValueError(f"output tiles of {TILES} pixels, not {tile}")
+    g = torch.tensor(_FILTER_TRANSFORMS[tile], dtype=torch.float64)
+    u = g @ weight.detach().to("cpu", torch.float64) @ g.T  # (Cout, Cin, T, T)
     cout, cin = weight.shape[:2]
-    return u.permute(2, 3, 1, 0).reshape(16, cin, cout).float().contiguous()
+    return u.permute(2, 3, 1, 0).reshape((tile + 2) ** 2, cin, cout).float().contiguous()
 
 
 def _check_input(name: str, x: Tensor) -> None:
@@ -82,7 +95,8 @@ def conv3x3(
     concatenated: Tensor | None = None,
 ) -> Tensor:
     """3x3 convolution, stride 1, padding 1 (+ bias, then ReLU if asked) of a
-    channels-last float32 CPU batch (N, Cin, H, W) -> (N, Cout, H, W) channels-last.
+    channels-last float32 CPU batch (N, Cin, H, W) -> (N, Cout, H, W) channels-last, by
+    F(m x m, 3x3) with the m the weights were transformed for (:func:`transform_weights`).
 
     ``concatenated``: a second batch whose channels follow x's, as if the input were
     ``torch.cat([x, concatenated], 1)`` (without making that tensor).
@@ -99,8 +113,9 @@ def conv3x3(
         if concatenated.shape[0] != n or concatenated.shape[2:] != x.shape[2:]:
             raise ValueError("concatenated must match x in batch size, height and width")
         cin += concatenated.shape[1]
-    if transformed.shape[:2] != (16, cin) or transformed.dtype != torch.float32:
-        raise ValueError(f"transformed weights must be (16, {cin}, Cout) float32")
+    tile = {(m + 2) ** 2: m for m in TILES}.get(transformed.shape[0], 0)
+    if not tile or transformed.shape[1] != cin or transformed.dtype != torch.float32:
+        raise ValueError(f"transformed weights must be (16 or 36, {cin}, Cout) float32")
     if not transformed.is_contiguous():
         raise ValueError("transformed weights must be contiguous")
     cout = transformed.shape[2]
@@ -118,9 +133,9 @@ def conv3x3(
     call = functools.partial(
         lib.transtic_winograd_conv3x3,
         *(x.data_ptr(), first, second, n, h, w, cin, transformed.data_ptr()),
-        *(bias_ptr, cout, int(relu), out.data_ptr()),
+        *(bias_ptr, cout, int(relu), out.data_ptr(), tile),
     )
-    codes = run_split(call, 0, n * ((h + 1) // 2), openmp=openmp)
+    codes = run_split(call, 0, n * -(-h // tile), openmp=openmp)
     if any(codes):
         raise RuntimeError(f"Winograd convolution kernel failed with codes {codes}")
     return out

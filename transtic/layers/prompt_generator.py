@@ -15,6 +15,11 @@ def _conv_bn_relu(channels: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+# Output tile of the generator's Winograd convs: F(4x4, 3x3) needs 36 products per 16
+# outputs (F(2x2): 16 per 4), at ~10x the rounding error of a direct conv (~1e-6 relative).
+WINOGRAD_TILE = 4
+
+
 class WinogradConv3x3(nn.Module):
     """An inference-only 3x3 conv (stride 1, padding 1) + bias, optionally + ReLU, run by
     the native Winograd kernel on channels-last float32 CPU input without autograd,
@@ -22,7 +27,7 @@ class WinogradConv3x3(nn.Module):
 
     transformed: Tensor  # (16, Cin, Cout), a buffer: follows the module's moves
 
-    def __init__(self, conv: nn.Conv2d, *, relu: bool) -> None:
+    def __init__(self, conv: nn.Conv2d, *, relu: bool, tile: int = WINOGRAD_TILE) -> None:
         super().__init__()
         from ..kernels import winograd
 
@@ -30,7 +35,8 @@ class WinogradConv3x3(nn.Module):
         bias = conv.bias.detach().clone() if conv.bias is not None else None
         self.bias = nn.Parameter(bias, requires_grad=False) if bias is not None else None
         self.relu = relu
-        self.register_buffer("transformed", winograd.transform_weights(self.weight))
+        self.tile = tile
+        self.register_buffer("transformed", winograd.transform_weights(self.weight, tile))
 
     @staticmethod
     def applies_to(conv: nn.Module) -> bool:
@@ -116,12 +122,13 @@ class InstancePromptGenerator(nn.Module):
                     seq[i] = fuse_conv_bn_eval(conv, norm)
                     seq[i + 1] = nn.Identity()
 
-    def use_winograd_convs(self) -> int:
+    def use_winograd_convs(self, tile: int = WINOGRAD_TILE) -> int:
         """Run the BN-folded 3x3 convs (each with its ReLU) by the native Winograd kernel,
         where their channel counts suit it; inference only. Returns how many were changed.
 
-        F(2x2, 3x3) needs 16 products per 2x2 outputs and channel pair instead of 36;
-        these convs are a third of an encode and run at the float32 FMA peak already.
+        F(4x4, 3x3) needs 36 products per 4x4 outputs and channel pair instead of 144
+        (F(2x2, 3x3): 16 instead of 36); these convs were a third of a float32 encode and
+        ran at the FMA peak already.
         The slots of the ReLU and of the folded BN become identities, so indices stay.
         """
         changed = 0
@@ -135,7 +142,7 @@ class InstancePromptGenerator(nn.Module):
                     and isinstance(folded, nn.Identity)
                     and isinstance(relu, nn.ReLU)
                 ):
-                    seq[i] = WinogradConv3x3(conv, relu=True)  # type: ignore[arg-type]
+                    seq[i] = WinogradConv3x3(conv, relu=True, tile=tile)  # type: ignore[arg-type]
                     seq[i + 2] = nn.Identity()
                     changed += 1
         return changed
