@@ -175,17 +175,31 @@ def test_the_prompt_generator_runs_its_3x3_convs_by_winograd():
     )
 
 
-def test_only_float32_cpu_fast_copies_use_winograd():
+def test_which_fast_copies_use_winograd(monkeypatch):
+    """float32 copies on the CPU; bf16 copies where bf16 runs on AVX-512 BF16 dot products
+    (the float32 Winograd generator is faster there), not beside AMX tiles; never int8."""
+    from transtic import precision
     from transtic.layers.prompt_generator import WinogradConv3x3
     from transtic.models import create_model
+    from transtic.models.quantization import Float32Island
 
     torch.manual_seed(0)
     model = create_model("transtic-tiny").eval()
 
-    def winograd_layers(precision):
-        fast = model.fast_transforms(precision)
-        return sum(isinstance(m, WinogradConv3x3) for m in fast.modules())
+    def winograd_layers(name, flags=frozenset()):
+        monkeypatch.setattr(precision, "usable_cpu_flags", lambda: frozenset(flags))
+        fast = model.fast_transforms(name)
+        return fast, sum(isinstance(m, WinogradConv3x3) for m in fast.modules())
 
-    assert winograd_layers("float32") > 0
-    assert winograd_layers("bfloat16") == 0
-    assert winograd_layers("int8") == 0
+    assert winograd_layers("float32")[1] > 0
+    assert winograd_layers("int8")[1] == 0
+    assert winograd_layers("bfloat16", {"avx512_bf16", "amx_bf16"})[1] == 0
+    assert winograd_layers("bfloat16")[1] == 0
+    fast, layers = winograd_layers("bfloat16", {"avx512_bf16"})
+    assert layers > 0 and isinstance(fast.g_a0_prompt, Float32Island)
+    image = torch.rand(1, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        prompts = fast.g_a0_prompt(image.bfloat16())
+        expected = model.g_a0_prompt(image)
+    assert prompts.dtype == torch.bfloat16
+    torch.testing.assert_close(prompts.float(), expected, rtol=1e-2, atol=1e-2)

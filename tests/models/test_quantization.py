@@ -128,7 +128,7 @@ def test_calibration_side_follows_the_model_alignment(tiny_transtic, monkeypatch
 def test_int8_runs_the_rest_in_bf16_where_bf16_is_native(tiny_transtic, monkeypatch):
     monkeypatch.setattr(precision, "native_bf16", lambda device: True)
     fast = ImageCodec(tiny_transtic, precision="int8")._transforms
-    island = quantization._Float32Island
+    island = quantization.Float32Island
     # the int8 prompt branch, behind float32 boundaries
     assert isinstance(fast.g_a0_prompt, island) and isinstance(fast.g_a2_prompt, island)
     assert all(isinstance(layer, island) for layer in fast.g_a0_prompt_layers)

@@ -220,9 +220,10 @@ def _prompt_branch_convs(fast: HyperpriorCodec) -> Iterator[tuple[nn.Module, str
                     yield child, str(index), layer
 
 
-class _Float32Island(nn.Module):
-    """An int8 module inside bf16 transforms: float32 in (its quantiser's input), back to
-    the caller's dtype out."""
+class Float32Island(nn.Module):
+    """A float32 module inside bf16 transforms (an int8 module, whose quantiser takes
+    float32, or the float32 Winograd prompt generator): float32 in, the caller's dtype
+    out."""
 
     def __init__(self, inner: nn.Module) -> None:
         super().__init__()
@@ -256,7 +257,7 @@ def quantize_transforms(fast: HyperpriorCodec, *, rest_in_bf16: bool = False) ->
             fast.analyze(images)
     for parent, attr, module in observed:
         converted = _convert(module).to(memory_format=torch.channels_last)
-        setattr(parent, attr, _Float32Island(converted) if rest_in_bf16 else converted)
+        setattr(parent, attr, Float32Island(converted) if rest_in_bf16 else converted)
     for name, child in fast.named_children():
         if not name.startswith(("g_a", "g_s", "h_a")):
             continue
@@ -265,5 +266,5 @@ def quantize_transforms(fast: HyperpriorCodec, *, rest_in_bf16: bool = False) ->
             continue
         members = child if isinstance(child, nn.ModuleList) else [child]
         for member in members:
-            if not isinstance(member, _Float32Island):
+            if not isinstance(member, Float32Island):
                 member.to(dtype=torch.bfloat16)
