@@ -237,7 +237,9 @@ class HyperpriorCodec(nn.Module):
         The Swin stages keep their residual stream in window order and fuse GELU into
         fc1 (``set_fused_inference``).
         ``float32``: same weights (results equal up to float rounding, ~1e-6 relative).
-        ``bfloat16``: the transforms' weights in bf16. ``int8``: the instance-prompt branch
+        ``bfloat16``: the transforms' weights in bf16 (the prompt generator stays float32
+        with Winograd convs where bf16 runs on AVX-512 BF16 dot products, which that beats).
+        ``int8``: the instance-prompt branch
         (generator and its convs) statically quantised (calibrated on fixed synthetic
         photos); the rest in bf16 where the CPU has native bf16, else every Linear
         dynamically quantised and the rest float32 (``transtic.models.quantization``).
