@@ -41,7 +41,7 @@ LINEAR_ONLY = "int8 (Linear only)"
 PATHS = (("ours float32 (exact)", "float32"), (LINEAR_ONLY, "int8"), ("ours int8", "int8"))
 
 
-def _linear_only(fast: HyperpriorCodec) -> None:
+def _linear_only(fast: HyperpriorCodec, **_options: object) -> None:
     """What ``fast_transforms("int8")`` did before the convs: BN folded, Linear dynamic."""
     for name, child in fast.named_children():
         if isinstance(child, InstancePromptGenerator):

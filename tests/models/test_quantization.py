@@ -42,8 +42,14 @@ def without_native_bf16(monkeypatch):
     monkeypatch.setattr(precision, "native_bf16", lambda device: False)
 
 
+@pytest.fixture
+def with_int8_dot_products(monkeypatch):
+    """int8 as on CPUs with VNNI (or the like), whatever this one has: an int8 generator."""
+    monkeypatch.setattr(precision, "native_int8", lambda device: True)
+
+
 def test_int8_copy_quantises_the_prompt_generator_and_analysis_convs(
-    tiny_transtic, without_native_bf16
+    tiny_transtic, without_native_bf16, with_int8_dot_products
 ):
     fast = ImageCodec(tiny_transtic, precision="int8")._transforms
     generator = [m for m in fast.g_a0_prompt.modules() if isinstance(m, nniq.ConvReLU2d)]
@@ -125,7 +131,9 @@ def test_calibration_side_follows_the_model_alignment(tiny_transtic, monkeypatch
     assert seen and all(s[-1] % alignment == 0 and s[-2] % alignment == 0 for s in seen)
 
 
-def test_int8_runs_the_rest_in_bf16_where_bf16_is_native(tiny_transtic, monkeypatch):
+def test_int8_runs_the_rest_in_bf16_where_bf16_is_native(
+    tiny_transtic, monkeypatch, with_int8_dot_products
+):
     monkeypatch.setattr(precision, "native_bf16", lambda device: True)
     fast = ImageCodec(tiny_transtic, precision="int8")._transforms
     island = quantization.Float32Island
@@ -150,3 +158,32 @@ def test_int8_runs_the_rest_in_bf16_where_bf16_is_native(tiny_transtic, monkeypa
     bf16_error = _relative_error(exact.decode(bf16.encode(image).data).image, reference)
     # random tiny weights amplify rounding: the mix stays in bf16's league
     assert _relative_error(decoded.image, reference) < 2 * bf16_error + 0.02
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_without_int8_dot_products_the_generator_stays_float32_with_winograd(
+    tiny_transtic, monkeypatch, bf16
+):
+    """7-bit activations and saturating sums (AVX2) make the int8 generator slower than
+    the float32 Winograd one: the generator stays float32 (exact), the rest as before."""
+    from transtic.kernels import winograd
+    from transtic.layers.prompt_generator import WinogradConv3x3
+
+    if not winograd.available():
+        pytest.skip("no C++ compiler to build the Winograd kernel")
+    monkeypatch.setattr(precision, "native_int8", lambda device: False)
+    monkeypatch.setattr(precision, "native_bf16", lambda device: bf16)
+    fast = ImageCodec(tiny_transtic, precision="int8")._transforms
+    generator = fast.g_a0_prompt.inner if bf16 else fast.g_a0_prompt
+    assert isinstance(fast.g_a0_prompt, quantization.Float32Island) == bf16
+    assert isinstance(generator, InstancePromptGenerator)
+    assert any(isinstance(m, WinogradConv3x3) for m in generator.modules())
+    assert not any("quantized" in type(m).__module__ for m in generator.modules())
+    # the strided prompt convs are still int8
+    convs = [fast.g_a2_prompt, *fast.g_a0_prompt_layers]
+    assert all(isinstance(getattr(c, "inner", c).module, nnq.Conv2d) for c in convs)
+    image = torch.rand(1, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        prompts = fast.g_a0_prompt(image.bfloat16() if bf16 else image)
+        expected = tiny_transtic.g_a0_prompt(image)
+    torch.testing.assert_close(prompts.float(), expected, rtol=1e-2, atol=1e-2)

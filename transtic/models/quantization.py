@@ -1,9 +1,11 @@
 """The int8 fast path: torch.ao quantisation of the private fast copy's transforms.
 
 - The instance prompt generator (a full-resolution U-Net, the costliest part of the
-  encoder) runs end to end in int8: FX graph-mode static quantisation fuses each
-  conv + BatchNorm + ReLU into one x86 / oneDNN int8 kernel, and max-pooling,
-  bilinear upsampling and the skip concatenations stay on int8 tensors.
+  encoder) runs end to end in int8 where the CPU has int8 dot products (VNNI): FX
+  graph-mode static quantisation fuses each conv + BatchNorm + ReLU into one x86 /
+  oneDNN int8 kernel, and max-pooling, bilinear upsampling and the skip
+  concatenations stay on int8 tensors. Without them (7-bit activations, saturating
+  16-bit sums) the float32 generator with Winograd convs is faster, and it stays so.
 - The prompt branch's strided convolutions (from the generator's output to the
   instance prompts of each stage) are statically quantised one by one: int8 in, int8
   kernel, float32 out. The image path's convolutions stay float32 (``_prompt_branch_convs``
@@ -233,12 +235,17 @@ class Float32Island(nn.Module):
         return self.inner(x.float()).to(x.dtype)
 
 
-def quantize_transforms(fast: HyperpriorCodec, *, rest_in_bf16: bool = False) -> None:
+def quantize_transforms(
+    fast: HyperpriorCodec, *, rest_in_bf16: bool = False, float32_generator: bool = False
+) -> None:
     """Turn a float32 fast copy (eval mode, BNs not yet folded) into the int8 copy, in place.
 
     ``rest_in_bf16`` (CPUs with native bf16): what is not statically quantised runs in
     bf16, whose GEMMs beat dynamically quantised int8 ones there; otherwise the Linear
     layers are dynamically quantised and the rest stays float32.
+    ``float32_generator``: the prompt generator stays float32 with its BNs folded and
+    Winograd convs (``use_winograd_convs``); without int8 dot products (7-bit
+    activations, saturating 16-bit sums) it is both faster and exact.
     """
     from ..layers import InstancePromptGenerator
 
@@ -246,7 +253,13 @@ def quantize_transforms(fast: HyperpriorCodec, *, rest_in_bf16: bool = False) ->
     images = calibration_images(side).contiguous(memory_format=torch.channels_last)
     observed: list[tuple[nn.Module, str, nn.Module]] = []
     for name, child in fast.named_children():
-        if name.startswith("g_a") and isinstance(child, InstancePromptGenerator):
+        if not (name.startswith("g_a") and isinstance(child, InstancePromptGenerator)):
+            continue
+        if float32_generator:
+            child.fold_batch_norms()
+            child.use_winograd_convs()
+            setattr(fast, name, Float32Island(child) if rest_in_bf16 else child)
+        else:
             observed.append((fast, name, _observe_graph(child, images[:1])))
     for parent, attr, conv in _prompt_branch_convs(fast):
         observed.append((parent, attr, _observe_conv(conv)))
