@@ -95,8 +95,22 @@ class AnalyticsServicer(api_pb2_grpc.AnalyticsServicer):
     def AnalyzeStream(
         self, request_iterator: Iterator[Any], context: grpc.ServicerContext
     ) -> Iterator[api_pb2.FrameAck]:
-        # The call's id; each frame gets its own (Frame.request_id, or derived from this).
-        call_id = request_ids.echo_grpc(context)
+        def count_cancel() -> None:
+            self.runtime.record_error(ServiceError(ErrorCode.CANCELLED, "stream cancelled"))
+
+        def on_end() -> None:  # gRPC calls this once the call is over, however it ended
+            if _cancelled_by_client(context):
+                count_cancel()
+
+        # Registered first: a cancel can end the call before the handler gets here.
+        if not context.add_callback(on_end):
+            on_end()  # over already (gRPC refuses callbacks then)
+            return
+        try:
+            # The call's id; each frame gets its own (Frame.request_id, or derived from this).
+            call_id = request_ids.echo_grpc(context)
+        except grpc.RpcError:  # cancelled meanwhile: on_end counts it
+            return
         acks: queue.Queue[Any] = queue.Queue()
         window = threading.BoundedSemaphore(self.stream_window)
         total: list[int] = []
@@ -136,14 +150,6 @@ class AnalyticsServicer(api_pb2_grpc.AnalyticsServicer):
                 total.append(received[0])
                 acks.put(_END)
 
-        def count_cancel() -> None:
-            self.runtime.record_error(ServiceError(ErrorCode.CANCELLED, "stream cancelled"))
-
-        def on_end() -> None:  # gRPC calls this once the call is over, however it ended
-            if _cancelled_by_client(context):
-                count_cancel()
-
-        context.add_callback(on_end)
         threading.Thread(target=read, name="stream-reader", daemon=True).start()
         sent = 0
         while context.is_active():

@@ -191,3 +191,40 @@ def test_readiness_fails_while_every_grpc_thread_is_busy(
             for call in calls:
                 call.result(60)
         assert client.get("/readyz").status_code == 200
+
+
+def test_a_stream_cancelled_before_its_handler_starts_counts_as_cancelled(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cancel can end the call between the stream slot being taken and the handler's
+    first steps (gRPC then refuses metadata and callbacks): still counted, no error."""
+    from services.analytics import grpc_service
+
+    cancel_sent = threading.Event()
+    echo = grpc_service.request_ids.echo_grpc
+
+    def late_handler(context: grpc.ServicerContext) -> str:
+        cancel_sent.wait(30)
+        deadline = time.monotonic() + 10
+        while context.is_active() and time.monotonic() < deadline:
+            time.sleep(0.02)  # until gRPC has ended the call on its side
+        return echo(context)
+
+    monkeypatch.setattr(grpc_service.request_ids, "echo_grpc", late_handler)
+    release = threading.Event()
+    with serving(make_settings()) as (channel, front):
+        runtime = front.runtime
+        (call,) = idle_streams(channel, 1, release)
+        deadline = time.monotonic() + 60
+        while front.streams.open_streams < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        try:
+            call.cancel()
+            cancel_sent.set()
+            deadline = time.monotonic() + 10
+            while errors(runtime, "CANCELLED") < 1 and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            release.set()
+        assert errors(runtime, "CANCELLED") == 1
+        assert errors(runtime, "INTERNAL") == 0
