@@ -112,16 +112,6 @@ def test_bad_layouts_are_refused():
         )
 
 
-@pytest.fixture
-def fresh_build(tmp_path, monkeypatch):
-    """Builds into an empty cache directory; restores the shared state afterwards."""
-    build.set_cache_dir(tmp_path / "kernels")
-    build.forget_loaded()
-    yield tmp_path / "kernels"
-    build.set_cache_dir(None)
-    build.forget_loaded()
-
-
 def test_a_built_kernel_is_reused_not_rebuilt(fresh_build, monkeypatch):
     first = build.build("window_attention")
     assert first.parent == fresh_build and first.is_file()

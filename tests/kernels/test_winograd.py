@@ -113,15 +113,6 @@ def test_bad_inputs_are_refused():
     assert conv3x3(empty, u, bias, relu=False).shape == (0, 32, 4, 4)
 
 
-@pytest.fixture
-def fresh_build(tmp_path, monkeypatch):
-    build.set_cache_dir(tmp_path / "kernels")
-    build.forget_loaded()
-    yield tmp_path / "kernels"
-    build.set_cache_dir(None)
-    build.forget_loaded()
-
-
 def test_a_kernel_without_openmp_runs_its_rows_on_threads_of_its_own(fresh_build, monkeypatch):
     x, weight, bias = _case(2, 32, 32, 19, 11, seed=3)
     u = transform_weights(weight, 4)
