@@ -31,9 +31,10 @@ COPY pyproject.toml ./
 # installed with the package: the image analyses frames without any download.
 COPY transtic ./transtic
 RUN pip install ".[services]"
-# The native CPU kernels (window attention), built for every x86 instruction set the image
-# may meet, with a compiler that is removed again in the same layer; the service picks the
-# one matching the host's CPU at run time (docs/performance.md).
+# The native CPU kernels (window attention, Winograd convs), built for every x86
+# instruction set the image may meet, with a compiler that is removed again in the same
+# layer; the service picks the one matching the host's CPU at run time
+# (docs/performance.md).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends g++ \
     && python -m transtic.kernels build --cache-dir /opt/transtic/kernels --isa AVX512 AVX2 DEFAULT \

@@ -27,6 +27,8 @@ def test_wheel_contents(tmp_path: Path) -> None:
         "transtic/client/__init__.py",
         "transtic/weights/data/transtic_small_cls_q3.pth.tar",
         "transtic/kernels/window_attention.cpp",
+        "transtic/kernels/winograd_conv.cpp",
+        "transtic/kernels/vectors.h",
         "services/encoder/server.py",
         "services/analytics/rest.py",
         "services/analytics/routes/inference.py",

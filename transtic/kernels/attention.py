@@ -39,27 +39,21 @@ class Limits:
     openmp: bool  # spreads one call over threads itself (else: one call per thread)
 
 
-# per loaded library (by id): its limits, read once when its signatures are declared
-_limits: dict[int, Limits] = {}
+def _declare(lib: ctypes.CDLL) -> Limits:
+    """Sets the library's signatures; its limits."""
+    lib.transtic_window_attention.argtypes = _ARGTYPES
+    lib.transtic_window_attention.restype = ctypes.c_int
+    for getter in ("max_keys", "max_head_dim", "openmp"):
+        getattr(lib, f"transtic_attention_{getter}").restype = ctypes.c_int64
+    return Limits(
+        lib.transtic_attention_max_keys(),
+        lib.transtic_attention_max_head_dim(),
+        bool(lib.transtic_attention_openmp()),
+    )
 
 
 def _library() -> tuple[ctypes.CDLL, Limits] | None:
-    lib = build.load("window_attention")
-    if lib is None:
-        return None
-    if id(lib) not in _limits:
-        lib.transtic_window_attention.argtypes = _ARGTYPES
-        lib.transtic_window_attention.restype = ctypes.c_int
-        getters = ("max_keys", "max_head_dim", "openmp")
-        for getter in getters:
-            getattr(lib, f"transtic_attention_{getter}").restype = ctypes.c_int64
-        found = Limits(
-            lib.transtic_attention_max_keys(),
-            lib.transtic_attention_max_head_dim(),
-            bool(lib.transtic_attention_openmp()),
-        )
-        _limits[id(lib)] = found
-    return lib, _limits[id(lib)]
+    return build.load_declared("window_attention", _declare)
 
 
 def available() -> bool:

@@ -22,7 +22,9 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
 
@@ -61,6 +63,8 @@ def compile_flags(capability: str) -> tuple[str, ...]:
 
 _lock = threading.Lock()
 _loaded: dict[str, ctypes.CDLL | None] = {}
+_declared: dict[int, tuple[ctypes.CDLL, Any]] = {}
+Traits = TypeVar("Traits")
 _cache_dir: Path | None = None
 
 
@@ -117,11 +121,15 @@ def _cache_directories() -> list[Path]:
 
 
 def library_name(name: str, capability: str, flags: tuple[str, ...] | None = None) -> str:
-    """File name of a built kernel: the source, the flags (default: the preferred ones)
-    and the instruction set."""
-    source = (SOURCE_DIR / f"{name}.cpp").read_text()
+    """File name of a built kernel: the source, the shared headers, the flags (default:
+    the preferred ones) and the instruction set."""
+    parts = [(SOURCE_DIR / f"{name}.cpp").read_text()]
+    # every header, not only those the source includes: a library built before a header
+    # changed must never be loaded, and finding the includes would mean parsing C++
+    parts += [header.read_text() for header in sorted(SOURCE_DIR.glob("*.h"))]
     flags = compile_flags(capability) if flags is None else flags
-    digest = hashlib.sha256("\n".join([source, " ".join(flags)]).encode()).hexdigest()[:20]
+    parts.append(" ".join(flags))
+    digest = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
     return f"{name}-{capability.lower()}-{digest}.so"
 
 
@@ -185,6 +193,23 @@ def load(name: str) -> ctypes.CDLL | None:
                 log.warning("native kernel %s unavailable, using PyTorch's: %s", name, exc)
                 _loaded[key] = None
         return _loaded[key]
+
+
+def load_declared(
+    name: str, declare: Callable[[ctypes.CDLL], Traits]
+) -> tuple[ctypes.CDLL, Traits] | None:
+    """:func:`load` plus what ``declare`` makes of the library: it sets the functions'
+    signatures and reads the library's traits (vector width, limits, OpenMP), once per
+    loaded library; None where the kernel cannot be loaded."""
+    lib = load(name)
+    if lib is None:
+        return None
+    with _lock:
+        # the entry keeps the library object alive, so its id is never reused
+        entry = _declared.get(id(lib))
+        if entry is None:
+            entry = _declared[id(lib)] = (lib, declare(lib))
+        return entry
 
 
 def forget_loaded() -> None:

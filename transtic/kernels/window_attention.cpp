@@ -8,9 +8,7 @@
 // prompt keys and the output layout of the projection folded in, so no tensor is
 // gathered, concatenated or transposed around the call.
 //
-// Written with GCC vector extensions: the same source becomes AVX-512, AVX2 or SSE code
-// depending on the -m flags it is compiled with (transtic/kernels/build.py picks them
-// from the CPU capability torch itself uses). Every window is computed by one thread
+// Vectors of the native width (vectors.h). Every window is computed by one thread
 // with one fixed order of operations, so results do not depend on the thread count.
 
 #include <stdint.h>
@@ -20,29 +18,13 @@
 #include <omp.h>
 #endif
 
+#include "vectors.h"
+
 namespace {
 
-// One native vector per operation: 16 floats with AVX-512, 8 with AVX2, 4 otherwise
-// (wider GCC vectors than the target has are split into slow generic code).
-#if defined(__AVX512F__)
-constexpr int kLanes = 16;
-#elif defined(__AVX__)
-constexpr int kLanes = 8;
-#else
-constexpr int kLanes = 4;
-#endif
-constexpr int kVectorBytes = kLanes * 4;
 // Bias and mask rows hold the window's queries rounded up to this (the Python side's
 // padded_queries), whatever the vector width.
 constexpr int kQueryPad = 16;
-typedef float vf __attribute__((vector_size(kVectorBytes)));
-typedef int32_t vi __attribute__((vector_size(kVectorBytes)));
-// unaligned access to a vector's worth of floats
-typedef float vf_u __attribute__((vector_size(kVectorBytes), aligned(4)));
-
-inline vf splat(float s) { return vf{} + s; }
-inline vf load(const float* p) { return *reinterpret_cast<const vf_u*>(p); }
-inline void store(float* p, vf v) { *reinterpret_cast<vf_u*>(p) = v; }
 
 // exp(x) for x <= 0: 2^k * e^r with |r| <= ln2/2 and a degree-7 Taylor polynomial
 // (truncation error < 1e-8 relative, below float32 rounding). Inputs below -87 are

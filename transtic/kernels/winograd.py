@@ -37,22 +37,19 @@ _FILTER_TRANSFORMS = {
 }
 TILES = tuple(_FILTER_TRANSFORMS)
 
-# per loaded library (by id): (vector lanes, built with OpenMP)
-_traits: dict[int, tuple[int, bool]] = {}
+
+def _declare(lib: ctypes.CDLL) -> tuple[int, bool]:
+    """Sets the library's signatures; (vector lanes: the channel multiple, built with OpenMP)."""
+    lib.transtic_winograd_conv3x3.argtypes = _ARGTYPES
+    lib.transtic_winograd_conv3x3.restype = ctypes.c_int
+    lib.transtic_winograd_lanes.restype = ctypes.c_int64
+    lib.transtic_winograd_openmp.restype = ctypes.c_int64
+    return lib.transtic_winograd_lanes(), bool(lib.transtic_winograd_openmp())
 
 
 def _library() -> tuple[ctypes.CDLL, int, bool] | None:
-    lib = build.load("winograd_conv")
-    if lib is None:
-        return None
-    if id(lib) not in _traits:
-        lib.transtic_winograd_conv3x3.argtypes = _ARGTYPES
-        lib.transtic_winograd_conv3x3.restype = ctypes.c_int
-        lib.transtic_winograd_lanes.restype = ctypes.c_int64
-        lib.transtic_winograd_openmp.restype = ctypes.c_int64
-        lanes, openmp = lib.transtic_winograd_lanes(), bool(lib.transtic_winograd_openmp())
-        _traits[id(lib)] = (lanes, openmp)
-    return (lib, *_traits[id(lib)])
+    loaded = build.load_declared("winograd_conv", _declare)
+    return None if loaded is None else (loaded[0], *loaded[1])
 
 
 def available() -> bool:

@@ -19,8 +19,7 @@
 // own runtime where the library is built with it). Every output is computed by one
 // thread in one fixed order, so results do not depend on the thread count.
 //
-// Written with GCC vector extensions, like window_attention.cpp: the same source is
-// AVX-512, AVX2 or SSE code depending on the -m flags it is compiled with.
+// Vectors of the native width (vectors.h), as in window_attention.cpp.
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -29,20 +28,9 @@
 #include <omp.h>
 #endif
 
+#include "vectors.h"
+
 namespace {
-
-#if defined(__AVX512F__)
-constexpr int kLanes = 16;
-#elif defined(__AVX__)
-constexpr int kLanes = 8;
-#else
-constexpr int kLanes = 4;
-#endif
-typedef float vf __attribute__((vector_size(kLanes * 4)));
-typedef float vf_u __attribute__((vector_size(kLanes * 4), aligned(4)));
-
-inline vf load(const float* p) { return *reinterpret_cast<const vf_u*>(p); }
-inline void store(float* p, vf v) { *reinterpret_cast<vf_u*>(p) = v; }
 
 struct Conv {
   const float* x;     // (N, H, W, C1): the first C1 input channels
