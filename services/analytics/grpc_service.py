@@ -102,14 +102,22 @@ class AnalyticsServicer(api_pb2_grpc.AnalyticsServicer):
             if _cancelled_by_client(context):
                 count_cancel()
 
+        def ended_early() -> None:
+            # Over before the handler did anything, so ended from outside: counted here
+            # unless gRPC says the client did not cancel (on_end counts where it says so).
+            if _cancelled_by_client(context) is None:
+                count_cancel()
+
         # Registered first: a cancel can end the call before the handler gets here.
         if not context.add_callback(on_end):
             on_end()  # over already (gRPC refuses callbacks then)
+            ended_early()
             return
         try:
             # The call's id; each frame gets its own (Frame.request_id, or derived from this).
             call_id = request_ids.echo_grpc(context)
-        except grpc.RpcError:  # cancelled meanwhile: on_end counts it
+        except grpc.RpcError:  # cancelled meanwhile
+            ended_early()
             return
         acks: queue.Queue[Any] = queue.Queue()
         window = threading.BoundedSemaphore(self.stream_window)
