@@ -181,6 +181,16 @@ def cpu_model() -> str:
     return names[0] if names else platform.processor() or platform.machine()
 
 
+def write_report(path: Path, report: dict[str, Any]) -> None:
+    """``report`` as JSON, after the date and the command line that produced it."""
+    stamped = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join(sys.argv),
+        **report,
+    }
+    path.write_text(json.dumps(stamped, indent=2))
+
+
 def machine(args: argparse.Namespace) -> dict[str, Any]:
     """The chip, and what the kernel libraries of the timed processes use on it."""
     flags = cpu_flags()
@@ -353,8 +363,6 @@ def main() -> None:
     )
     if args.json:
         report = {
-            "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "command": " ".join(sys.argv),
             "machine": info,
             "weights": source,
             "image": f"{SIZE[1]}x{SIZE[0]}",
@@ -364,7 +372,7 @@ def main() -> None:
             "load_average_at_end": os.getloadavg()[0],
             "rows": rows,
         }
-        args.json.write_text(json.dumps(report, indent=2))
+        write_report(args.json, report)
 
 
 if __name__ == "__main__":

@@ -19,10 +19,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import json
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -166,12 +164,7 @@ def main() -> None:
     args = parser.parse_args()
     report = speed(args) if args.what == "speed" else agreement(args)
     if args.json:
-        report = {
-            "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "command": " ".join(sys.argv),
-            **report,
-        }
-        args.json.write_text(json.dumps(report, indent=2))
+        bench_codec.write_report(args.json, report)
 
 
 if __name__ == "__main__":

@@ -24,13 +24,11 @@ libraries are capped to AVX2 (``scripts/isa_caps.py``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -182,12 +180,7 @@ def main() -> None:
         print(f"EMULATION: kernel libraries capped to {args.max_isa}: {caps}")
     report = run(args)
     if args.json:
-        report = {
-            "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "command": " ".join(sys.argv),
-            **report,
-        }
-        args.json.write_text(json.dumps(report, indent=2))
+        bench_codec.write_report(args.json, report)
 
 
 if __name__ == "__main__":
