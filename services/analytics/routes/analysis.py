@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -35,7 +36,13 @@ _ANALYZE_BODY = {
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
-                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        # the query parameters, also accepted as form fields
+                        "task": {"type": "string"},
+                        "quality": {"type": "integer", "minimum": 0, "maximum": 255},
+                        "return_image": {"type": "boolean"},
+                    },
                     "required": ["file"],
                 }
             },
@@ -74,8 +81,8 @@ async def analyze(
 ) -> AnalyzeResponse:
     """Analyse an image (coded at the edge codec first) or a TransTIC bitstream.
 
-    Body: multipart form field ``file``, a raw ``image/*`` body, or
-    ``application/x-transtic``.
+    Body: multipart form field ``file`` (the options may come as form fields too), a raw
+    ``image/*`` body, or ``application/x-transtic``.
     """
     start = time.perf_counter()
     labels = ModelLabels()
@@ -103,8 +110,19 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _multipart_file(request: Request, body: bytes) -> tuple[bytes, str]:
-    """The ``file`` field of an already size-checked multipart body."""
+# Form fields a multipart upload may carry beside ``file``: the query parameters.
+FORM_OPTIONS = ("task", "quality", "return_image")
+
+
+@dataclass(frozen=True)
+class Upload:
+    data: bytes
+    content_type: str
+    options: dict[str, str] = field(default_factory=dict)  # form fields beside the file
+
+
+async def _multipart_upload(request: Request, body: bytes) -> Upload:
+    """The ``file`` field and the option fields of an already size-checked multipart body."""
     sent = False
 
     async def replay() -> dict[str, Any]:
@@ -123,7 +141,59 @@ async def _multipart_file(request: Request, body: bytes) -> tuple[bytes, str]:
     part = form.get("file")
     if not isinstance(part, UploadFile):
         raise ServiceError(ErrorCode.INVALID_ARGUMENT, "multipart body needs a file field 'file'")
-    return await part.read(), (part.content_type or "").lower()
+    options = {}
+    for name, value in form.multi_items():
+        if name == "file":
+            continue
+        if name not in FORM_OPTIONS or not isinstance(value, str) or name in options:
+            raise ServiceError(
+                ErrorCode.INVALID_ARGUMENT,
+                f"unexpected form field {name!r}; the form takes one file field 'file' and at "
+                f"most one each of {', '.join(FORM_OPTIONS)}",
+            )
+        options[name] = value
+    return Upload(await part.read(), (part.content_type or "").lower(), options)
+
+
+def _form_value(name: str, text: str) -> str | int | bool:
+    """A form field's value, checked as FastAPI checks the query parameter of that name."""
+    if name == "quality":
+        if not text.strip().isdigit() or not 0 <= int(text) <= 255:
+            raise ServiceError(
+                ErrorCode.INVALID_ARGUMENT, f"form field 'quality' must be 0-255, got {text!r}"
+            )
+        return int(text)
+    if name == "return_image":
+        lowered = text.strip().lower()
+        if lowered not in _BOOLEANS:
+            raise ServiceError(
+                ErrorCode.INVALID_ARGUMENT,
+                f"form field 'return_image' must be true or false, got {text!r}",
+            )
+        return _BOOLEANS[lowered]
+    return text
+
+
+_BOOLEANS = {"true": True, "1": True, "yes": True, "on": True,
+             "false": False, "0": False, "no": False, "off": False}  # fmt: skip
+
+
+def merge_form_options(
+    query: dict[str, Any], given_in_query: set[str], form: dict[str, str]
+) -> dict[str, Any]:
+    """The query options with the form's; the same option given differently in both is an
+    error (neither silently wins)."""
+    merged = dict(query)
+    for name, text in form.items():
+        value = _form_value(name, text)
+        if name in given_in_query and query[name] != value:
+            raise ServiceError(
+                ErrorCode.INVALID_ARGUMENT,
+                f"{name!r} is given as a query parameter ({query[name]!r}) and as a form "
+                f"field ({value!r}); give it once",
+            )
+        merged[name] = value
+    return merged
 
 
 def request_id_of(request: Request) -> str:
@@ -228,11 +298,19 @@ async def _analyze(
             f"(field 'file'), an image/* body, or {BITSTREAM_TYPE}",
         )
     body = await read_body(request, settings.max_upload_bytes)
-    data, part_type = (
-        await _multipart_file(request, body)
+    upload = (
+        await _multipart_upload(request, body)
         if media_type == "multipart/form-data"
-        else (body, media_type)
+        else Upload(body, media_type)
     )
+    if upload.options:
+        options = merge_form_options(
+            {"task": task, "quality": quality, "return_image": return_image},
+            set(request.query_params) & set(FORM_OPTIONS),
+            upload.options,
+        )
+        task, quality, return_image = options["task"], options["quality"], options["return_image"]
+    data, part_type = upload.data, upload.content_type
     if not data:
         raise ServiceError(ErrorCode.INVALID_ARGUMENT, "the upload is empty")
     is_stream = is_bitstream(part_type, data)
