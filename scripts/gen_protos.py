@@ -94,7 +94,8 @@ def main() -> int:
             # left over from a moved or deleted proto: it would still import, stale
             str(path.relative_to(ROOT))
             for path in sorted(OUT.rglob("*.py*"))
-            if path.suffix in (".py", ".pyi") and path.name != "__init__.py"
+            if path.suffix in (".py", ".pyi")
+            and path.name != "__init__.py"
             and not (fresh / path.relative_to(OUT)).exists()
         ]
         for path in sorted(fresh.rglob("*.py*")):

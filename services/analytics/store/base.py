@@ -61,8 +61,7 @@ class StoredFrame:
 
 
 _FRAME_COLUMNS = (
-    "stream_id, sequence, received_ms, capture_time_ms, task, result, session, digest, "
-    "request_id"
+    "stream_id, sequence, received_ms, capture_time_ms, task, result, session, digest, request_id"
 )
 _SELECT_FRAME = f"SELECT {_FRAME_COLUMNS} FROM frames WHERE stream_id = ? AND sequence = ?"
 

@@ -32,9 +32,7 @@ def test_encode_says_which_codec_quality_and_task_it_used(channel: grpc.Channel)
     header = peek_header(reply.bitstream)
     assert reply.task == "classification" and reply.quality == 2  # the defaults, resolved
     assert reply.fingerprint == header.weights_fingerprint.hex()
-    assert {"decode_image", "analysis", "entropy_encode", "pack", "total"} <= set(
-        reply.timings_ms
-    )
+    assert {"decode_image", "analysis", "entropy_encode", "pack", "total"} <= set(reply.timings_ms)
 
 
 def test_service_info_carries_defaults_and_ready_tasks(channel: grpc.Channel) -> None:

@@ -137,10 +137,7 @@ def test_metrics_and_http_health(server: EncoderServer, stub: api_pb2_grpc.Encod
     stub.Encode(Request(image=png_bytes(16, 16)))
     base = f"http://127.0.0.1:{server.settings.http_port}"
     text = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
-    assert (
-        'transtic_encoder_frames_total{codec="cls_q1",quality="1",'
-        'task="classification"}' in text
-    )
+    assert 'transtic_encoder_frames_total{codec="cls_q1",quality="1",task="classification"}' in text
     assert "transtic_encoder_encode_seconds_bucket" in text
     # An unknown task is counted as such, never under the name the client sent.
     assert (

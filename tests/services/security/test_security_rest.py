@@ -102,8 +102,7 @@ def test_probes_page_and_metrics_stay_open(secured: TestClient) -> None:
     secured.get("/v1/models")  # refused: counted
     assert (
         'transtic_analytics_errors_total{code="UNAUTHENTICATED",codec="unknown",'
-        'quality="unknown",task="unknown"} 1.0'
-        in secured.get("/metrics").text
+        'quality="unknown",task="unknown"} 1.0' in secured.get("/metrics").text
     )
 
 
