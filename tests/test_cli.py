@@ -58,3 +58,51 @@ def test_weights_subcommand_lists(capsys):
     assert main(["weights", "list", "--json"]) == 0
     names = {row["name"] for row in json.loads(capsys.readouterr().out)}
     assert any("efficientnet" in n for n in names)
+
+
+def _bomb_png(path):
+    """A valid PNG header claiming 100000 x 100000 pixels over a few bytes of data."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
+    body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [
+        (lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n" + b"junk" * 50) and p, "corrupt image"),
+        (_bomb_png, "decompression bomb"),
+    ],
+    ids=["truncated", "bomb"],
+)
+def test_encode_refuses_bad_images_with_a_message(tmp_path, checkpoint, capsys, make, needle):
+    """No traceback: the file's header is checked before pixels are decoded."""
+    bad = tmp_path / "bad.png"
+    make(bad)
+    assert main(["encode", str(bad), "--checkpoint", str(checkpoint)]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
+    assert not (tmp_path / "bad.ttic").exists()
+
+
+def test_info_on_a_missing_file_says_so(tmp_path):
+    with pytest.raises(SystemExit, match="cannot read .*missing.ttic"):
+        main(["info", str(tmp_path / "missing.ttic")])
+
+
+def test_a_catalog_codec_records_its_own_task_and_quality(tmp_path, capsys):
+    """Without --task / --quality the stream's header carries the catalog entry's."""
+    photo = _photo(tmp_path / "p.png", size=(64, 64))
+    assert main(["encode", str(photo), "--checkpoint", "transtic_small_cls_q1"]) == 0
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "p.ttic"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info["task"], info["quality"]) == ("classification", 1)

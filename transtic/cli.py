@@ -55,8 +55,9 @@ def _load_codec(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     model = loaded.model
     return ImageCodec(
         model,
-        quality=getattr(args, "quality", 0),
-        task=getattr(args, "task", None),
+        # a catalog codec records its own task and quality unless told otherwise
+        quality=getattr(args, "quality", 0) or loaded.quality or 0,
+        task=getattr(args, "task", None) or loaded.task,
         align_mode=AlignMode[getattr(args, "align", "pad").upper()],
         entropy_mode=ENTROPY_MODES[getattr(args, "entropy_mode", "fixed")],
         precision=args.precision,
@@ -70,15 +71,32 @@ def _progress(items: list[Path], label: str):  # type: ignore[no-untyped-def]
     return tqdm(items, desc=label, unit="img", disable=len(items) < 2, file=sys.stderr)
 
 
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise SystemExit(f"error: cannot read {path}: {exc.strerror or exc}") from None
+
+
 def cmd_encode(args: argparse.Namespace) -> int:
-    from PIL import Image
+    from .images import ImageError, decode_image_bytes
 
     codec = _load_codec(args)
     files = _inputs(args.inputs, IMAGE_SUFFIXES)
     total_bits = total_pixels = 0
     for src in _progress(files, "encode"):
-        with Image.open(src) as img:
-            result = codec.encode(img)
+        try:
+            # the size budget is checked from the file's header before any pixel is decoded
+            image = decode_image_bytes(
+                _read(src),
+                max_pixels=codec.max_pixels,
+                max_aspect_ratio=codec.max_aspect_ratio,
+                alignment=codec.divisor,
+            )
+        except ImageError as exc:
+            print(f"{src}: {exc}", file=sys.stderr)
+            return 2
+        result = codec.encode(image)
         dst = _output_for(src, args.output, STREAM_SUFFIX, len(files) > 1)
         dst.write_bytes(result.data)
         h, w = result.header.original_size
@@ -99,7 +117,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     files = _inputs(args.inputs, {STREAM_SUFFIX})
     for src in _progress(files, "decode"):
         try:
-            result = codec.decode(src.read_bytes())
+            result = codec.decode(_read(src))
         except BitstreamError as exc:
             print(f"{src}: {exc}", file=sys.stderr)
             return 2
@@ -116,7 +134,7 @@ def psnr(a, b) -> float:  # type: ignore[no-untyped-def]
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    data = args.stream.read_bytes()
+    data = _read(args.stream)
     try:
         header = peek_header(data)
     except BitstreamError as exc:
@@ -161,7 +179,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def _codec_options(parser: argparse.ArgumentParser, required: bool = True) -> None:
     parser.add_argument(
-        "--checkpoint", required=required, help="checkpoint file or a weights registry name"
+        "--checkpoint",
+        required=required,
+        help="checkpoint file or a weights registry name, e.g. transtic_small_cls_q3 (shipped; "
+        "'transtic weights list' shows all)",
     )
     parser.add_argument("--cache-dir", type=Path, default=None, help="weights cache directory")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
