@@ -192,3 +192,16 @@ def test_coco_results_drop_detections_below_the_score_threshold() -> None:
 class _FakeGT:
     def getImgIds(self) -> list[int]:  # noqa: N802 (pycocotools' name)
         return [3, 4]
+
+
+def test_unreadable_eval_data_stops_with_a_message(tmp_path):
+    """A missing folder or one bad image stops the run before any model loads, naming
+    the file: skipping it would silently change the evaluation set."""
+    argv = ["--task", "classification", "--anchors", "jpeg", "--no-progress"]
+    with pytest.raises(SystemExit, match="no images found"):
+        eval_main([*argv, "--data", str(tmp_path / "missing")])
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"junk" * 50)
+    with pytest.raises(SystemExit, match=r"bad\.png: not a readable image"):
+        eval_main([*argv, "--data", str(folder)])

@@ -173,9 +173,12 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
             export("heldout", folder)
             data = load_eval_set("folder", folder, max_images=args.max_images)
     else:
-        data = load_eval_set(
-            args.data_kind, args.data, annotations=args.annotations, max_images=args.max_images
-        )
+        try:
+            data = load_eval_set(
+                args.data_kind, args.data, annotations=args.annotations, max_images=args.max_images
+            )
+        except (OSError, ValueError) as exc:  # a missing folder, an unreadable image
+            raise SystemExit(f"error: {exc}") from None
     data = prepare(data, args.task, args.protocol)
     options: dict[str, Any] = {}
     if args.task == "classification":

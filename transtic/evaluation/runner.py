@@ -40,11 +40,19 @@ class EvalSet:
         return [int(i.shape[-2] * i.shape[-1]) for i in self.images]
 
 
+class EvalDataError(ValueError):
+    """An evaluation set that cannot be read (the message names the file and why)."""
+
+
 def _read(path: Path) -> torch.Tensor:
     from PIL import Image
 
-    with Image.open(path) as img:
-        return to_tensor(img.convert("RGB"))
+    try:
+        with Image.open(path) as img:
+            return to_tensor(img.convert("RGB"))
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        # one bad file stops the run: skipping it would silently change the eval set
+        raise EvalDataError(f"{path}: not a readable image ({exc})") from None
 
 
 def _imagenet_index(class_names: Sequence[str]) -> list[int]:
