@@ -28,7 +28,7 @@ import torch
 from ..layers.swin import set_drop_path
 from ..models import HyperpriorCodec, create_model
 from ..presets import DETECTION_LAMBDA, QUALITY_LAMBDA
-from .data import CropDataset, build_dataset
+from .data import TrainingDataError, datasets_for
 from .export import export_weights, run_export
 from .loop import LoopConfig, Trainer, log
 from .prompts import load_prompts, prompted_from_base, task_loss
@@ -222,36 +222,6 @@ def _lambda(args: argparse.Namespace, table: Mapping[int, float]) -> float:
     return table[args.quality]
 
 
-def _datasets(args: argparse.Namespace, vflip: bool) -> tuple[CropDataset, CropDataset | None]:
-    train = build_dataset(
-        args.data,
-        args.data_path,
-        annotations=args.annotations,
-        patch_size=args.patch_size,
-        repeats=args.repeats,
-        scale=tuple(args.scale_jitter),
-        vflip=vflip,
-        seed=args.seed,
-        max_short_side=args.max_short_side,
-        cache=args.cache_images or args.data == "photos",
-    )
-    val: CropDataset | None = None
-    if args.val_path is not None:
-        val = build_dataset(
-            "folder",
-            args.val_path,
-            patch_size=args.val_patch_size or args.patch_size,
-            train=False,
-            cache=True,
-        )
-    elif args.val_heldout:
-        from .data import CropDataset as _CD
-        from .photos import photo_paths
-
-        val = _CD(photo_paths("heldout"), patch_size=args.patch_size, train=False, cache=True)
-    return train, val
-
-
 def _loop_config(args: argparse.Namespace, aux_lr: float) -> LoopConfig:
     return LoopConfig(
         out_dir=args.out,
@@ -283,8 +253,13 @@ def _data_description(args: argparse.Namespace) -> str:
 def _finish(
     trainer: Trainer, model: HyperpriorCodec, args: argparse.Namespace, meta: dict[str, Any]
 ) -> int:
-    result = trainer.run()
-    final = trainer.validate()
+    try:
+        result = trainer.run()
+        final = trainer.validate()
+    except TrainingDataError as exc:
+        # from a loader worker the message carries its traceback: its last line says it
+        lines = [line for line in str(exc).splitlines() if line.strip()]
+        raise SystemExit(f"error: {lines[-1] if lines else exc}") from None
     if final:
         log.info("final validation %s", json.dumps(final))
         trainer.consider_best(final)
@@ -326,7 +301,7 @@ def run_codec(args: argparse.Namespace) -> int:
     # The entropy bottleneck's quantiles are trained by the aux loss only (CompressAI).
     aux = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
     main = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
-    train, val = _datasets(args, vflip=args.vflip)
+    train, val = datasets_for(args, vflip=args.vflip, alignment=model.config.alignment)
     trainer = Trainer(
         model,
         RateDistortionLoss(lmbda),
@@ -358,7 +333,7 @@ def run_prompts(args: argparse.Namespace) -> int:
         p.requires_grad_("prompt" in name)
     params = model.prompt_parameters()
     criterion = task_loss(args, lmbda)
-    train, val = _datasets(args, vflip=False)
+    train, val = datasets_for(args, vflip=False, alignment=model.config.alignment)
     trainer = Trainer(model, criterion, train, _loop_config(args, 0.0), params=params, val_set=val)
     log.info(
         "prompts for %s lambda=%g: %d trainable of %d parameters",

@@ -7,6 +7,7 @@ the number of loader workers or ranks.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import math
@@ -82,12 +83,19 @@ def _to_tensor(img: Image.Image) -> torch.Tensor:
     return _to_uint8(img).float().div_(255)
 
 
+class TrainingDataError(ValueError):
+    """A training or validation image that cannot be read (the message names it)."""
+
+
 def read_bounded(path: Path, max_short_side: int | None) -> torch.Tensor:
     """(3, H, W) uint8 of an image file, downscaled so its shorter side is at most
     ``max_short_side`` (a high-resolution photo then costs milliseconds per crop,
     and its crops look like the downscaled whole scenes a classifier is shown)."""
-    with Image.open(path) as file:
-        rgb = file.convert("RGB")
+    try:
+        with Image.open(path) as file:
+            rgb = file.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise TrainingDataError(f"{path}: not a readable image ({exc})") from None
     short = min(rgb.size)
     if max_short_side and short > max_short_side:
         factor = max_short_side / short
@@ -257,3 +265,54 @@ def build_dataset(
         train=train,
         max_short_side=max_short_side,
     )
+
+
+def datasets_for(
+    args: argparse.Namespace, vflip: bool, alignment: int
+) -> tuple[CropDataset, CropDataset | None]:
+    """The crops ``transtic train`` trains and validates on (its parsed arguments); a
+    clear error for sizes the model cannot take or data that is not there."""
+    for name in ("patch_size", "val_patch_size"):
+        size = getattr(args, name)
+        if size is not None and (size <= 0 or size % alignment):
+            flag = "--" + name.replace("_", "-")
+            raise SystemExit(
+                f"error: {flag} {size}: the model codes sides that are multiples of "
+                f"{alignment} (its windows must tile every stage)"
+            )
+    try:
+        return _datasets_from_args(args, vflip)
+    except (OSError, ValueError) as exc:  # a missing folder, unreadable annotations
+        raise SystemExit(f"error: {exc}") from None
+
+
+def _datasets_from_args(
+    args: argparse.Namespace, vflip: bool
+) -> tuple[CropDataset, CropDataset | None]:
+    train = build_dataset(
+        args.data,
+        args.data_path,
+        annotations=args.annotations,
+        patch_size=args.patch_size,
+        repeats=args.repeats,
+        scale=tuple(args.scale_jitter),
+        vflip=vflip,
+        seed=args.seed,
+        max_short_side=args.max_short_side,
+        cache=args.cache_images or args.data == "photos",
+    )
+    val: CropDataset | None = None
+    if args.val_path is not None:
+        val = build_dataset(
+            "folder",
+            args.val_path,
+            patch_size=args.val_patch_size or args.patch_size,
+            train=False,
+            cache=True,
+        )
+    elif args.val_heldout:
+        from .photos import photo_paths
+
+        heldout = photo_paths("heldout")
+        val = CropDataset(heldout, patch_size=args.patch_size, train=False, cache=True)
+    return train, val
