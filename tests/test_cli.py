@@ -106,3 +106,32 @@ def test_a_catalog_codec_records_its_own_task_and_quality(tmp_path, capsys):
     assert main(["info", str(tmp_path / "p.ttic"), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert (info["task"], info["quality"]) == ("classification", 1)
+
+
+def test_without_checkpoint_encode_uses_the_shipped_default_and_decode_finds_it(tmp_path, capsys):
+    """Offline: the default codec ships in the package; decoding picks, among the codecs
+    on this machine, the one whose weights the stream's header names."""
+    from transtic.cli import DEFAULT_CHECKPOINT
+
+    photo = _photo(tmp_path / "p.png", size=(64, 64))
+    assert main(["encode", str(photo)]) == 0
+    other = tmp_path / "q.ttic"
+    assert (
+        main(["encode", str(photo), "-o", str(other), "--checkpoint", "transtic_small_base_q1"])
+        == 0
+    )
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "p.ttic"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info["task"], info["quality"]) == ("classification", int(DEFAULT_CHECKPOINT[-1]))
+    out = tmp_path / "decoded"
+    assert main(["decode", str(tmp_path / "p.ttic"), str(other), "-o", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["p.png", "q.png"]
+
+
+def test_decode_without_checkpoint_names_weights_it_cannot_find(tmp_path, checkpoint):
+    """A stream from a checkpoint outside the catalog needs --checkpoint, and says so."""
+    photo = _photo(tmp_path / "p.png")
+    assert main(["encode", str(photo), "--checkpoint", str(checkpoint)]) == 0
+    with pytest.raises(SystemExit, match="no codec on this machine holds the weights"):
+        main(["decode", str(tmp_path / "p.ttic")])

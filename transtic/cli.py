@@ -8,14 +8,20 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .bitstream import AlignMode, BitstreamError, EntropyParamMode, peek_header
 from .precision import PRECISIONS
 
+if TYPE_CHECKING:
+    from .codec import ImageCodec
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
 STREAM_SUFFIX = ".ttic"
 ENTROPY_MODES = {"fixed": EntropyParamMode.FIXED_POINT, "float": EntropyParamMode.FLOAT}
+# shipped inside the package, so encoding works offline without naming a codec
+DEFAULT_CHECKPOINT = "transtic_small_cls_q3"
 
 
 def _inputs(paths: Sequence[Path], suffixes: set[str]) -> list[Path]:
@@ -41,14 +47,16 @@ def _output_for(src: Path, out: Path | None, suffix: str, many: bool) -> Path:
     return out
 
 
-def _load_codec(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _load_codec(args: argparse.Namespace, checkpoint: str | None = None) -> ImageCodec:
     from .codec import ImageCodec
     from .models import CheckpointError
     from .weights import WeightsError, default_cache_dir, load_codec
 
     try:
         loaded = load_codec(
-            args.checkpoint, cache_dir=args.cache_dir or default_cache_dir(), device=args.device
+            checkpoint or args.checkpoint,
+            cache_dir=args.cache_dir or default_cache_dir(),
+            device=args.device,
         )
     except (WeightsError, CheckpointError) as exc:
         raise SystemExit(f"error: {exc}") from None
@@ -63,6 +71,51 @@ def _load_codec(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         precision=args.precision,
         device=args.device,
     )
+
+
+def _local_catalog_codecs(args: argparse.Namespace) -> list[str]:
+    """Catalog codecs whose files are on this machine (shipped or in the cache)."""
+    from .weights import WeightsError, default_cache_dir, list_weights, resolve
+
+    cache_dir = args.cache_dir or default_cache_dir()
+    names = []
+    for entry in list_weights():
+        if entry.kind != "codec":
+            continue
+        try:
+            resolve(entry.name, cache_dir=cache_dir)
+        except WeightsError:
+            continue
+        names.append(entry.name)
+    return names
+
+
+class _Decoders:
+    """The codec for each stream: --checkpoint's, else the local catalog codec whose
+    weights the stream's header names (each candidate loaded at most once)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.by_fingerprint: dict[bytes, ImageCodec] = {}
+        self.unloaded: list[str] | None = None  # catalog codecs not yet looked at
+
+    def for_stream(self, data: bytes) -> ImageCodec:
+        if self.args.checkpoint:
+            if not self.by_fingerprint:
+                self.by_fingerprint[b""] = _load_codec(self.args)
+            return next(iter(self.by_fingerprint.values()))
+        wanted = peek_header(data).weights_fingerprint
+        if self.unloaded is None:
+            self.unloaded = _local_catalog_codecs(self.args)
+        while wanted not in self.by_fingerprint and self.unloaded:
+            codec = _load_codec(self.args, self.unloaded.pop(0))
+            self.by_fingerprint.setdefault(codec.fingerprint, codec)
+        if wanted not in self.by_fingerprint:
+            raise SystemExit(
+                f"error: no codec on this machine holds the weights {wanted.hex()} this stream "
+                "was coded with; give --checkpoint ('transtic weights list' shows the catalog)"
+            )
+        return self.by_fingerprint[wanted]
 
 
 def _progress(items: list[Path], label: str):  # type: ignore[no-untyped-def]
@@ -81,7 +134,7 @@ def _read(path: Path) -> bytes:
 def cmd_encode(args: argparse.Namespace) -> int:
     from .images import ImageError, decode_image_bytes
 
-    codec = _load_codec(args)
+    codec = _load_codec(args, args.checkpoint or DEFAULT_CHECKPOINT)
     files = _inputs(args.inputs, IMAGE_SUFFIXES)
     total_bits = total_pixels = 0
     for src in _progress(files, "encode"):
@@ -113,11 +166,12 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
     from .images import to_uint8
 
-    codec = _load_codec(args)
+    decoders = _Decoders(args)
     files = _inputs(args.inputs, {STREAM_SUFFIX})
     for src in _progress(files, "decode"):
+        data = _read(src)
         try:
-            result = codec.decode(_read(src))
+            result = decoders.for_stream(data).decode(data)
         except BitstreamError as exc:
             print(f"{src}: {exc}", file=sys.stderr)
             return 2
@@ -157,13 +211,11 @@ def cmd_info(args: argparse.Namespace) -> int:
         "z_shape": list(header.z_shape),
     }
     if args.original is not None:
-        if args.checkpoint is None:
-            raise SystemExit("error: --original needs --checkpoint to decode the stream")
         from PIL import Image
 
         from .images import to_tensor
 
-        decoded = _load_codec(args).decode(data)
+        decoded = _Decoders(args).for_stream(data).decode(data)
         with Image.open(args.original) as img:
             original = to_tensor(img)
         if tuple(original.shape[-2:]) != header.original_size:
@@ -177,12 +229,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _codec_options(parser: argparse.ArgumentParser, required: bool = True) -> None:
+def _codec_options(parser: argparse.ArgumentParser, default_help: str) -> None:
     parser.add_argument(
         "--checkpoint",
-        required=required,
-        help="checkpoint file or a weights registry name, e.g. transtic_small_cls_q3 (shipped; "
-        "'transtic weights list' shows all)",
+        default=None,
+        help="checkpoint file or a weights registry name ('transtic weights list'); "
+        + default_help,
     )
     parser.add_argument("--cache-dir", type=Path, default=None, help="weights cache directory")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
@@ -217,13 +269,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="fixed",
         help="entropy parameters in exact fixed point (machine-independent) or float",
     )
-    _codec_options(enc)
+    _codec_options(enc, f"default: {DEFAULT_CHECKPOINT}, shipped in the package")
     enc.set_defaults(func=cmd_encode)
 
     dec = sub.add_parser("decode", help=".ttic streams -> PNG images")
     dec.add_argument("inputs", nargs="+", type=Path, help=".ttic files or folders of them")
     dec.add_argument("-o", "--output", type=Path, default=None, help="output file or directory")
-    _codec_options(dec)
+    _codec_options(dec, "default: the local catalog codec whose weights the stream names")
     dec.set_defaults(func=cmd_decode)
 
     info = sub.add_parser("info", help="header fields, bits per pixel, PSNR against an original")
@@ -232,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--original", type=Path, default=None, help="the original image, to report PSNR against it"
     )
     info.add_argument("--json", action="store_true", help="machine-readable output")
-    _codec_options(info, required=False)
+    _codec_options(info, "for --original; default: as for decode")
     info.set_defaults(func=cmd_info)
 
     weights = sub.add_parser("weights", help="list or pull model weights", add_help=False)
