@@ -135,3 +135,19 @@ def test_decode_without_checkpoint_names_weights_it_cannot_find(tmp_path, checkp
     assert main(["encode", str(photo), "--checkpoint", str(checkpoint)]) == 0
     with pytest.raises(SystemExit, match="no codec on this machine holds the weights"):
         main(["decode", str(tmp_path / "p.ttic")])
+
+
+def test_the_command_prints_no_dependency_deprecation_warnings(tmp_path):
+    """A fresh process that loads a codec, so the import-time warnings are not spent."""
+    import subprocess
+    import sys
+
+    bad = tmp_path / "x.ttic"
+    bad.write_bytes(b"TTIC" + b"\0" * 10)
+    done = subprocess.run(
+        [sys.executable, "-m", "transtic", "decode", str(bad),
+         "--checkpoint", "transtic_small_cls_q1"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2 and "bitstream" in done.stderr
+    assert "FutureWarning" not in done.stderr

@@ -297,7 +297,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_dependency_warnings() -> None:
+    """For the command-line tools only (the library leaves the warning filters alone):
+    CompressAI imports torch_geometric where it is installed, whose import-time
+    ``torch.jit.script`` calls print a deprecation warning on every run."""
+    import warnings
+
+    warnings.filterwarnings(
+        "ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    quiet_dependency_warnings()
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["weights"]:
         from .weights import weights_main
