@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from typing import Any
 
@@ -93,6 +94,16 @@ def decode_image_bytes(
         raise ImageError("not a decodable image (or a decompression bomb)") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageError(f"corrupt image: {exc}") from None
+
+
+def read_rgb_file(path: str | os.PathLike[str]) -> Image.Image:
+    """An image file as an RGB PIL image (no size budget: for local datasets); an
+    unreadable file raises ImageError naming it and why."""
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ImageError(f"{path}: not a readable image ({exc})") from None
 
 
 def to_tensor(image: Any) -> Tensor:

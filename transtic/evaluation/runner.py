@@ -14,7 +14,7 @@ from tqdm import tqdm
 from ..alignment import align
 from ..bitstream import AlignMode, decode_container
 from ..codec import ImageCodec
-from ..images import to_tensor
+from ..images import read_rgb_file, to_tensor
 from ..models import HyperpriorCodec
 from ..training.data import imagenet_folder, list_images
 from ..training.losses import bpp_from_likelihoods
@@ -40,19 +40,9 @@ class EvalSet:
         return [int(i.shape[-2] * i.shape[-1]) for i in self.images]
 
 
-class EvalDataError(ValueError):
-    """An evaluation set that cannot be read (the message names the file and why)."""
-
-
 def _read(path: Path) -> torch.Tensor:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            return to_tensor(img.convert("RGB"))
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        # one bad file stops the run: skipping it would silently change the eval set
-        raise EvalDataError(f"{path}: not a readable image ({exc})") from None
+    # one bad file stops the run (ImageError): skipping it would silently change the set
+    return to_tensor(read_rgb_file(path))
 
 
 def _imagenet_index(class_names: Sequence[str]) -> list[int]:

@@ -25,10 +25,11 @@ from typing import Any
 
 import torch
 
+from ..images import ImageError
 from ..layers.swin import set_drop_path
 from ..models import HyperpriorCodec, create_model
 from ..presets import DETECTION_LAMBDA, QUALITY_LAMBDA
-from .data import TrainingDataError, datasets_for
+from .data import CropDataset, datasets_for
 from .export import export_weights, run_export
 from .loop import LoopConfig, Trainer, log
 from .prompts import load_prompts, prompted_from_base, task_loss
@@ -222,6 +223,15 @@ def _lambda(args: argparse.Namespace, table: Mapping[int, float]) -> float:
     return table[args.quality]
 
 
+def _datasets(
+    args: argparse.Namespace, vflip: bool, model: HyperpriorCodec
+) -> tuple[CropDataset, CropDataset | None]:
+    try:
+        return datasets_for(args, vflip=vflip, alignment=model.config.alignment)
+    except (OSError, ValueError) as exc:  # a crop size, a missing folder, unreadable files
+        raise SystemExit(f"error: {exc}") from None
+
+
 def _loop_config(args: argparse.Namespace, aux_lr: float) -> LoopConfig:
     return LoopConfig(
         out_dir=args.out,
@@ -256,7 +266,7 @@ def _finish(
     try:
         result = trainer.run()
         final = trainer.validate()
-    except TrainingDataError as exc:
+    except ImageError as exc:
         # from a loader worker the message carries its traceback: its last line says it
         lines = [line for line in str(exc).splitlines() if line.strip()]
         raise SystemExit(f"error: {lines[-1] if lines else exc}") from None
@@ -301,7 +311,7 @@ def run_codec(args: argparse.Namespace) -> int:
     # The entropy bottleneck's quantiles are trained by the aux loss only (CompressAI).
     aux = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
     main = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
-    train, val = datasets_for(args, vflip=args.vflip, alignment=model.config.alignment)
+    train, val = _datasets(args, args.vflip, model)
     trainer = Trainer(
         model,
         RateDistortionLoss(lmbda),
@@ -333,7 +343,7 @@ def run_prompts(args: argparse.Namespace) -> int:
         p.requires_grad_("prompt" in name)
     params = model.prompt_parameters()
     criterion = task_loss(args, lmbda)
-    train, val = datasets_for(args, vflip=False, alignment=model.config.alignment)
+    train, val = _datasets(args, False, model)
     trainer = Trainer(model, criterion, train, _loop_config(args, 0.0), params=params, val_set=val)
     log.info(
         "prompts for %s lambda=%g: %d trainable of %d parameters",

@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ..images import read_rgb_file
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
 
 
@@ -83,19 +85,11 @@ def _to_tensor(img: Image.Image) -> torch.Tensor:
     return _to_uint8(img).float().div_(255)
 
 
-class TrainingDataError(ValueError):
-    """A training or validation image that cannot be read (the message names it)."""
-
-
 def read_bounded(path: Path, max_short_side: int | None) -> torch.Tensor:
     """(3, H, W) uint8 of an image file, downscaled so its shorter side is at most
     ``max_short_side`` (a high-resolution photo then costs milliseconds per crop,
     and its crops look like the downscaled whole scenes a classifier is shown)."""
-    try:
-        with Image.open(path) as file:
-            rgb = file.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise TrainingDataError(f"{path}: not a readable image ({exc})") from None
+    rgb = read_rgb_file(path)  # ImageError naming the file when it cannot be read
     short = min(rgb.size)
     if max_short_side and short > max_short_side:
         factor = max_short_side / short
@@ -270,20 +264,20 @@ def build_dataset(
 def datasets_for(
     args: argparse.Namespace, vflip: bool, alignment: int
 ) -> tuple[CropDataset, CropDataset | None]:
-    """The crops ``transtic train`` trains and validates on (its parsed arguments); a
-    clear error for sizes the model cannot take or data that is not there."""
+    """The crops ``transtic train`` trains and validates on (its parsed arguments).
+
+    Raises ValueError for a crop size the model cannot tile (its windows must tile every
+    stage) and OSError / ValueError for data that is not there or cannot be read.
+    """
     for name in ("patch_size", "val_patch_size"):
         size = getattr(args, name)
         if size is not None and (size <= 0 or size % alignment):
             flag = "--" + name.replace("_", "-")
-            raise SystemExit(
-                f"error: {flag} {size}: the model codes sides that are multiples of "
+            raise ValueError(
+                f"{flag} {size}: the model codes sides that are multiples of "
                 f"{alignment} (its windows must tile every stage)"
             )
-    try:
-        return _datasets_from_args(args, vflip)
-    except (OSError, ValueError) as exc:  # a missing folder, unreadable annotations
-        raise SystemExit(f"error: {exc}") from None
+    return _datasets_from_args(args, vflip)
 
 
 def _datasets_from_args(
