@@ -96,14 +96,15 @@ class _Decoders:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
+        self.chosen: ImageCodec | None = None  # --checkpoint's, loaded on first use
         self.by_fingerprint: dict[bytes, ImageCodec] = {}
         self.unloaded: list[str] | None = None  # catalog codecs not yet looked at
 
     def for_stream(self, data: bytes) -> ImageCodec:
         if self.args.checkpoint:
-            if not self.by_fingerprint:
-                self.by_fingerprint[b""] = _load_codec(self.args)
-            return next(iter(self.by_fingerprint.values()))
+            if self.chosen is None:
+                self.chosen = _load_codec(self.args)
+            return self.chosen
         wanted = peek_header(data).weights_fingerprint
         if self.unloaded is None:
             self.unloaded = _local_catalog_codecs(self.args)

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from pydantic import Field, TypeAdapter, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -110,8 +111,14 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-# Form fields a multipart upload may carry beside ``file``: the query parameters.
-FORM_OPTIONS = ("task", "quality", "return_image")
+# Form fields a multipart upload may carry beside ``file``: the query parameters, with
+# their types and what a bad value is told.
+_FORM_TYPES: dict[str, tuple[TypeAdapter[Any], str]] = {
+    "task": (TypeAdapter(str), "a task name"),
+    "quality": (TypeAdapter(Annotated[int, Field(ge=0, le=255)]), "0-255"),
+    "return_image": (TypeAdapter(bool), "true or false"),
+}
+FORM_OPTIONS = tuple(_FORM_TYPES)
 
 
 @dataclass(frozen=True)
@@ -155,27 +162,16 @@ async def _multipart_upload(request: Request, body: bytes) -> Upload:
     return Upload(await part.read(), (part.content_type or "").lower(), options)
 
 
-def _form_value(name: str, text: str) -> str | int | bool:
-    """A form field's value, checked as FastAPI checks the query parameter of that name."""
-    if name == "quality":
-        if not text.strip().isdigit() or not 0 <= int(text) <= 255:
-            raise ServiceError(
-                ErrorCode.INVALID_ARGUMENT, f"form field 'quality' must be 0-255, got {text!r}"
-            )
-        return int(text)
-    if name == "return_image":
-        lowered = text.strip().lower()
-        if lowered not in _BOOLEANS:
-            raise ServiceError(
-                ErrorCode.INVALID_ARGUMENT,
-                f"form field 'return_image' must be true or false, got {text!r}",
-            )
-        return _BOOLEANS[lowered]
-    return text
-
-
-_BOOLEANS = {"true": True, "1": True, "yes": True, "on": True,
-             "false": False, "0": False, "no": False, "off": False}  # fmt: skip
+def _form_value(name: str, text: str) -> Any:
+    """A form field's value, validated by pydantic as FastAPI validates the query
+    parameter of that name."""
+    adapter, expected = _FORM_TYPES[name]
+    try:
+        return adapter.validate_python(text)
+    except ValidationError:
+        raise ServiceError(
+            ErrorCode.INVALID_ARGUMENT, f"form field {name!r} must be {expected}, got {text!r}"
+        ) from None
 
 
 def merge_form_options(
