@@ -75,19 +75,10 @@ def _load_codec(args: argparse.Namespace, checkpoint: str | None = None) -> Imag
 
 def _local_catalog_codecs(args: argparse.Namespace) -> list[str]:
     """Catalog codecs whose files are on this machine (shipped or in the cache)."""
-    from .weights import WeightsError, default_cache_dir, list_weights, resolve
+    from .weights import default_cache_dir, local_weights
 
-    cache_dir = args.cache_dir or default_cache_dir()
-    names = []
-    for entry in list_weights():
-        if entry.kind != "codec":
-            continue
-        try:
-            resolve(entry.name, cache_dir=cache_dir)
-        except WeightsError:
-            continue
-        names.append(entry.name)
-    return names
+    present = local_weights(cache_dir=args.cache_dir or default_cache_dir())
+    return [entry.name for entry, path in present if entry.kind == "codec" and path is not None]
 
 
 class _Decoders:

@@ -17,7 +17,14 @@ from transtic.weights.loading import (
     load_codec,
     locate_codec,
 )
-from transtic.weights.manager import list_weights, package_file, pull, resolve, sha256_file
+from transtic.weights.manager import (
+    list_weights,
+    local_weights,
+    package_file,
+    pull,
+    resolve,
+    sha256_file,
+)
 from transtic.weights.registry import WeightsEntry, WeightsKind, WeightsRegistry
 
 __all__ = [
@@ -36,6 +43,7 @@ __all__ = [
     "default_cache_dir",
     "default_registry",
     "list_weights",
+    "local_weights",
     "load_codec",
     "locate_codec",
     "package_file",

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TextIO
 
 from transtic.weights.errors import WeightsError
-from transtic.weights.manager import PathLike, list_weights, pull, resolve
+from transtic.weights.manager import PathLike, local_weights, pull
 from transtic.weights.registry import WeightsRegistry
 
 
@@ -61,13 +61,10 @@ def weights_main(
     directory = Path(args.cache_dir or cache_dir or default_cache_dir())
 
     if args.command == "list":
-        rows = []
-        for entry in list_weights(registry=registry):
-            try:
-                local: str | None = str(resolve(entry.name, cache_dir=directory, registry=registry))
-            except WeightsError:
-                local = None
-            rows.append({**entry.to_dict(), "local_path": local})
+        rows = [
+            {**entry.to_dict(), "local_path": None if local is None else str(local)}
+            for entry, local in local_weights(cache_dir=directory, registry=registry)
+        ]
         if args.json:
             json.dump(rows, out, indent=2)
             out.write("\n")

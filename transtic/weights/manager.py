@@ -19,7 +19,7 @@ from typing import IO
 from tqdm import tqdm
 
 from transtic.weights.catalog import default_registry
-from transtic.weights.errors import ChecksumError, WeightsNotFoundError
+from transtic.weights.errors import ChecksumError, WeightsError, WeightsNotFoundError
 from transtic.weights.registry import WeightsEntry, WeightsRegistry
 
 PathLike = str | os.PathLike[str]
@@ -84,6 +84,19 @@ def _verify(entry: WeightsEntry, path: Path) -> None:
     digest = sha256_file(path)
     if not _digest_ok(entry, digest):
         raise ChecksumError(entry.name, _expected(entry), digest, str(path))
+
+
+def local_weights(
+    *, cache_dir: PathLike | None, registry: WeightsRegistry | None = None
+) -> list[tuple[WeightsEntry, Path | None]]:
+    """Every registered entry with its local file (cache or package), None where absent."""
+    found: list[tuple[WeightsEntry, Path | None]] = []
+    for entry in _registry(registry):
+        try:
+            found.append((entry, resolve(entry.name, cache_dir=cache_dir, registry=registry)))
+        except WeightsError:
+            found.append((entry, None))
+    return found
 
 
 def resolve(
