@@ -22,15 +22,19 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# torch first: the largest layer, cached across code changes. PyPI's Linux wheel is the
-# CUDA 13.0 build, with the CUDA libraries as its own dependencies.
-RUN pip install torch==2.14.1 torchvision==0.29.1
+# Every Python package pinned with its hash (requirements/services.lock, written by
+# scripts/lock.py from pyproject's ranges; the versions the tests ran). torch is PyPI's
+# wheel, the CUDA 13.0 build, whose CUDA libraries are locked dependencies of their own.
+# The lock is its own layer, cached across code changes; the project then installs
+# without resolving anything again.
+COPY requirements/services.lock ./requirements/
+RUN pip install --require-hashes -r requirements/services.lock
 
 COPY pyproject.toml ./
 # transtic/ includes the shipped default codecs (transtic/weights/data/*.pth.tar),
 # installed with the package: the image analyses frames without any download.
 COPY transtic ./transtic
-RUN pip install ".[services]"
+RUN pip install --no-deps --no-build-isolation .
 # The native CPU kernels (window attention, Winograd convs), built for every x86
 # instruction set the image may meet, with a compiler that is removed again in the same
 # layer; the service picks the one matching the host's CPU at run time

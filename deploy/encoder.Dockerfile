@@ -13,15 +13,18 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# CPU-only torch: edge boxes have no GPU, and the CUDA wheels add gigabytes. Installed first so
-# the big layer is cached across code changes; pyproject's ==2.14.1 pin accepts the +cpu build.
-RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.14.1 torchvision==0.29.1
+# Every Python package pinned with its hash, the same lock as the analytics image
+# (requirements/services.lock, scripts/lock.py): the versions the tests ran. That lock's
+# torch is PyPI's wheel, the CUDA build, so this image carries CUDA libraries it never
+# uses: PyTorch publishes its CPU-only wheels on download.pytorch.org alone, outside the
+# registries that the lock is made from and checked against (docs/deployment.md).
+COPY requirements/services.lock ./requirements/
+RUN pip install --require-hashes -r requirements/services.lock
 
 COPY pyproject.toml ./
 # transtic/ includes the shipped default codecs (transtic/weights/data/*.pth.tar).
 COPY transtic ./transtic
-# OpenCV reads video files and V4L2 cameras; <4.12 keeps numpy 1.x (compressai needs it).
-RUN pip install ".[services]" "opencv-python-headless<4.12"
+RUN pip install --no-deps --no-build-isolation .
 # The native CPU kernels (window attention, Winograd convs), built for every x86
 # instruction set the image may meet, with a compiler that is removed again in the same
 # layer; the service picks the one matching the host's CPU at run time

@@ -79,11 +79,13 @@ fi
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
+# Python packages from the lock, every one pinned with its hash (scripts/lock.py writes it from
+# pyproject's ranges), then the project itself without resolving anything again. torch and
+# torchvision come from the local wheel cache where pip's configuration points at one.
 stamp=.venv/.transtic-installed
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want=$(cat pyproject.toml requirements/dev.lock | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  .venv/bin/python -m pip install --quiet --upgrade pip
-  # torch/torchvision are pinned in pyproject.toml; pip takes them from the local wheel cache
-  .venv/bin/python -m pip install --quiet -e ".[services,dev]"
+  .venv/bin/python -m pip install --quiet --require-hashes -r requirements/dev.lock
+  .venv/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
   echo "$want" > "$stamp"
 fi

@@ -133,8 +133,21 @@ def test_analytics_image_has_one_cuda_stack() -> None:
     assert "nvidia/cuda" not in text
     # apt-get only brings a compiler for the kernel build, never a second CUDA stack
     assert not re.search(r"apt-get install[^&]*(cuda|nvidia|cudnn)", text)
-    assert re.search(r"pip install torch==[\d.]+ ", text)  # PyPI's CUDA build, no extra index
+    assert "--index-url" not in text and "download.pytorch.org" not in text  # PyPI's CUDA build
     assert "580" in text  # the minimum driver is documented
+
+
+@pytest.mark.parametrize("service", ["analytics", "encoder"])
+def test_images_install_the_lock_then_the_project_without_resolving(service: str) -> None:
+    text = re.sub(r"\\\n", " ", (ROOT / "deploy" / f"{service}.Dockerfile").read_text())
+    installs = re.findall(r"^RUN (pip install .*)$", text, re.M)
+    assert installs == [
+        "pip install --require-hashes -r requirements/services.lock",
+        "pip install --no-deps --no-build-isolation .",
+    ]
+    assert "COPY requirements/services.lock ./requirements/" in text
+    rules = (ROOT / ".dockerignore").read_text()
+    assert not dockerignore_excludes(rules, "requirements/services.lock")
 
 
 def test_postgres_profile_is_optional(compose: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ import fnmatch
 import hashlib
 import json
 import subprocess
+import sys
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -88,16 +89,35 @@ def _download_deb(source: Source, downloads: Path) -> Path:
     # apt writes an epoch "1:" as "1%3a" in file names.
     pattern = f"{source.name}_{source.version.replace(':', '%3a')}_*.deb"
     found = sorted(downloads.glob(pattern))
-    if not found:
-        subprocess.run(
-            ["apt-get", "download", "-qq", f"{source.name}={source.version}"],
-            cwd=downloads,
-            check=True,
-        )
+    if not found and _apt_download(source.name, source.version, downloads):
         found = sorted(downloads.glob(pattern))
-    if not found:
-        raise FileNotFoundError(f"apt-get download gave no {pattern}")
-    return found[0]
+    if found:
+        return found[0]
+    # Debian's security archive drops a package's previous revision when it publishes the
+    # next one, so a pin can vanish. The files a photo is taken from rarely change between
+    # revisions, and every copied photo is checked against its manifest sha256, so the
+    # archive's current revision is used instead, under the pinned version's file name.
+    madison = subprocess.run(
+        ["apt-cache", "madison", source.name], capture_output=True, text=True, check=True
+    )
+    versions = [line.split("|")[1].strip() for line in madison.stdout.splitlines() if "|" in line]
+    for version in versions:
+        if not _apt_download(source.name, version, downloads):
+            continue
+        (got,) = downloads.glob(f"{source.name}_{version.replace(':', '%3a')}_*.deb")
+        stand_in = downloads / got.name.replace(
+            version.replace(":", "%3a"), source.version.replace(":", "%3a")
+        )
+        got.rename(stand_in)
+        print(f"{source.name}={source.version} is gone from the archive; using {version}",
+              file=sys.stderr)  # fmt: skip
+        return stand_in
+    raise FileNotFoundError(f"apt-get download gave no {pattern} (nor any other version)")
+
+
+def _apt_download(name: str, version: str, downloads: Path) -> bool:
+    command = ["apt-get", "download", "-qq", f"{name}={version}"]
+    return subprocess.run(command, cwd=downloads).returncode == 0
 
 
 def _download_pypi(source: Source, downloads: Path) -> Path:
