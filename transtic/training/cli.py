@@ -137,6 +137,13 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--val-every", type=int, default=0, help="steps between validations; 0 = only at the end"
     )
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pth.tar")
+    p.add_argument(
+        "--state",
+        type=Path,
+        default=None,
+        help="also keep the run's portable state (trained tensors and optimizer only) in this "
+        "file at every checkpoint; --resume starts from it when OUT has no checkpoint",
+    )
     p.add_argument("--export", type=Path, default=None, help="final float16 weights file")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -250,6 +257,7 @@ def _loop_config(args: argparse.Namespace, aux_lr: float) -> LoopConfig:
         val_every=args.val_every,
         device=args.device,
         resume=args.resume,
+        state_path=args.state,
         progress=not args.no_progress,
     )
 
@@ -285,6 +293,8 @@ def _finish(
         "batch_size": args.batch_size,
         "patch_size": args.patch_size,
         "train_seconds": round(result["elapsed"], 1),
+        "train_cpu_seconds": round(trainer.cpu_seconds, 1),
+        "samples_seen": result["step"] * args.batch_size,
         "data": _data_description(args),
         "seed": args.seed,
         **{k: round(v, 5) for k, v in chosen.items()},

@@ -12,7 +12,9 @@ import contextlib
 import json
 import logging
 import math
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -29,6 +31,7 @@ from ..models.checkpoint import atomic_save
 from .data import CropDataset
 from .distributed import DistInfo, EpochSampler, init_distributed, split_batch
 from .losses import psnr
+from .state import load_portable, save_portable
 
 log = logging.getLogger("transtic.training")
 CHECKPOINT_NAME = "checkpoint.pth.tar"
@@ -56,12 +59,16 @@ class LoopConfig:
     val_every: int = 0
     device: str = "auto"
     resume: bool = False
+    # Also keep the run's portable state here (training/state.py): resumed from when the
+    # run directory has no checkpoint, e.g. on another machine or in a later session.
+    state_path: Path | None = None
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["out_dir"] = str(self.out_dir)
+        d["state_path"] = None if self.state_path is None else str(self.state_path)
         d["lr_milestones"] = list(self.lr_milestones)
         return d
 
@@ -84,6 +91,15 @@ def setup_logging(out_dir: Path, main: bool) -> None:
     for handler in (logging.FileHandler(out_dir / "train.log"), logging.StreamHandler(sys.stderr)):
         handler.setFormatter(fmt)
         log.addHandler(handler)
+
+
+def _stop_on_sigterm() -> threading.Event:
+    """Set on SIGTERM, so a long job stops after its current step with its state saved
+    (a campaign job is stopped this way at the end of every working session)."""
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    return stop
 
 
 Criterion = Callable[[Mapping[str, Any], Tensor], dict[str, Tensor]]
@@ -145,6 +161,7 @@ class Trainer:
             )
         self.step = 0
         self.elapsed = 0.0  # wall seconds over all runs of this job, resumes included
+        self.cpu_seconds = 0.0  # this process's CPU time, the same way
         self.best: dict[str, Any] | None = None  # {"step", "val_loss"} of best.pth.tar
         self.history: list[dict[str, Any]] = []
         torch.manual_seed(cfg.seed + self.dist.rank)
@@ -158,6 +175,7 @@ class Trainer:
         state: dict[str, Any] = {
             "step": self.step,
             "elapsed": self.elapsed,
+            "cpu_seconds": self.cpu_seconds,
             "state_dict": self.core.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "rng": {"torch": torch.get_rng_state()},
@@ -174,6 +192,8 @@ class Trainer:
         if self.dist.main:
             atomic_save(self.state(), self.checkpoint_path)
             log.info("checkpoint at step %d -> %s", self.step, self.checkpoint_path)
+            if self.cfg.state_path is not None:
+                save_portable(self, self.cfg.state_path)
 
     def load(self, path: Path) -> None:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -184,6 +204,7 @@ class Trainer:
             self.aux_optimizer.load_state_dict(ckpt["aux_optimizer"])
         self.step = int(ckpt["step"])
         self.elapsed = float(ckpt.get("elapsed", 0.0))
+        self.cpu_seconds = float(ckpt.get("cpu_seconds", 0.0))
         self.best = json.loads(ckpt.get("best", "null"))
         if self.best_path.is_file():
             # The file is the truth: it may be newer than the checkpoint resumed from.
@@ -310,10 +331,13 @@ class Trainer:
         cfg = self.cfg
         if cfg.resume and self.checkpoint_path.is_file():
             self.load(self.checkpoint_path)
+        elif cfg.resume and cfg.state_path is not None and cfg.state_path.is_file():
+            load_portable(self, cfg.state_path)
+            log.info("resumed from %s at step %d", cfg.state_path, self.step)
         if self.step == 0 and self.val_set is not None and cfg.val_every > 0:
             self._record({"step": 0, **self.validate()})
-        start = time.perf_counter()
-        base_elapsed = self.elapsed
+        start, cpu_start = time.perf_counter(), time.process_time()
+        base_elapsed, base_cpu = self.elapsed, self.cpu_seconds
         bar = tqdm(
             total=cfg.steps,
             initial=self.step,
@@ -324,12 +348,14 @@ class Trainer:
         )
         window: dict[str, float] = {}
         count = 0
-        while self.step < cfg.steps:
+        stop = _stop_on_sigterm()
+        while self.step < cfg.steps and not stop.is_set():
             epoch, offset = divmod(self.step, self.steps_per_epoch)
             for x, _labels in self._loader(epoch, offset):
                 metrics = self.train_step(x.to(self.device, non_blocking=True))
                 self.step += 1
                 self.elapsed = base_elapsed + time.perf_counter() - start
+                self.cpu_seconds = base_cpu + time.process_time() - cpu_start
                 bar.update(1)
                 bar.set_postfix(
                     loss=f"{metrics['loss']:.4f}", bpp=f"{metrics['bpp']:.3f}", refresh=False
@@ -354,11 +380,14 @@ class Trainer:
                         self._record({"step": self.step, **val})
                         log.info("validation %s", " ".join(f"{k}={v:.4g}" for k, v in val.items()))
                         self.consider_best(val)
-                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps or stop.is_set():
                     self.save()
-                if self.step >= cfg.steps:
+                if self.step >= cfg.steps or stop.is_set():
                     break
         bar.close()
+        if stop.is_set():
+            log.info("stopped by SIGTERM at step %d (saved)", self.step)
+            raise SystemExit(0)
         if self.dist.world > 1:
             dist.barrier()
         return {"step": self.step, "elapsed": self.elapsed, "history": self.history}
