@@ -66,7 +66,7 @@ def test_end_to_end_classification_eval(
     argv = [
         "--task", "classification", "--data", str(image_folder), "--out", str(out),
         "--codec", "tic=" + ",".join(str(p) for p in tiny_codecs),
-        "--anchor-qualities", "20", "80", "--no-progress",
+        "--anchor-qualities", "20", "80", "--no-progress", "--bootstrap-resamples", "40",
     ]  # fmt: skip
     assert eval_main(argv) == 0
     result = json.loads((out / "results.json").read_text())
@@ -78,10 +78,45 @@ def test_end_to_end_classification_eval(
         assert p["bpp"] > 0 and 0 <= p["scores"]["top1_agreement"] <= 100
     tic = [p for p in result["points"] if p["method"] == "tic"]
     assert len(tic) == 2 and all(p["bpp_likelihood"] > 0 for p in tic)
+    # the smooth scores beside top-1, photo by photo, with bootstrap intervals
+    assert result["reference"]["kl_divergence"] == 0.0
+    assert result["reference"]["feature_cosine"] == pytest.approx(1.0)
+    for p in result["points"]:
+        assert len(p["per_image"]["kl_divergence"]) == 3
+        assert p["scores"]["kl_divergence"] == pytest.approx(
+            sum(p["per_image"]["kl_divergence"]) / 3
+        )
+    assert len(result["reference_per_image"]["top1_probability"]) == 3
+    assert result["bootstrap"]["resamples"] == 40
+    assert "tic vs jpeg" in result["bootstrap"]["bd_rate"]["all"]["bpp"]["kl_divergence"]
+    assert "Paired bootstrap" in (out / "results.md").read_text()
+    assert (out / "rate_smooth_scores.png").stat().st_size > 0
     assert "jpeg" in result["bd_rate"]["psnr"]
     for name in ("results.md", "results.csv", "curves.png"):
         assert (out / name).stat().st_size > 0
     assert "BD-rate" in (out / "results.md").read_text()
+
+
+def test_anchor_targets_span_the_rate_range_and_jpeg_payload_drops_the_header(
+    image_folder: Path,
+) -> None:
+    from transtic.evaluation.anchors import DEFAULT_TARGET_BPP, payload_bytes
+    from transtic.evaluation.runner import evaluate_anchors
+
+    data = load_eval_set("folder", image_folder)
+    scorer = TaskScorer("classification", _FixedClassifier(), data)
+    points = evaluate_anchors(["jpeg"], data, scorer, targets=DEFAULT_TARGET_BPP)
+    rates = sorted(p.bpp for p in points)
+    assert rates[0] < 0.3 and rates[-1] > 0.5
+    anchor = AnchorCodec("jpeg", data.images)
+    q = points[0].extra["quality"]
+    header = [
+        (b - pb) / 8 for b, pb in zip(anchor.at(q).bits, anchor.at(q).payload_bits, strict=True)
+    ]
+    assert all(500 < h < 700 for h in header)  # tables and frame header at 4:2:0
+    assert payload_bytes(b"RIFF....WEBP", "WEBP") == 12
+    with pytest.raises(ValueError):
+        payload_bytes(b"\xff\xd8\xff\xd9", "JPEG")
 
 
 def test_real_bytes_rate_matches_stream_length(image_folder: Path, tiny_codecs: list[Path]) -> None:
@@ -162,6 +197,7 @@ def test_heldout_photos_with_anchors_only(tmp_path: Path) -> None:
         pytest.skip("no packaged photos installed")
     argv = ["--task", "classification", "--heldout-photos", "--max-images", "1"]
     argv += ["--anchors", "jpeg", "--anchor-qualities", "30", "--out", str(tmp_path)]
+    argv += ["--anchor-target-bpp", "--bootstrap-resamples", "0"]  # the given quality only
     assert eval_main([*argv, "--no-progress"]) == 0
     result = json.loads((tmp_path / "results.json").read_text())
     assert len(result["images"]) == 1

@@ -255,3 +255,15 @@ def test_script_selects_rebuilds_and_verifies_from_a_cached_package(tmp_path: Pa
     victim = next(out.rglob("*.png"))
     victim.write_bytes(victim.read_bytes() + b"x")
     assert script.main([*common, "--verify"]) == 1
+
+
+def test_every_published_member_of_a_group_stays_on_its_side() -> None:
+    # Twins that weights were trained on must stay listed for the leakage check.
+    base = photo_like(32, 640, 480)
+    small, big = candidate("a.png", base), candidate("a_big.png", base.resize((1280, 960)))
+    new_twin = candidate("a_jpeg.jpg", jpeg_roundtrip(base))
+    rows = select([small, big, new_twin], {small.sha256: "train", big.sha256: "train"})
+    assert {r.path: r.split for r in rows} == {
+        "usr/share/a.png": "train",
+        "usr/share/a_big.png": "train",
+    }

@@ -70,3 +70,25 @@ def bd_rate_or_none(
         return bd_rate(anchor_rates, anchor_quality, test_rates, test_quality), ""
     except BDRateError as exc:
         return None, str(exc)
+
+
+def pareto(rates: list[float], values: list[float]) -> tuple[list[float], list[float]]:
+    """Points not dominated by a cheaper one (quality strictly rising with rate).
+
+    Task scores on small sets tie or dip between neighbouring rates; BD-rate needs
+    a monotone curve, and the envelope is what an encoder choosing its best
+    operating point would achieve.
+    """
+    kept_r: list[float] = []
+    kept_v: list[float] = []
+    for r, v in sorted(zip(rates, values, strict=True)):
+        if math.isnan(v):
+            continue
+        if kept_v and v <= kept_v[-1]:
+            continue
+        if kept_r and r == kept_r[-1]:
+            kept_v[-1] = v
+            continue
+        kept_r.append(r)
+        kept_v.append(v)
+    return kept_r, kept_v

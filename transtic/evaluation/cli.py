@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from ..models import HyperpriorCodec
+from .anchors import DEFAULT_TARGET_BPP
+from .bootstrap import RESAMPLES, SEED
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +68,24 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="*",
         default=[],
         help="extra anchor quality settings (the anchors are also matched to the codecs' rates)",
+    )
+    p.add_argument(
+        "--anchor-target-bpp",
+        type=float,
+        nargs="*",
+        default=list(DEFAULT_TARGET_BPP),
+        help="mean rates the anchors are also matched to, so their curves overlap the "
+        "codecs' (default: %(default)s)",
+    )
+    p.add_argument(
+        "--bootstrap-resamples",
+        type=int,
+        default=RESAMPLES,
+        help="paired bootstrap resamples of the photos for the 95%% intervals "
+        "(0: none; default %(default)s)",
+    )
+    p.add_argument(
+        "--bootstrap-seed", type=int, default=SEED, help="seed of the resamples (default 0)"
     )
     p.add_argument(
         "--protocol",
@@ -153,7 +173,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from .protocol import align_mode, prepare
-    from .report import markdown, write_all
+    from .report import write_all
     from .runner import evaluate, load_eval_set
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -201,6 +221,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         load=codec_loader(args.cache_dir, args.device),
         anchors=args.anchors,
         anchor_qualities=args.anchor_qualities,
+        anchor_targets=args.anchor_target_bpp,
         device=args.device,
         progress=not args.no_progress,
         align_mode=align_mode(args.protocol),
@@ -208,7 +229,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     )
     result["protocol"] = args.protocol
     command = "transtic eval " + shlex.join(argv)
-    paths = write_all(result, args.out, command)
-    print(markdown(result))
+    paths = write_all(result, args.out, command, args.bootstrap_resamples, args.bootstrap_seed)
+    print(paths["markdown"].read_text(), end="")
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0

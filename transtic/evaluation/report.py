@@ -9,7 +9,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .bdrate import bd_rate_or_none
+from . import bootstrap
+from .bdrate import bd_rate_or_none, pareto
+from .classifier_scores import LOWER_IS_BETTER
 
 #: The two rates of every point: real container bytes, and the entropy-coded payload.
 RATES = {"bpp": "container bytes", "bpp_payload": "payload"}
@@ -34,32 +36,13 @@ def curves(
     return out
 
 
-def pareto(rates: list[float], values: list[float]) -> tuple[list[float], list[float]]:
-    """Points not dominated by a cheaper one (quality strictly rising with rate).
-
-    Task scores on small sets tie or dip between neighbouring rates; BD-rate needs
-    a monotone curve, and the envelope is what an encoder choosing its best
-    operating point would achieve.
-    """
-    kept_r: list[float] = []
-    kept_v: list[float] = []
-    for r, v in sorted(zip(rates, values, strict=True)):
-        if math.isnan(v):
-            continue
-        if kept_v and v <= kept_v[-1]:
-            continue
-        if kept_r and r == kept_r[-1]:
-            kept_v[-1] = v
-            continue
-        kept_r.append(r)
-        kept_v.append(v)
-    return kept_r, kept_v
-
-
 def bd_matrix(result: dict[str, Any], metric: str, rate: str = "bpp") -> dict[str, dict[str, Any]]:
     """``matrix[test][anchor]``: BD-rate (%) of test against anchor on the curves'
     Pareto fronts, or the reason there is none."""
-    data = {m: pareto(*c) for m, c in curves(result, metric, rate).items()}
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0  # quality must rise with rate
+    data = {
+        m: pareto(r, [sign * v for v in q]) for m, (r, q) in curves(result, metric, rate).items()
+    }
     matrix: dict[str, dict[str, Any]] = {}
     for test, (tr, tq) in data.items():
         row: dict[str, Any] = {}
@@ -70,6 +53,12 @@ def bd_matrix(result: dict[str, Any], metric: str, rate: str = "bpp") -> dict[st
             row[anchor] = value if value is not None else f"n/a: {why}"
         matrix[test] = row
     return matrix
+
+
+#: The classifier scores that move smoothly with distortion (``classifier_scores``).
+SMOOTH_SCORES = ("kl_divergence", "top5_agreement", "feature_cosine")
+#: Decimals of scores whose range is 0..1-ish rather than percent.
+_DIGITS = {"kl_divergence": 3, "feature_cosine": 4}
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -92,7 +81,7 @@ def markdown(result: dict[str, Any], command: str | None = None) -> str:
     lines = [f"## {result['task']}: {result['num_images']} images", ""]
     if command:
         lines += ["```", command, "```", ""]
-    ref = ", ".join(f"{k} {_fmt(v, 1)}" for k, v in result["reference"].items())
+    ref = ", ".join(f"{k} {_fmt(v, _DIGITS.get(k, 1))}" for k, v in result["reference"].items())
     lines += [f"Uncompressed images: {ref}.", ""]
     head = ["method", "point", "bpp (bytes)", "bpp (payload)", "bpp (likelihoods)", "PSNR dB"]
     head += names
@@ -105,7 +94,7 @@ def markdown(result: dict[str, Any], command: str | None = None) -> str:
             _fmt(p.get("bpp_payload"), 4),
             _fmt(p.get("bpp_likelihood"), 4),
             _fmt(p["psnr"], 2),
-            *(_fmt(p["scores"].get(n), 1) for n in names),
+            *(_fmt(p["scores"].get(n), _DIGITS.get(n, 1)) for n in names),
         ]
         lines.append("| " + " | ".join(row) + " |")
     for rate, metric in [(r, m) for r in RATES for m in (result["primary_metric"], "psnr")]:
@@ -135,7 +124,70 @@ def markdown(result: dict[str, Any], command: str | None = None) -> str:
             lines.append(f"| {test} | " + " | ".join(cells) + " |")
         if notes:
             lines += ["", *(f"- {n}" for n in sorted(set(notes)))]
+    if "bootstrap" in result:
+        lines += ["", *intervals_markdown(result["bootstrap"])]
     return "\n".join(lines) + "\n"
+
+
+def _interval_cell(entry: dict[str, Any], digits: int = 1, signed: bool = True) -> str:
+    if entry["estimate"] is None:
+        return "n/a"
+    form = f"{'+' if signed else ''}.{digits}f"
+    cell = format(entry["estimate"], form)
+    if entry["low"] is None:
+        return cell
+    return f"{cell} [{format(entry['low'], form)}, {format(entry['high'], form)}]"
+
+
+def intervals_markdown(summary: dict[str, Any]) -> list[str]:
+    """BD-rates with their paired bootstrap intervals, on all photos and the confident."""
+    lines = [
+        f"### Paired bootstrap {summary['confidence']:.0%} intervals over photos "
+        f"({summary['resamples']} resamples, seed {summary['seed']})",
+        "",
+        "BD-rate (%) of the first method against the second, `estimate [low, high]`; "
+        "every method's curve is recomputed on the same resampled photos. "
+        f"`confident`: photos whose reference top-1 probability is >= "
+        f"{summary['confident_probability']}.",
+    ]
+    for subset, by_rate in summary["bd_rate"].items():
+        for rate, by_metric in by_rate.items():
+            metrics = list(by_metric)
+            pairs = list(next(iter(by_metric.values()), {}))
+            if not pairs:
+                continue
+            lines += [
+                "",
+                f"{subset} ({summary['photos'][subset]} photos), rate from {RATES[rate]}:",
+                "",
+                "| pair | " + " | ".join(metrics) + " |",
+                "|" + "---|" * (len(metrics) + 1),
+            ]
+            for pair in pairs:
+                cells = [_interval_cell(by_metric[m][pair]) for m in metrics]
+                lines.append(f"| {pair} | " + " | ".join(cells) + " |")
+    confident = summary["scores"].get("confident")
+    if confident:
+        lines += ["", *_subset_scores(confident, summary["photos"]["confident"])]
+    return lines
+
+
+def _subset_scores(scores: dict[str, dict[str, Any]], photos: int) -> list[str]:
+    names = [n for n in next(iter(scores.values())) if n != "bpp_likelihood"]
+    lines = [
+        f"Scores on the confident photos ({photos}), mean [95 % interval]:",
+        "",
+        "| point | " + " | ".join(names) + " |",
+        "|" + "---|" * (len(names) + 1),
+    ]
+    for label, row in scores.items():
+        cells = []
+        for n in names:
+            entry = row.get(n)
+            digits = 4 if n.startswith("bpp") else _DIGITS.get(n, 1)
+            cells.append("-" if entry is None else _interval_cell(entry, digits, signed=False))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def write_csv(result: dict[str, Any], path: Path) -> None:
@@ -182,7 +234,14 @@ def plot(result: dict[str, Any], path: Path, metrics: Sequence[str] | None = Non
     plt.close(fig)
 
 
-def write_all(result: dict[str, Any], out_dir: Path, command: str | None = None) -> dict[str, Path]:
+def write_all(
+    result: dict[str, Any],
+    out_dir: Path,
+    command: str | None = None,
+    resamples: int = bootstrap.RESAMPLES,
+    seed: int = bootstrap.SEED,
+) -> dict[str, Path]:
+    """Every output file; ``resamples`` 0 leaves the bootstrap intervals out."""
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics = (result["primary_metric"], "psnr")
     result = {
@@ -190,6 +249,8 @@ def write_all(result: dict[str, Any], out_dir: Path, command: str | None = None)
         "bd_rate": {m: bd_matrix(result, m) for m in metrics},
         "bd_rate_payload": {m: bd_matrix(result, m, "bpp_payload") for m in metrics},
     }
+    if resamples > 0:
+        result["bootstrap"] = bootstrap.summary(result, resamples, seed)
     if command:
         result["command"] = command
     paths = {
@@ -200,10 +261,15 @@ def write_all(result: dict[str, Any], out_dir: Path, command: str | None = None)
         "rate_accuracy": out_dir / "rate_accuracy.png",
         "rate_psnr": out_dir / "rate_psnr.png",
     }
+    smooth = [m for m in SMOOTH_SCORES if m in result["reference"]]
+    if smooth:
+        paths["rate_smooth_scores"] = out_dir / "rate_smooth_scores.png"
     paths["json"].write_text(json.dumps(result, indent=2, default=float) + "\n")
     write_csv(result, paths["csv"])
     paths["markdown"].write_text(markdown(result, command))
     plot(result, paths["plot"])
     plot(result, paths["rate_accuracy"], [result["primary_metric"]])
     plot(result, paths["rate_psnr"], ["psnr"])
+    if smooth:
+        plot(result, paths["rate_smooth_scores"], smooth)
     return paths

@@ -18,8 +18,8 @@ from ..images import read_rgb_file, to_tensor
 from ..models import HyperpriorCodec
 from ..training.data import imagenet_folder, list_images
 from ..training.losses import bpp_from_likelihoods
-from . import metrics
-from .anchors import AnchorCodec
+from . import classifier_scores, metrics
+from .anchors import DEFAULT_TARGET_BPP, AnchorCodec
 
 
 @dataclass
@@ -108,13 +108,20 @@ class Point:
     # paper's bpp); anchors: the whole file, as the paper counts JPEG/WebP
     bpp_payload: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # The same quantities photo by photo (rates, psnr and the scores that are means
+    # over photos), in ``EvalSet.names`` order, for bootstrap intervals and subsets.
+    per_image: dict[str, list[float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 class TaskScorer:
-    """Scores decoded images on a task against labels, COCO GT or the originals' answers."""
+    """Scores decoded images on a task against labels, COCO GT or the originals' answers.
+
+    A timm classifier backend also gets the smooth per-photo scores of
+    ``classifier_scores`` (KL divergence, top-5, feature cosine).
+    """
 
     def __init__(
         self, task: str, backend: Any, data: EvalSet, batch: int = 8, min_score: float = 0.0
@@ -125,7 +132,12 @@ class TaskScorer:
         self.sizes = data.original_sizes or [
             (int(i.shape[-2]), int(i.shape[-1])) for i in data.images
         ]
-        self.reference = self.predict(data.images)
+        self.outputs: classifier_scores.ClassifierOutputs | None = None
+        if task == "classification" and classifier_scores.exposes_network(backend):
+            self.outputs = classifier_scores.classify(backend, data.images, batch)
+            self.reference: list[dict[str, Any]] = []  # the outputs hold more than answers
+        else:
+            self.reference = self.predict(data.images)
 
     def predict(self, images: Sequence[torch.Tensor]) -> list[dict[str, Any]]:
         """Backend answers, in the original images' coordinates."""
@@ -151,15 +163,28 @@ class TaskScorer:
         images: Sequence[torch.Tensor],
         predictions: list[dict[str, Any]] | None = None,
     ) -> dict[str, float]:
+        return self.score_per_image(images, predictions)[0]
+
+    def score_per_image(
+        self,
+        images: Sequence[torch.Tensor],
+        predictions: list[dict[str, Any]] | None = None,
+    ) -> tuple[dict[str, float], dict[str, list[float]]]:
+        """Scores, and per photo those that are means over photos (mAP is not)."""
+        if self.outputs is not None:
+            decoded = classifier_scores.classify(self.backend, images, self.batch)
+            per_image = classifier_scores.per_image_scores(self.outputs, decoded, self.data.labels)
+            return {k: _mean(v) for k, v in per_image.items()}, per_image
         preds = self.predict(images) if predictions is None else predictions
         if self.task == "classification":
             found = metrics.top1(preds)
-            scores = {
-                "top1_agreement": 100 * metrics.top1_score(found, metrics.top1(self.reference))
-            }
+            per_image = {"top1_agreement": _hits(found, metrics.top1(self.reference))}
             if self.data.labels is not None:
-                scores["top1_accuracy"] = 100 * metrics.top1_score(found, self.data.labels)
-            return scores
+                per_image["top1_accuracy"] = _hits(found, self.data.labels)
+            return {k: _mean(v) for k, v in per_image.items()}, per_image
+        return self._detection_scores(preds), {}
+
+    def _detection_scores(self, preds: list[dict[str, Any]]) -> dict[str, float]:
         scores = {
             "mAP_agreement": metrics.detections_agreement(
                 self.sizes, self.reference, preds, self.segm, self.min_score
@@ -178,7 +203,22 @@ class TaskScorer:
 
     def reference_scores(self) -> dict[str, float]:
         """The uncompressed images' scores (the ceiling of every curve)."""
+        if self.outputs is not None:
+            per_image = classifier_scores.per_image_scores(
+                self.outputs, self.outputs, self.data.labels
+            )
+            return {k: _mean(v) for k, v in per_image.items()}
         return self.score(self.data.images, self.reference)
+
+    def reference_per_image(self) -> dict[str, list[float]]:
+        """What subsets are chosen by: the classifier's top-1 probability per photo."""
+        if self.outputs is None:
+            return {}
+        return {"top1_probability": self.outputs.top1_probability}
+
+
+def _hits(found: Sequence[int], reference: Sequence[int]) -> list[float]:
+    return [100.0 * (f == r) for f, r in zip(found, reference, strict=True)]
 
 
 @torch.no_grad()
@@ -212,7 +252,10 @@ def evaluate_codec(
     its alignment to multiples of 256. ``precision`` is the codec's (``ImageCodec``).
     """
     codec = ImageCodec(model, device=device, align_mode=align_mode, precision=precision)
-    decoded, bits, payload, est = [], [], [], []
+    decoded: list[torch.Tensor] = []
+    bits: list[float] = []
+    payload: list[float] = []
+    est: list[float] = []
     for image in tqdm(data.images, desc=f"{method}:{name}", leave=False, disable=not progress):
         result = codec.encode(image)
         decoded.append(codec.decode(result.data).image)
@@ -220,21 +263,37 @@ def evaluate_codec(
         container = decode_container(result.data)
         payload.append((len(container.y_string) + len(container.z_string)) * 8)
         est.append(likelihood_bits(model, image, codec.device, align_mode))
-    pixels = data.pixels
+    rates = {"bpp": bits, "bpp_payload": payload, "bpp_likelihood": est}
+    return _point(method, name, rates, decoded, data, scorer), decoded
 
-    def per_pixel(values: Sequence[float]) -> float:
-        return _mean([v / p for v, p in zip(values, pixels, strict=True)])
 
-    point = Point(
+def _point(
+    method: str,
+    name: str,
+    bits: Mapping[str, Sequence[float]],
+    decoded: Sequence[torch.Tensor],
+    data: EvalSet,
+    scorer: TaskScorer,
+    extra: dict[str, Any] | None = None,
+) -> Point:
+    """A rate point from per-photo bits (by rate name) and decoded images."""
+    per_image = {
+        rate: [b / p for b, p in zip(values, data.pixels, strict=True)]
+        for rate, values in bits.items()
+    }
+    per_image["psnr"] = [metrics.psnr(d, o) for d, o in zip(decoded, data.images, strict=True)]
+    scores, per_image_scores = scorer.score_per_image(decoded)
+    return Point(
         method=method,
         point=name,
-        bpp=per_pixel(bits),
-        bpp_payload=per_pixel(payload),
-        bpp_likelihood=per_pixel(est),
-        psnr=_mean([metrics.psnr(d, o) for d, o in zip(decoded, data.images, strict=True)]),
-        scores=scorer.score(decoded),
+        bpp=_mean(per_image["bpp"]),
+        bpp_payload=_mean(per_image["bpp_payload"]),
+        bpp_likelihood=_mean(per_image["bpp_likelihood"]) if "bpp_likelihood" in bits else None,
+        psnr=_mean(per_image["psnr"]),
+        scores=scores,
+        extra=extra or {},
+        per_image={**per_image, **per_image_scores},
     )
-    return point, decoded
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -249,27 +308,18 @@ def evaluate_anchors(
     targets: Sequence[float] = (),
     qualities: Sequence[int] = (),
 ) -> list[Point]:
-    """Pillow anchors at the qualities nearest each target bpp, plus explicit qualities."""
+    """Pillow anchors at the qualities nearest each target bpp, plus explicit qualities.
+
+    ``bpp`` counts whole files, ``bpp_payload`` JPEG without its header (``anchors``).
+    """
     points = []
     for method in methods:
         anchor = AnchorCodec(method, data.images)
         chosen = {anchor.match(t).quality for t in targets} | set(qualities)
         for q in sorted(chosen):
             ap = anchor.at(q)
-            bpp = ap.bpp(data.pixels)
-            points.append(
-                Point(
-                    method=method,
-                    point=f"q{q}",
-                    bpp=bpp,
-                    bpp_payload=bpp,
-                    psnr=_mean(
-                        [metrics.psnr(d, o) for d, o in zip(ap.images, data.images, strict=True)]
-                    ),
-                    scores=scorer.score(ap.images),
-                    extra={"quality": q},
-                )
-            )
+            rates: dict[str, Sequence[float]] = {"bpp": ap.bits, "bpp_payload": ap.payload_bits}
+            points.append(_point(method, f"q{q}", rates, ap.images, data, scorer, {"quality": q}))
     return points
 
 
@@ -285,12 +335,13 @@ def evaluate(
     load: Loader,
     anchors: Sequence[str] = ("jpeg", "webp"),
     anchor_qualities: Sequence[int] = (),
+    anchor_targets: Sequence[float] = DEFAULT_TARGET_BPP,
     device: str = "cpu",
     progress: bool = True,
     align_mode: AlignMode = AlignMode.PAD,
     min_score: float = 0.0,
 ) -> dict[str, Any]:
-    """All methods' rate points plus anchors matched to their rates.
+    """All methods' rate points plus anchors matched to their rates and ``anchor_targets``.
 
     ``methods`` maps a method name (e.g. ``transtic``, ``tic``) to its rate points
     (checkpoint paths or registry names, resolved by ``load``). ``min_score`` drops
@@ -312,7 +363,7 @@ def evaluate(
                 align_mode=align_mode,
             )
             points.append(point)
-    targets = [p.bpp for p in points]
+    targets = [p.bpp for p in points] + list(anchor_targets)
     points += evaluate_anchors(anchors, data, scorer, targets=targets, qualities=anchor_qualities)
     return {
         "task": task,
@@ -320,5 +371,6 @@ def evaluate(
         "num_images": len(data.images),
         "images": data.names,
         "reference": scorer.reference_scores(),
+        "reference_per_image": scorer.reference_per_image(),
         "points": [p.to_dict() for p in points],
     }

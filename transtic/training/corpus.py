@@ -16,6 +16,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -188,11 +189,12 @@ def select(
     previous: dict[str, str] | None = None,
     same_photo: Iterable[Iterable[str]] = (),
 ) -> list[ManifestRow]:
-    """Photos kept (one per near-duplicate group) with their split.
+    """Photos kept (one per near-duplicate group, or its published members) with their split.
 
-    ``previous`` maps sha256 to the split of an earlier manifest: a photo keeps its
-    side, and a new photo joining a group that already has a side takes that side,
-    so refining the corpus never moves a validation photo into training.
+    ``previous`` maps sha256 to the split of an earlier manifest: a published photo
+    keeps its side and is never dropped, and a new photo joining a group that has
+    published members is not added (it would be a twin of a listed photo), so
+    refining the corpus never moves a validation photo into training.
     ``same_photo`` lists groups of ``package:path`` that count as one photo.
     """
     previous = previous or {}
@@ -215,14 +217,15 @@ def select(
         members.setdefault(g, []).append(c)
     rows = []
     for group in members.values():
-        # Keep an already-published member if any, else the largest photo.
-        keep = max(
-            group,
-            key=lambda c: (c.sha256 in previous, c.measures.width * c.measures.height, c.sha256),
-        )
-        sides = sorted({previous[c.sha256] for c in group if c.sha256 in previous})
-        split = previous.get(keep.sha256) or (sides[0] if sides else hash_split(keep.sha256))
-        rows.append(_row(keep, split))
+        # Every already-published member stays where it is: a photo that weights were
+        # trained on must stay listed, so the leakage check can see it. A group new
+        # to the manifest keeps its largest photo.
+        published = [c for c in group if c.sha256 in previous]
+        if published:
+            rows += [_row(c, previous[c.sha256]) for c in published]
+            continue
+        keep = max(group, key=lambda c: (c.measures.width * c.measures.height, c.sha256))
+        rows.append(_row(keep, hash_split(keep.sha256)))
     return sorted(rows, key=lambda r: (r.split, r.package, r.path))
 
 
@@ -245,12 +248,17 @@ def _row(c: Candidate, split: str) -> ManifestRow:
     )
 
 
-def write_manifest(rows: Iterable[ManifestRow], path: Path) -> None:
+def write_records(records: Iterable[Any], fields: Sequence[str], path: Path) -> None:
+    """A CSV of ``fields`` read off each record (the manifest, the trained-photo lists)."""
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(MANIFEST_FIELDS)
-        for r in rows:
-            writer.writerow([getattr(r, name) for name in MANIFEST_FIELDS])
+        writer.writerow(fields)
+        for record in records:
+            writer.writerow([getattr(record, name) for name in fields])
+
+
+def write_manifest(rows: Iterable[ManifestRow], path: Path) -> None:
+    write_records(rows, MANIFEST_FIELDS, path)
 
 
 def read_manifest(path: Path) -> list[ManifestRow]:
