@@ -71,7 +71,8 @@ def test_images_bake_in_no_secrets(service: str) -> None:
                 assert not (SECRET_WORDS.search(name) and not PATH_SETTINGS.search(name)), name
         if word in ("COPY", "ADD"):
             *sources, _ = shlex.split(rest)
-            assert sources and all(s in ("pyproject.toml", "transtic", "services") for s in sources)
+            copied = ("pyproject.toml", "requirements/services.lock", "transtic", "services")
+            assert sources and all(s in copied for s in sources)
             assert not any(s.endswith(KEY_SUFFIXES) or "secret" in s for s in sources)
 
 
