@@ -76,26 +76,47 @@ class Batcher(Generic[T, R]):
     def start(self) -> None:
         self._thread.start()
 
+    @property
+    def capacity(self) -> int:
+        return self._queue.maxsize
+
+    @property
+    def free_slots(self) -> int:
+        """Items the queue takes now (a hint: others may take them first)."""
+        return self._queue.maxsize - self._queue.qsize()
+
+    def check_room(self, items: int) -> None:
+        """RESOURCE_EXHAUSTED (with a retry-after) unless the queue has room for ``items``."""
+        if self.free_slots < items:
+            raise ServiceError(
+                ErrorCode.RESOURCE_EXHAUSTED,
+                f"analysis queue is full ({self._queue.maxsize} frames); retry later",
+                retry_after_s=self.retry_after_s,
+            )
+
     def submit(self, payload: T, abandoned: threading.Event | None = None) -> Pending[R]:
         """Queue one item; raises RESOURCE_EXHAUSTED when the queue is full.
 
         ``abandoned`` is the flag the returned future's ``abandon()`` raises; pass the
         one ``process`` looks at for this payload.
         """
-        future: Pending[R] = Pending(abandoned)
+        (future,) = self.submit_all([(payload, abandoned)])
+        return future
+
+    def submit_all(self, items: list[tuple[T, threading.Event | None]]) -> list[Pending[R]]:
+        """Queue all of ``items`` (payload, abandoned flag) or none: RESOURCE_EXHAUSTED
+        when the queue lacks room for every one, so a refused request leaves no work."""
+        futures: list[Pending[R]] = [Pending(abandoned) for _, abandoned in items]
         with self._lock:
             if self._closed:
                 raise ServiceError(ErrorCode.UNAVAILABLE, "the service is shutting down")
-            try:
+            # Only submitters (under this lock) add to the queue and the worker only takes
+            # from it, so room seen here stays room until the puts below.
+            self.check_room(len(items))
+            for (payload, _), future in zip(items, futures, strict=True):
                 self._queue.put_nowait((payload, future))
-            except queue.Full:
-                raise ServiceError(
-                    ErrorCode.RESOURCE_EXHAUSTED,
-                    f"analysis queue is full ({self._queue.maxsize} frames); retry later",
-                    retry_after_s=self.retry_after_s,
-                ) from None
         self._report_depth()
-        return future
+        return futures
 
     def close(self, timeout: float | None = None) -> None:
         """Refuse new items, finish everything queued, stop the worker."""

@@ -16,7 +16,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from services.analytics.hub import BackendSlot, CodecSlot, ModelHub
-from services.common.errors import ErrorCode, ServiceError
+from services.common.errors import ErrorCode, ServiceError, redact_paths
 from services.common.model_catalog import CodecSource, check_model_name
 from services.common.model_loader import SerialLoader
 
@@ -45,7 +45,7 @@ def task_entry(slot: BackendSlot, state: str, reason: str = "") -> dict[str, Any
         "kind": "task",
         "version": ",".join(slot.backend.required_weights),
         "state": state,
-        "reason": reason,
+        "reason": redact_paths(reason),  # a load error may name the weights cache
         "task": slot.task,
         "quality": 0,
         "source": "backends",

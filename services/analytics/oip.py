@@ -20,13 +20,28 @@ from typing import Any
 import numpy as np
 
 from services.common.errors import ErrorCode, ServiceError
+from services.common.http_limits import length_value
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
+# BYTES data nests as its shape does; this service's input is [N], Triton's clients send
+# at most a few levels. Deeper is no tensor.
+_MAX_DATA_DEPTH = 8
 _NUMPY_TYPES = {"FP32": "<f4", "FP64": "<f8", "INT32": "<i4", "INT64": "<i8", "UINT8": "u1"}
 
 
 def _invalid(message: str) -> ServiceError:
     return ServiceError(ErrorCode.INVALID_ARGUMENT, message)
+
+
+def load_json(data: bytes, what: str) -> Any:
+    """``data`` parsed as JSON; INVALID_ARGUMENT for anything else, deep nesting included
+    (the parser recurses per level, so 1,000 nested brackets would raise RecursionError)."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise _invalid(f"{what} is JSON nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _invalid(f"{what} is not JSON: {exc}") from None
 
 
 @dataclass
@@ -46,16 +61,13 @@ class InferRequest:
 def parse_request(body: bytes, header_length: str | None) -> InferRequest:
     """The request's BYTES inputs (other datatypes are refused: no model here takes them)."""
     if header_length is not None:
-        if not header_length.isdigit() or int(header_length) > len(body):
-            raise _invalid(f"{HEADER_LENGTH} must be a length within the body")
-        split = int(header_length)
+        split = length_value(header_length)
+        if split is None or split > len(body):
+            raise _invalid(f"{HEADER_LENGTH} must be ASCII digits, a length within the body")
         header_bytes, binary = body[:split], body[split:]
     else:
         header_bytes, binary = body, b""
-    try:
-        header = json.loads(header_bytes)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise _invalid(f"the inference request is not JSON: {exc}") from None
+    header = load_json(header_bytes, "the inference request")
     if not isinstance(header, dict) or not isinstance(header.get("inputs"), list):
         raise _invalid("the inference request needs an 'inputs' list")
     inputs: dict[str, list[bytes]] = {}
@@ -109,21 +121,28 @@ def _split_bytes(raw: bytes, name: str) -> list[bytes]:
 
 
 def _json_bytes(data: Any, name: str) -> list[bytes]:
-    flat = list(_flatten(data))
+    flat = _flatten(data)
     try:
         return [base64.b64decode(item, validate=True) for item in flat]
     except (binascii.Error, TypeError, ValueError):
         raise _invalid(f"input {name!r}: JSON BYTES data must be base64 strings") from None
 
 
-def _flatten(data: Any) -> Any:
-    if isinstance(data, list):
-        for item in data:
-            yield from _flatten(item)
-    elif isinstance(data, str):
-        yield data
-    else:
-        raise _invalid("JSON BYTES data must be (nested lists of) strings")
+def _flatten(data: Any) -> list[str]:
+    """The strings of (nested lists of) strings, in order; iterative, with a depth bound."""
+    flat: list[str] = []
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            flat.append(item)
+        elif isinstance(item, list) and depth < _MAX_DATA_DEPTH:
+            stack.extend((child, depth + 1) for child in reversed(item))
+        elif isinstance(item, list):
+            raise _invalid(f"JSON BYTES data nests deeper than {_MAX_DATA_DEPTH} levels")
+        else:
+            raise _invalid("JSON BYTES data must be (nested lists of) strings")
+    return flat
 
 
 @dataclass

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from torch import Tensor
 
@@ -16,6 +16,7 @@ from services.analytics.settings import Settings
 from services.analytics.store import open_store
 from services.common.errors import ServiceError, to_service_error
 from services.common.grpc_limits import CallCounter
+from services.common.model_loader import InFlight
 from transtic.bitstream import peek_header
 from transtic.tasks import TaskBackend
 from transtic.tasks.registry import BackendRegistry
@@ -126,6 +127,22 @@ class Runtime:
     ) -> Pending[Outcome]:
         """Queue a bitstream; ``labels`` (if given) learn the codec and task as they are
         resolved, so a caller counts a refusal under what was known by then."""
+        job = self.bitstream_job(
+            data, task, source=source, keep_image=keep_image, labels=labels, request_id=request_id
+        )
+        return self._queue(job)
+
+    def bitstream_job(
+        self,
+        data: bytes,
+        task: str | None,
+        *,
+        source: str,
+        keep_image: bool = False,
+        labels: ModelLabels | None = None,
+        request_id: str = "",
+    ) -> Job:
+        """The job of a bitstream, checked (header, size, codec, task) but not queued."""
         labels = labels if labels is not None else ModelLabels()
         try:
             header = peek_header(data, max_pixels=self.settings.max_pixels)
@@ -141,7 +158,7 @@ class Runtime:
         task = self.hub.resolve_task(task, header.task)
         labels.task = task
         backend = self.hub.backend(task)
-        job = Job(
+        return Job(
             task,
             codec,
             backend,
@@ -150,7 +167,6 @@ class Runtime:
             keep_image=keep_image,
             request_id=request_id,
         )
-        return self._queue(job)
 
     def submit_image(
         self,
@@ -163,6 +179,29 @@ class Runtime:
         labels: ModelLabels | None = None,
         request_id: str = "",
     ) -> Pending[Outcome]:
+        job = self.image_job(
+            image,
+            task,
+            quality,
+            source=source,
+            keep_image=keep_image,
+            labels=labels,
+            request_id=request_id,
+        )
+        return self._queue(job)
+
+    def image_job(
+        self,
+        image: Tensor,
+        task: str | None,
+        quality: int | None,
+        *,
+        source: str,
+        keep_image: bool = False,
+        labels: ModelLabels | None = None,
+        request_id: str = "",
+    ) -> Job:
+        """The job of a decoded image, checked (size, codec, task) but not queued."""
         labels = labels if labels is not None else ModelLabels()
         task = self.hub.resolve_task(task)
         labels.task = task
@@ -173,7 +212,7 @@ class Runtime:
         except Exception as exc:
             raise to_service_error(exc) from None
         backend = self.hub.backend(task)
-        job = Job(
+        return Job(
             task,
             codec,
             backend,
@@ -182,28 +221,36 @@ class Runtime:
             keep_image=keep_image,
             request_id=request_id,
         )
-        return self._queue(job)
 
     def _queue(self, job: Job) -> Pending[Outcome]:
-        """Queue ``job`` holding its codec and task model until it is done: unloading
-        either (model control) lets the job finish on the model it was given."""
-        held = (job.codec.in_flight, job.backend.in_flight)
+        (future,) = self.queue_all([job])
+        return future
+
+    def queue_all(self, jobs: list[Job]) -> list[Pending[Outcome]]:
+        """Queue every job or none (RESOURCE_EXHAUSTED: no room for all), each holding its
+        codec and task model until it is done: unloading either (model control) lets the
+        job finish on the model it was given."""
+        held = [counter for job in jobs for counter in (job.codec.in_flight, job.backend.in_flight)]
         for counter in held:
             counter.hold()
 
-        def release(_: object = None) -> None:
-            for counter in held:
+        def release(counters: list[InFlight]) -> None:
+            for counter in counters:
                 counter.release()
             if self.hub.retired:
                 self.hub.unloading()  # the last holder of an unloaded model lets it go
 
+        def release_when_done(job: Job) -> Callable[[object], None]:
+            return lambda _: release([job.codec.in_flight, job.backend.in_flight])
+
         try:
-            future = self.batcher.submit(job, job.abandoned)
+            futures = self.batcher.submit_all([(job, job.abandoned) for job in jobs])
         except BaseException:
-            release()
+            release(held)
             raise
-        future.add_done_callback(release)
-        return future
+        for job, future in zip(jobs, futures, strict=True):
+            future.add_done_callback(release_when_done(job))
+        return futures
 
     def wait(self, future: Pending[Outcome], deadline_s: float | None = None) -> Outcome:
         """Block for a result (gRPC threads), at most the request timeout or ``deadline_s``;

@@ -157,6 +157,7 @@ class StreamSummary(_Model):
     frames_total: int
     frames_stored: int
     last_sequence: int
+    session: str = Field(default="", description="the current session (the one started last)")
     latest: StoredFrame | None = None
 
 
@@ -166,8 +167,28 @@ class StreamList(_Model):
 
 class FramePage(_Model):
     stream_id: str
+    session: str = Field(default="", description="the session these frames belong to")
     frames: list[StoredFrame]
     next_since: int = Field(description="pass as 'since' to get the frames after these")
+
+
+class SessionSummary(_Model):
+    session: str
+    frames_stored: int
+    first_sequence: int
+    last_sequence: int
+    first_received_ms: int
+    last_received_ms: int
+
+
+class SessionList(_Model):
+    stream_id: str
+    sessions: list[SessionSummary] = Field(description="in the order they first arrived")
+
+
+class DeleteResult(_Model):
+    stream_id: str
+    deleted: int = Field(description="stored frames deleted")
 
 
 class ModelInfo(_Model):

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from services.analytics.settings import Settings
 from services.common.auth import API_KEY_HEADER, ApiKeys
 from services.common.errors import PROBLEM_CONTENT_TYPE, ErrorCode, ServiceError
+from services.common.http_limits import length_value
 from services.common.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
@@ -136,8 +137,10 @@ class Guard:
                 f"missing or invalid API key: send 'Authorization: Bearer <key>' or "
                 f"'{API_KEY_HEADER.title()}: <key>'",
             )
-        declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_body_bytes:
+        declared = headers.get("content-length")
+        if declared is not None and length_value(declared) is None:
+            return ServiceError(ErrorCode.INVALID_ARGUMENT, "Content-Length must be ASCII digits")
+        if declared is not None and int(declared) > self.max_body_bytes:
             # Refused before a byte of the body is read; chunked bodies (no length) are
             # counted while they stream in (routes.analysis.read_body).
             return ServiceError(
@@ -162,8 +165,12 @@ async def _send_error(send: Send, error: ServiceError) -> None:
 
 
 def install(app: FastAPI, settings: Settings) -> ApiKeys:
-    """Add the guard and (only when origins are configured) CORS to ``app``."""
-    keys = ApiKeys.from_settings(settings)
+    """Add the guard and (only when origins are configured) CORS to ``app``; the admin
+    keys (``app.state.admin_keys``) pass the guard too, and routes that delete results
+    check for them (routes.deps.require_admin)."""
+    admin_keys = ApiKeys(key.get_secret_value() for key in settings.admin_api_keys)
+    app.state.admin_keys = admin_keys
+    keys = ApiKeys.from_settings(settings).including(admin_keys)
 
     def refused(code: ErrorCode) -> None:
         runtime = app.state.runtime

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from services.common.settings import ServiceSettings
+from services.common.settings import ServiceSettings, check_api_key
 
 ENV_PREFIX = "TRANSTIC_ANALYTICS_"
 TASKS = ("classification", "detection", "segmentation")
@@ -66,6 +66,11 @@ class Settings(ServiceSettings):
     retention_max_age_s: float = Field(
         default=7 * 24 * 3600.0, gt=0, description="frames older than this are dropped"
     )
+    admin_api_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="keys that may also delete stored results (DELETE /v1/streams/{id}); "
+        "needs api_keys or api_keys_file; empty = nobody may delete (retention only)",
+    )
 
     max_batch_size: int = Field(
         default=8, ge=1, le=1024, description="frames decoded and analysed together"
@@ -75,6 +80,19 @@ class Settings(ServiceSettings):
     )
     max_queue: int = Field(
         default=64, ge=1, description="queued frames before requests are refused (429)"
+    )
+    v2_max_images: int = Field(
+        default=16,
+        ge=1,
+        description="images in one V2 (/v2/models/.../infer) request, at most max_queue (a "
+        "request is queued whole or refused whole); more get 413",
+    )
+    v2_max_request_pixels: int = Field(
+        default=2**24,
+        ge=64,
+        description="predicted cost of one V2 request: the coded pixels of all its images "
+        "together (each side rounded up to a multiple of 256), read from their headers "
+        "before any work; more get 413 (default: one image of max_pixels)",
     )
     request_timeout_s: float = Field(default=60.0, gt=0, description="longest wait for one result")
     max_upload_bytes: int = Field(
@@ -175,6 +193,12 @@ class Settings(ServiceSettings):
         return [origin.rstrip("/") for origin in value]
 
     @property
+    def v2_image_cap(self) -> int:
+        """Images one V2 request may hold: v2_max_images, and never more than the queue
+        holds (such a request could never be admitted)."""
+        return min(self.v2_max_images, self.max_queue)
+
+    @property
     def stream_cap(self) -> int:
         """Open streams allowed in total: grpc_max_streams, lowered if needed so that some
         handler threads always stay free for unary calls and health checks."""
@@ -182,6 +206,21 @@ class Settings(ServiceSettings):
 
         free = self.grpc_max_workers - reserved_unary_threads(self.grpc_max_workers)
         return max(1, min(self.grpc_max_streams, free))
+
+    @field_validator("admin_api_keys")
+    @classmethod
+    def _strong_admin_keys(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for key in value:
+            check_api_key(key.get_secret_value())
+        return value
+
+    @model_validator(mode="after")
+    def _admin_keys_need_keys(self) -> Settings:
+        # Without ordinary keys the guard lets everyone in; an admin key alone would
+        # silently turn authentication on for every route.
+        if self.admin_api_keys and not (self.api_keys or self.api_keys_file):
+            raise ValueError("admin_api_keys needs api_keys or api_keys_file")
+        return self
 
     @model_validator(mode="after")
     def _https_needs_a_certificate(self) -> Settings:

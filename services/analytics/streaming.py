@@ -5,8 +5,9 @@ A frame already stored is answered from the store; a frame still being
 processed (a resend that overtook its own ack) shares the first copy's work.
 So a client may resend anything after a reconnect and nothing runs twice. A frame
 whose key is taken by *different* content (SHA-256 of the bitstream) is refused with
-ALREADY_EXISTS, never answered with the other frame's result; a new session of a
-stream (a rebooted device counting from 0 again) starts the stream afresh.
+ALREADY_EXISTS, never answered with the other frame's result. A new session of a
+stream (a rebooted device counting from 0 again) is a new key space: the frames of the
+stream's earlier sessions stay stored and readable.
 """
 
 from __future__ import annotations
@@ -57,11 +58,22 @@ def content_digest(bitstream: bytes) -> str:
 _EMPTY_DIGEST = content_digest(b"")
 
 
+# Dot segments: a URL path normalises them away, so /v1/streams/{id}/frames could never
+# read such a stream back.
+_DOT_SEGMENTS = frozenset({".", ".."})
+
+
 def check_frame_key(stream_id: str, sequence: int, session: str = "") -> None:
     if not _STREAM_ID.fullmatch(stream_id):
         raise ServiceError(
             ErrorCode.INVALID_ARGUMENT,
             f"stream_id must be 1 to {MAX_STREAM_ID} characters of A-Z a-z 0-9 . _ ~ -",
+        )
+    if stream_id in _DOT_SEGMENTS:
+        raise ServiceError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"stream_id {stream_id!r} is a URL dot segment and could not be read back; "
+            "use another name",
         )
     if not _SESSION.fullmatch(session):
         raise ServiceError(
@@ -77,8 +89,8 @@ def check_frame_key(stream_id: str, sequence: int, session: str = "") -> None:
 class FrameProcessor:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        # (stream_id, sequence) -> (session, digest, the first copy's outcome)
-        self._inflight: dict[tuple[str, int], tuple[str, str, Future[FrameOutcome]]] = {}
+        # (stream_id, session, sequence) -> (digest, the first copy's outcome)
+        self._inflight: dict[tuple[str, str, int], tuple[str, Future[FrameOutcome]]] = {}
         # One writer thread: SQLite serialises writes anyway, and fsyncs stay off
         # the batch worker so decoding never waits for the disk.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-store")
@@ -100,21 +112,21 @@ class FrameProcessor:
     ) -> Future[FrameOutcome]:
         """Process (or answer from the store) one frame; ``request_id`` must be checked
         already (``services.common.request_ids.for_frame``)."""
-        key = (stream_id, sequence)
+        key = (stream_id, session, sequence)
         frame = _Frame(
             stream_id, sequence, session, content_digest(bitstream), ModelLabels(), request_id
         )
         done: Future[FrameOutcome] = Future()
         with self._lock:
             first = self._inflight.get(key)
-            if first is not None and first[0] == session:
-                return self._same_key(frame, first[1], first[2])
+            if first is not None:
+                return self._same_key(frame, first[0], first[1])
             try:
                 check_frame_key(stream_id, sequence, session)
                 # Checked after _inflight: a frame leaves it only once stored,
                 # so no copy can slip between the two lookups and run twice.
-                stored = self.runtime.store.get(stream_id, sequence)
-                if stored is not None and stored.session == session:
+                stored = self.runtime.store.get(stream_id, sequence, session)
+                if stored is not None:
                     # An empty bitstream asks for the stored result (it is no frame).
                     digest = stored.digest if not bitstream else frame.digest
                     done.set_result(self._stored(frame, stored.digest, stored.result, digest))
@@ -130,7 +142,7 @@ class FrameProcessor:
             except Exception as exc:
                 done.set_result(frame.failed(self.runtime.record_error(exc, frame.labels)))
                 return done
-            self._inflight[key] = (session, frame.digest, done)
+            self._inflight[key] = (frame.digest, done)
             work.add_done_callback(
                 lambda f: self._writer.submit(self._finish, frame, f, done, capture_time_ms)
             )
@@ -247,7 +259,7 @@ class FrameProcessor:
                     result = self._stored(frame, stored.digest, stored.result)
         finally:
             with self._lock:
-                self._inflight.pop((frame.stream_id, frame.sequence), None)
+                self._inflight.pop((frame.stream_id, frame.session, frame.sequence), None)
         done.set_result(result)
 
 

@@ -61,6 +61,12 @@ class ApiKeys:
             raise ValueError(f"API keys file {settings.api_keys_file} holds no keys")
         return cls(keys)
 
+    def including(self, other: ApiKeys) -> ApiKeys:
+        """These keys and ``other``'s (e.g. the ordinary keys and the admin keys)."""
+        merged = ApiKeys()
+        merged._digests = list(dict.fromkeys([*self._digests, *other._digests]))
+        return merged
+
     @property
     def enabled(self) -> bool:
         return bool(self._digests)

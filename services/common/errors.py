@@ -7,6 +7,7 @@ same case the same way, and so that no traceback ever reaches a client.
 from __future__ import annotations
 
 import enum
+import math
 import re
 from concurrent.futures import CancelledError
 from typing import Any
@@ -17,6 +18,8 @@ import grpc
 class ErrorCode(enum.StrEnum):
     INVALID_ARGUMENT = "INVALID_ARGUMENT"
     UNAUTHENTICATED = "UNAUTHENTICATED"
+    # A valid key that may not do this (deleting stored results needs an admin key).
+    PERMISSION_DENIED = "PERMISSION_DENIED"
     UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
     NOT_FOUND = "NOT_FOUND"
@@ -35,6 +38,7 @@ class ErrorCode(enum.StrEnum):
 HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.INVALID_ARGUMENT: 400,
     ErrorCode.UNAUTHENTICATED: 401,
+    ErrorCode.PERMISSION_DENIED: 403,
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
     ErrorCode.NOT_FOUND: 404,
@@ -52,6 +56,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
 GRPC_STATUS: dict[ErrorCode, grpc.StatusCode] = {
     ErrorCode.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
     ErrorCode.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+    ErrorCode.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: grpc.StatusCode.INVALID_ARGUMENT,
     ErrorCode.PAYLOAD_TOO_LARGE: grpc.StatusCode.INVALID_ARGUMENT,
     ErrorCode.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
@@ -169,6 +174,7 @@ def abort_grpc(context: grpc.ServicerContext, error: ServiceError) -> None:
     if error.retry_after_s is not None:
         # Added to what the handler set already (the request id, for one).
         kept = tuple(context.trailing_metadata() or ())
-        retry = ("retry-after", str(int(error.retry_after_s + 0.999)))
+        # Whole seconds, at least 1: "0" would tell a client to retry at once.
+        retry = ("retry-after", str(max(1, math.ceil(error.retry_after_s))))
         context.set_trailing_metadata((*kept, retry))
     context.abort(error.grpc_status, error.message)

@@ -124,3 +124,15 @@ class BodyLimits:
             await self.app(scope, limited_receive, send)
         finally:
             self.held -= taken
+
+
+def length_value(text: str | None) -> int | None:
+    """A length header's value (Content-Length, Inference-Header-Content-Length): ASCII
+    digits only, else None.
+
+    ``str.isdigit`` also accepts digits such as '\u00b2' (a Latin-1 header byte) that
+    ``int`` refuses, and ``int`` accepts signs, spaces and underscores no length has.
+    """
+    if text is None or not (text.isascii() and text.isdigit()):
+        return None
+    return int(text)

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from services.common.errors import ErrorCode, ServiceError
+from services.common.errors import ErrorCode, ServiceError, redact_paths
 from transtic.weights import WeightsError, WeightsRegistry, default_registry, resolve
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,8 @@ class CodecSource:
 
 def unloaded_entry(source: CodecSource, loading: bool) -> dict[str, Any]:
     """The model-control entry (RepositoryModel fields) of a codec that is not loaded."""
-    reason = "" if loading else source.problem or "not loaded"
+    # Problems may quote a library's message naming the weights cache: no server path.
+    reason = "" if loading else redact_paths(source.problem) or "not loaded"
     return {
         "name": source.name,
         "kind": "codec",
@@ -158,10 +159,14 @@ class CodecCatalog:
     def _repository(self) -> Iterator[CodecSource]:
         if self.repository is None or not self.repository.is_dir():
             return
+        root = self.repository.resolve()
         for manifest in sorted(self.repository.glob(f"*{_MANIFEST_SUFFIX}")):
             name = manifest.name[: -len(_MANIFEST_SUFFIX)]
             if not _MODEL_NAME.fullmatch(name):
                 log.warning("model repository: %s is no valid model name; skipped", manifest.name)
+                continue
+            if not _inside(manifest, root):
+                yield CodecSource(name, "repository", None, 0, problem=_OUTSIDE)
                 continue
             try:
                 spec = Manifest.model_validate(json.loads(manifest.read_text(encoding="utf-8")))
@@ -171,9 +176,20 @@ class CodecCatalog:
                 continue
             path = self.repository / spec.file
             source = CodecSource(name, "repository", spec.task, spec.quality, path, spec.sha256)
-            if not path.is_file():
+            if not _inside(path, root):
+                source = _with_problem(source, f"weights file {spec.file}: {_OUTSIDE}")
+            elif not path.is_file():
                 source = _with_problem(source, f"weights file {spec.file} is not in the repository")
             yield source
+
+
+_OUTSIDE = "a link to a file outside the model repository; copy the file in instead"
+
+
+def _inside(path: Path, root: Path) -> bool:
+    """Whether ``path``, links followed, stays in the repository ``root`` (resolved):
+    the operator chose that directory, not whatever a link in it points at."""
+    return path.resolve().is_relative_to(root)
 
 
 def _with_problem(source: CodecSource, problem: str) -> CodecSource:

@@ -14,31 +14,101 @@ form, ``{"error": message}``.
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
+from PIL import Image
 
 import transtic
 from services.analytics.oip import HEADER_LENGTH, OutputTensor, parse_request, write_response
-from services.analytics.problems import retry_after_value
+from services.analytics.pipeline import Job
+from services.analytics.problems import problem_responses, retry_after_value
 from services.analytics.routes.analysis import (
     await_outcome,
     is_bitstream,
     read_body,
-    submit_upload,
+    request_id_of,
 )
 from services.analytics.routes.deps import RuntimeDep, SettingsDep
 from services.analytics.runtime import Runtime
 from services.analytics.schemas import AnalysisResult
-from services.common.errors import ErrorCode, ServiceError
+from services.analytics.settings import Settings
+from services.common.errors import ErrorCode, ServiceError, to_service_error
+from services.common.model_catalog import MODEL_NAME_PATTERN
+from transtic.bitstream import peek_header
+from transtic.images import DEFAULT_ALIGNMENT, decode_image_bytes
 
 MODEL_VERSION = "1"
 INPUT_NAME = "INPUT"
 EXTENSIONS = ["binary_tensor_data"]
 
-router = APIRouter(prefix="/v2", include_in_schema=False)
+router = APIRouter(prefix="/v2", tags=["open inference protocol"])
+
+# Model names are task names, versions are whole numbers (only "1" exists).
+ModelName = Annotated[str, Path(pattern=MODEL_NAME_PATTERN, description="a task name")]
+Version = Annotated[str, Path(pattern=r"^[0-9]{1,19}$", description="a model version")]
+_V2_ERROR = {
+    "type": "object",
+    "properties": {"error": {"type": "string"}},
+    "required": ["error"],
+}
+_INFER_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["inputs"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "inputs": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["name", "datatype", "shape"],
+                                "properties": {
+                                    "name": {"type": "string"},
+                                    "datatype": {"type": "string", "enum": ["BYTES"]},
+                                    "shape": {
+                                        "type": "array",
+                                        "items": {"type": "integer", "minimum": 0},
+                                    },
+                                    "data": {
+                                        "type": "array",
+                                        "description": "base64 strings (nested as shape)",
+                                    },
+                                },
+                            },
+                        },
+                        "parameters": {"type": "object"},
+                    },
+                }
+            },
+            "application/octet-stream": {
+                "schema": {
+                    "type": "string",
+                    "format": "binary",
+                    "description": f"binary-data extension: a JSON header of {HEADER_LENGTH} "
+                    "bytes, then the raw tensors",
+                }
+            },
+        },
+    }
+}
+
+
+def v2_responses(*codes: ErrorCode, guarded: bool = True) -> dict[int | str, Any]:
+    """The error statuses of a V2 route: the protocol's ``{"error": ...}`` body from the
+    route, or problem details from the guard (key, rate, declared size) before it."""
+    responses = problem_responses(*codes, guarded=guarded)
+    for doc in responses.values():
+        doc["content"]["application/json"] = {"schema": _V2_ERROR}
+    return responses
 
 
 def _v2_error(error: ServiceError) -> JSONResponse:
@@ -74,26 +144,48 @@ def _outputs(task: str) -> list[dict[str, Any]]:
     return outputs
 
 
-@router.get("")
+@router.get("", operation_id="v2_server_metadata", responses=v2_responses())
 def server_metadata() -> dict[str, Any]:
     return {"name": "transtic-analytics", "version": transtic.__version__, "extensions": EXTENSIONS}
 
 
-@router.get("/health/live")
+@router.get("/health/live", operation_id="v2_live", responses=v2_responses(guarded=False))
 def live() -> dict[str, bool]:
     return {"live": True}
 
 
-@router.get("/health/ready")
+@router.get(
+    "/health/ready",
+    operation_id="v2_ready",
+    responses=v2_responses(ErrorCode.UNAVAILABLE, guarded=False),
+)
 def ready(runtime: RuntimeDep) -> Response:
     if runtime.ready:
         return JSONResponse({"ready": True})
     return _v2_error(ServiceError(ErrorCode.UNAVAILABLE, "not ready"))
 
 
-@router.get("/models/{name}")
-@router.get("/models/{name}/versions/{version}")
-async def model_metadata(runtime: RuntimeDep, name: str, version: str | None = None) -> Response:
+@router.get(
+    "/models/{name}",
+    operation_id="v2_model_metadata",
+    responses=v2_responses(ErrorCode.INVALID_ARGUMENT, ErrorCode.NOT_FOUND),
+)
+async def model_metadata(runtime: RuntimeDep, name: ModelName) -> Response:
+    return await _model_metadata(runtime, name, None)
+
+
+@router.get(
+    "/models/{name}/versions/{version}",
+    operation_id="v2_model_version_metadata",
+    responses=v2_responses(ErrorCode.INVALID_ARGUMENT, ErrorCode.NOT_FOUND),
+)
+async def model_version_metadata(
+    runtime: RuntimeDep, name: ModelName, version: Version
+) -> Response:
+    return await _model_metadata(runtime, name, version)
+
+
+async def _model_metadata(runtime: Runtime, name: str, version: str | None) -> Response:
     async def work() -> Response:
         _check_model(runtime, name, version)
         return JSONResponse(
@@ -109,9 +201,25 @@ async def model_metadata(runtime: RuntimeDep, name: str, version: str | None = N
     return await _answer(runtime, work)
 
 
-@router.get("/models/{name}/ready")
-@router.get("/models/{name}/versions/{version}/ready")
-async def model_ready(runtime: RuntimeDep, name: str, version: str | None = None) -> Response:
+@router.get(
+    "/models/{name}/ready",
+    operation_id="v2_model_ready",
+    responses=v2_responses(ErrorCode.INVALID_ARGUMENT, ErrorCode.NOT_FOUND, ErrorCode.UNAVAILABLE),
+)
+async def model_ready(runtime: RuntimeDep, name: ModelName) -> Response:
+    return await _model_ready(runtime, name, None)
+
+
+@router.get(
+    "/models/{name}/versions/{version}/ready",
+    operation_id="v2_model_version_ready",
+    responses=v2_responses(ErrorCode.INVALID_ARGUMENT, ErrorCode.NOT_FOUND, ErrorCode.UNAVAILABLE),
+)
+async def model_version_ready(runtime: RuntimeDep, name: ModelName, version: Version) -> Response:
+    return await _model_ready(runtime, name, version)
+
+
+async def _model_ready(runtime: Runtime, name: str, version: str | None) -> Response:
     async def work() -> Response:
         _check_model(runtime, name, version)
         slot = runtime.hub.backends.get(name)
@@ -123,14 +231,49 @@ async def model_ready(runtime: RuntimeDep, name: str, version: str | None = None
     return await _answer(runtime, work)
 
 
-@router.post("/models/{name}/infer")
-@router.post("/models/{name}/versions/{version}/infer")
+_INFER_ERRORS = (
+    ErrorCode.INVALID_ARGUMENT,
+    ErrorCode.NOT_FOUND,
+    ErrorCode.REQUEST_TIMEOUT,
+    ErrorCode.FAILED_PRECONDITION,
+    ErrorCode.UNAVAILABLE,
+    ErrorCode.DEADLINE_EXCEEDED,
+)
+_INFER_OK: dict[int | str, Any] = {
+    200: {
+        "description": "the outputs; with binary outputs, a JSON header of "
+        f"{HEADER_LENGTH} bytes and then the raw tensors",
+        "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+    }
+}
+
+
+@router.post(
+    "/models/{name}/infer",
+    operation_id="v2_infer",
+    openapi_extra=_INFER_BODY,
+    responses={**_INFER_OK, **v2_responses(*_INFER_ERRORS)},
+)
 async def infer(
-    request: Request,
-    runtime: RuntimeDep,
-    settings: SettingsDep,
-    name: str,
-    version: str | None = None,
+    request: Request, runtime: RuntimeDep, settings: SettingsDep, name: ModelName
+) -> Response:
+    return await _infer(request, runtime, settings, name, None)
+
+
+@router.post(
+    "/models/{name}/versions/{version}/infer",
+    operation_id="v2_version_infer",
+    openapi_extra=_INFER_BODY,
+    responses={**_INFER_OK, **v2_responses(*_INFER_ERRORS)},
+)
+async def version_infer(
+    request: Request, runtime: RuntimeDep, settings: SettingsDep, name: ModelName, version: Version
+) -> Response:
+    return await _infer(request, runtime, settings, name, version)
+
+
+async def _infer(
+    request: Request, runtime: Runtime, settings: Settings, name: str, version: str | None
 ) -> Response:
     async def work() -> Response:
         _check_model(runtime, name, version)
@@ -146,13 +289,21 @@ async def infer(
         quality = parsed.parameters.get("quality")
         if quality is not None and not isinstance(quality, int):
             raise ServiceError(ErrorCode.INVALID_ARGUMENT, "parameter 'quality' must be an int")
-        futures = [
-            await submit_upload(
-                runtime, settings, data, is_bitstream("", data), name, quality, "v2"
-            )
-            for data in elements
-        ]
-        outcomes = await asyncio.gather(*(await_outcome(f, settings) for f in futures))
+        # Admission before any work: the request's size, its predicted cost (from the
+        # headers), and room in the queue for all of it.
+        _check_image_count(len(elements), settings)
+        await run_in_threadpool(_check_predicted_pixels, elements, settings)
+        runtime.batcher.check_room(len(elements))
+        jobs = await run_in_threadpool(
+            _jobs, runtime, settings, elements, name, quality, request_id_of(request)
+        )
+        futures = runtime.queue_all(jobs)  # all of them, or none (the queue filled meanwhile)
+        try:
+            outcomes = await asyncio.gather(*(await_outcome(f, settings) for f in futures))
+        finally:
+            for future in futures:  # one failed: the others' answers would go unread
+                if not future.done():
+                    future.abandon()
         tensors = _tensors(name, [o.result for o in outcomes])
         content, header_length = write_response(name, MODEL_VERSION, parsed, tensors)
         if header_length is None:
@@ -164,6 +315,63 @@ async def infer(
         )
 
     return await _answer(runtime, work)
+
+
+def _check_image_count(count: int, settings: Settings) -> None:
+    cap = settings.v2_image_cap
+    if count > cap:
+        raise ServiceError(
+            ErrorCode.PAYLOAD_TOO_LARGE,
+            f"{count} images in one request; the limit is {cap} images (v2_max_images, at "
+            "most max_queue): split the request",
+        )
+
+
+def _coded_pixels(data: bytes, settings: Settings) -> int:
+    """What coding ``data`` will cost, in coded pixels, from its header alone."""
+    if is_bitstream("", data):
+        try:
+            height, width = peek_header(data, max_pixels=settings.max_pixels).coded_size
+        except Exception as exc:
+            raise to_service_error(exc) from None
+        return height * width
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except (OSError, ValueError, Image.DecompressionBombError):
+        raise ServiceError(ErrorCode.INVALID_ARGUMENT, "not a decodable image") from None
+    return -(-height // DEFAULT_ALIGNMENT) * -(-width // DEFAULT_ALIGNMENT) * DEFAULT_ALIGNMENT**2
+
+
+def _check_predicted_pixels(elements: list[bytes], settings: Settings) -> None:
+    total = sum(_coded_pixels(data, settings) for data in elements)
+    if total > settings.v2_max_request_pixels:
+        raise ServiceError(
+            ErrorCode.PAYLOAD_TOO_LARGE,
+            f"the request's images would be coded as {total} pixels together; the limit is "
+            f"{settings.v2_max_request_pixels} (v2_max_request_pixels): split the request",
+        )
+
+
+def _jobs(
+    runtime: Runtime,
+    settings: Settings,
+    elements: list[bytes],
+    task: str,
+    quality: int | None,
+    request_id: str,
+) -> list[Job]:
+    """Every element checked and decoded (images) into a job; nothing queued yet."""
+    jobs = []
+    for data in elements:
+        if is_bitstream("", data):
+            jobs.append(runtime.bitstream_job(data, task, source="v2", request_id=request_id))
+            continue
+        image = decode_image_bytes(
+            data, max_pixels=settings.max_pixels, max_aspect_ratio=settings.max_aspect_ratio
+        )
+        jobs.append(runtime.image_job(image, task, quality, source="v2", request_id=request_id))
+    return jobs
 
 
 def _tensors(task: str, results: list[AnalysisResult]) -> list[OutputTensor]:

@@ -10,29 +10,40 @@ the API-key guard covers them like every other non-public path.
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
+from services.analytics.oip import load_json
 from services.analytics.problems import problem_responses
+from services.analytics.routes.analysis import read_body
 from services.analytics.routes.deps import RuntimeDep
-from services.analytics.routes.inference import _answer
+from services.analytics.routes.inference import _answer, v2_responses
 from services.analytics.runtime import Runtime
 from services.analytics.schemas import LoadResult, RepositoryIndex, UnloadResult
 from services.common.errors import ErrorCode, ServiceError
 from services.common.model_catalog import MODEL_NAME_PATTERN
 
 router = APIRouter(tags=["models"])
-triton_router = APIRouter(include_in_schema=False)
+triton_router = APIRouter(tags=["open inference protocol"])
 
 ModelName = Annotated[
     str, Path(pattern=MODEL_NAME_PATTERN, description="a name from GET /v1/repository/models")
 ]
 # A Triton control body is small JSON; anything bigger is no control request.
 _MAX_CONTROL_BODY = 64 * 1024
+
+
+def _control_body_doc(properties: dict[str, Any]) -> dict[str, Any]:
+    """The optional JSON body of a Triton control route (other members are ignored, as
+    Triton ignores them)."""
+    schema = {"type": "object", "properties": properties}
+    return {"requestBody": {"required": False, "content": {"application/json": {"schema": schema}}}}
+
+
+_NO_PARAMETERS = {"type": "object", "maxProperties": 0}
 
 
 async def _load(runtime: Runtime, name: str) -> tuple[dict[str, Any], bool]:
@@ -100,15 +111,11 @@ def unload_model(
 
 # -- Triton's names ----------------------------------------------------------------------
 async def _control_body(request: Request) -> dict[str, Any]:
-    body = await request.body()
-    if len(body) > _MAX_CONTROL_BODY:
-        raise ServiceError(ErrorCode.PAYLOAD_TOO_LARGE, "model control body is too large")
+    # Refused by its declared size before reading; a chunked body stops at the limit.
+    body = await read_body(request, _MAX_CONTROL_BODY)
     if not body.strip():
         return {}
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        raise ServiceError(ErrorCode.INVALID_ARGUMENT, "the body is no JSON") from None
+    parsed = load_json(body, "the body")
     if not isinstance(parsed, dict):
         raise ServiceError(ErrorCode.INVALID_ARGUMENT, "the body must be a JSON object")
     return parsed
@@ -130,7 +137,12 @@ def _parameters(body: dict[str, Any], allowed: set[str]) -> dict[str, Any]:
     return parameters
 
 
-@triton_router.post("/v2/repository/index")
+@triton_router.post(
+    "/v2/repository/index",
+    operation_id="v2_repository_index",
+    openapi_extra=_control_body_doc({"ready": {"type": "boolean"}}),
+    responses=v2_responses(ErrorCode.INVALID_ARGUMENT),
+)
 async def triton_index(request: Request, runtime: RuntimeDep) -> Response:
     async def work() -> Response:
         ready = (await _control_body(request)).get("ready", False)
@@ -143,8 +155,18 @@ async def triton_index(request: Request, runtime: RuntimeDep) -> Response:
     return await _answer(runtime, work)
 
 
-@triton_router.post("/v2/repository/models/{name}/load")
-async def triton_load(request: Request, runtime: RuntimeDep, name: str) -> Response:
+@triton_router.post(
+    "/v2/repository/models/{name}/load",
+    operation_id="v2_load_model",
+    openapi_extra=_control_body_doc({"parameters": _NO_PARAMETERS}),
+    responses=v2_responses(
+        ErrorCode.INVALID_ARGUMENT,
+        ErrorCode.NOT_FOUND,
+        ErrorCode.FAILED_PRECONDITION,
+        ErrorCode.UNAVAILABLE,
+    ),
+)
+async def triton_load(request: Request, runtime: RuntimeDep, name: ModelName) -> Response:
     async def work() -> Response:
         _parameters(await _control_body(request), set())
         await _load(runtime, name)
@@ -153,8 +175,23 @@ async def triton_load(request: Request, runtime: RuntimeDep, name: str) -> Respo
     return await _answer(runtime, work)
 
 
-@triton_router.post("/v2/repository/models/{name}/unload")
-async def triton_unload(request: Request, runtime: RuntimeDep, name: str) -> Response:
+@triton_router.post(
+    "/v2/repository/models/{name}/unload",
+    operation_id="v2_unload_model",
+    openapi_extra=_control_body_doc(
+        {
+            "parameters": {
+                "type": "object",
+                "properties": {"unload_dependents": {}, "force": {}},
+                "additionalProperties": False,
+            }
+        }
+    ),
+    responses=v2_responses(
+        ErrorCode.INVALID_ARGUMENT, ErrorCode.NOT_FOUND, ErrorCode.FAILED_PRECONDITION
+    ),
+)
+async def triton_unload(request: Request, runtime: RuntimeDep, name: ModelName) -> Response:
     async def work() -> Response:
         # unload_dependents has no meaning here (no ensembles); force is ours.
         parameters = _parameters(await _control_body(request), {"unload_dependents", "force"})

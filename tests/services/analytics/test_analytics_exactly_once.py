@@ -76,14 +76,19 @@ def test_a_rebooted_camera_starts_again_at_zero(
     after = send(frames, 0, other_bitstream, "boot-2")  # counter reset after a reboot
     assert after.error is None and not after.duplicate
     assert after.result is not None and after.result.height == 96  # the new picture's
-    stored = runtime.store.frames("cam-1")
+    stored = runtime.store.frames("cam-1")  # the current session's
     assert [(f.session, f.sequence, f.digest) for f in stored] == [
         ("boot-2", 0, sha(other_bitstream))
     ]
+    # The earlier session is kept, not deleted by the reboot.
+    kept = runtime.store.frames("cam-1", session="boot-1")
+    assert [(f.sequence, f.digest) for f in kept] == [(n, sha(bitstream)) for n in range(3)]
     assert send(frames, 0, other_bitstream, "boot-2").duplicate
+    assert send(frames, 0, bitstream, "boot-1").duplicate
 
 
-@pytest.mark.parametrize("stream_id", ["a/b", "a b", "", "x" * 129, "caf\u00e9", "a\n"])
+# "." and "..": URL dot segments, which /v1/streams/{id}/frames could never read back.
+@pytest.mark.parametrize("stream_id", ["a/b", "a b", "", "x" * 129, "caf\u00e9", "a\n", ".", ".."])
 def test_stream_ids_outside_the_charset_are_refused(
     service: tuple[Runtime, FrameProcessor], bitstream: bytes, stream_id: str
 ) -> None:

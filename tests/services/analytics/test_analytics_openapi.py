@@ -14,6 +14,8 @@ OPERATION_IDS = {
     ("post", "/v1/analyze"): "analyze",
     ("get", "/v1/streams"): "list_streams",
     ("get", "/v1/streams/{stream_id}/frames"): "list_stream_frames",
+    ("get", "/v1/streams/{stream_id}/sessions"): "list_stream_sessions",
+    ("delete", "/v1/streams/{stream_id}"): "delete_stream",
     ("get", "/v1/models"): "list_models",
     ("get", "/v1/repository/models"): "list_repository_models",
     ("post", "/v1/repository/models/{name}/load"): "load_model",
@@ -21,6 +23,19 @@ OPERATION_IDS = {
     ("get", "/healthz"): "get_liveness",
     ("get", "/readyz"): "get_readiness",
     ("get", "/metrics"): "get_metrics",
+    # The Open Inference Protocol (V2) and Triton's model control, fuzzed like /v1.
+    ("get", "/v2"): "v2_server_metadata",
+    ("get", "/v2/health/live"): "v2_live",
+    ("get", "/v2/health/ready"): "v2_ready",
+    ("get", "/v2/models/{name}"): "v2_model_metadata",
+    ("get", "/v2/models/{name}/versions/{version}"): "v2_model_version_metadata",
+    ("get", "/v2/models/{name}/ready"): "v2_model_ready",
+    ("get", "/v2/models/{name}/versions/{version}/ready"): "v2_model_version_ready",
+    ("post", "/v2/models/{name}/infer"): "v2_infer",
+    ("post", "/v2/models/{name}/versions/{version}/infer"): "v2_version_infer",
+    ("post", "/v2/repository/index"): "v2_repository_index",
+    ("post", "/v2/repository/models/{name}/load"): "v2_load_model",
+    ("post", "/v2/repository/models/{name}/unload"): "v2_unload_model",
 }
 
 
@@ -50,8 +65,13 @@ def test_errors_are_problem_details_never_422(make_settings: Callable[..., Setti
     for key, op in operations(doc).items():
         errors = {int(s): r for s, r in op["responses"].items() if int(s) >= 400}
         assert 422 not in errors and 500 in errors, key
+        # V2 routes answer the protocol's {"error": ...}; the guard before them, problems.
+        v2 = ["application/problem+json", "application/json"]
         for response in errors.values():
-            assert list(response["content"]) == ["application/problem+json"], key
+            expected = v2 if key[1].startswith("/v2") else v2[:1]
+            assert list(response["content"]) == expected, key
+    infer = operations(doc)[("post", "/v2/models/{name}/infer")]["responses"]
+    assert {"400", "401", "404", "413", "429", "503", "504"} <= set(infer)
     analyze = operations(doc)[("post", "/v1/analyze")]["responses"]
     assert {"400", "401", "409", "413", "415", "429", "503", "504"} <= set(analyze)
     assert "Retry-After" in analyze["429"]["headers"]

@@ -36,7 +36,7 @@ from services.analytics.streaming import FrameProcessor
 from .conftest import watchdog
 
 SEEDED_STREAM = "cam-schema"
-MAX_EXAMPLES = 20  # per operation and mode: 10 x 20 = 200 requests (plus shrinking)
+MAX_EXAMPLES = 20  # per operation and mode: about 20 x 20 x 2 requests (plus shrinking)
 OPERATION_BUDGET_S = 240.0  # watchdog per operation and mode (a hang aborts the run)
 POSITIVE, NEGATIVE = GenerationMode.POSITIVE, GenerationMode.NEGATIVE
 # Operations with inputs get valid and invalid requests; those without, valid ones only
@@ -45,15 +45,30 @@ WITH_INPUTS = [
     ("POST", "/v1/analyze"),
     ("GET", "/v1/streams"),
     ("GET", "/v1/streams/{stream_id}/frames"),
+    ("GET", "/v1/streams/{stream_id}/sessions"),
+    ("DELETE", "/v1/streams/{stream_id}"),
     ("GET", "/v1/repository/models"),
     ("POST", "/v1/repository/models/{name}/load"),
     ("POST", "/v1/repository/models/{name}/unload"),
+    # The Open Inference Protocol (V2) and Triton's model control.
+    ("GET", "/v2/models/{name}"),
+    ("GET", "/v2/models/{name}/versions/{version}"),
+    ("GET", "/v2/models/{name}/ready"),
+    ("GET", "/v2/models/{name}/versions/{version}/ready"),
+    ("POST", "/v2/models/{name}/infer"),
+    ("POST", "/v2/models/{name}/versions/{version}/infer"),
+    ("POST", "/v2/repository/index"),
+    ("POST", "/v2/repository/models/{name}/load"),
+    ("POST", "/v2/repository/models/{name}/unload"),
 ]
 WITHOUT_INPUTS = [
     ("GET", "/v1/models"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
+    ("GET", "/v2"),
+    ("GET", "/v2/health/live"),
+    ("GET", "/v2/health/ready"),
 ]
 OPERATIONS = WITH_INPUTS + WITHOUT_INPUTS
 CASES = [
