@@ -42,7 +42,7 @@ def test_encode_decode_info_folder(tmp_path, checkpoint, capsys):
     args = ["info", str(streams[0]), "--json", "--original", str(src / "f0.png")]
     assert main([*args, "--checkpoint", str(checkpoint)]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["original_size"] == [40, 70]
+    assert info["original_size"] == "70x40"  # width x height, as image tools say it
     assert info["bits_per_pixel"] == pytest.approx(streams[0].stat().st_size * 8 / (40 * 70))
     assert 0 < info["psnr_db"] < 100
 
@@ -151,3 +151,57 @@ def test_the_command_prints_no_dependency_deprecation_warnings(tmp_path):
     )  # fmt: skip
     assert done.returncode == 2 and "bitstream" in done.stderr
     assert "FutureWarning" not in done.stderr
+
+
+def test_decode_to_a_name_without_extension_writes_png(tmp_path, checkpoint):
+    photo = _photo(tmp_path / "p.png")
+    assert main(["encode", str(photo), "--checkpoint", str(checkpoint)]) == 0
+    stream, out = tmp_path / "p.ttic", tmp_path / "out"
+    assert main(["decode", str(stream), "-o", str(out), "--checkpoint", str(checkpoint)]) == 0
+    with Image.open(out) as img:
+        assert (img.format, img.size) == ("PNG", (70, 40))
+    with pytest.raises(SystemExit, match=r"cannot write images as '\.xyz'"):
+        main(["decode", str(stream), "-o", str(tmp_path / "o.xyz"), "--checkpoint", checkpoint])
+
+
+def test_info_gives_sizes_as_width_x_height(tmp_path, checkpoint, capsys):
+    photo = _photo(tmp_path / "p.png", size=(40, 70))  # 70 wide, 40 high
+    assert main(["encode", str(photo), "--checkpoint", str(checkpoint)]) == 0
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "p.ttic")]) == 0
+    lines = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines())
+    assert lines["       original_size"] == "70x40"
+    assert lines["          coded_size"] == "256x256"
+
+
+def test_a_folder_of_one_image_gives_a_folder(tmp_path, checkpoint):
+    """The output layout follows the input (a folder), not how many images it holds."""
+    src = tmp_path / "frames"
+    src.mkdir()
+    _photo(src / "only.png")
+    out = tmp_path / "streams"
+    assert main(["encode", str(src), "-o", str(out), "--checkpoint", str(checkpoint)]) == 0
+    assert [p.name for p in out.iterdir()] == ["only.ttic"]
+    decoded = tmp_path / "decoded"
+    assert main(["decode", str(out), "-o", str(decoded), "--checkpoint", str(checkpoint)]) == 0
+    assert [p.name for p in decoded.iterdir()] == ["only.png"]
+
+
+def test_per_file_lines_do_not_land_inside_the_progress_bar(tmp_path, checkpoint, monkeypatch):
+    """On a terminal stdout and stderr are one screen: each per-file line must start on a
+    cleared line, not after the bar's text."""
+    import io
+    import sys
+
+    src = tmp_path / "frames"
+    src.mkdir()
+    for i in range(3):
+        _photo(src / f"f{i}.png")
+    screen = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", screen)
+    monkeypatch.setattr(sys, "stderr", screen)
+    args = ["encode", str(src), "-o", str(tmp_path / "s"), "--checkpoint", str(checkpoint)]
+    assert main(args) == 0
+    shown = [line.rsplit("\r", 1)[-1] for line in screen.getvalue().split("\n")]
+    per_file = [line for line in shown if " -> " in line]
+    assert len(per_file) == 3 and all(line.startswith(str(src)) for line in per_file)

@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING
 
 from . import __version__
 from .bitstream import AlignMode, BitstreamError, EntropyParamMode, peek_header
+from .dependency_warnings import quiet_dependency_warnings
 from .precision import PRECISIONS
+from .weights.shipped import DEFAULT_QUALITY
 
 if TYPE_CHECKING:
     from .codec import ImageCodec
@@ -20,8 +22,15 @@ if TYPE_CHECKING:
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
 STREAM_SUFFIX = ".ttic"
 ENTROPY_MODES = {"fixed": EntropyParamMode.FIXED_POINT, "float": EntropyParamMode.FLOAT}
-# shipped inside the package, so encoding works offline without naming a codec
-DEFAULT_CHECKPOINT = "transtic_small_cls_q3"
+# shipped inside the package, so encoding works offline without naming a codec; at the
+# quality the services default to as well
+DEFAULT_CHECKPOINT = f"transtic_small_cls_q{DEFAULT_QUALITY}"
+
+
+def _writes_a_folder(paths: Sequence[Path]) -> bool:
+    """Whether the output is a folder: decided by the command line (a folder among the
+    inputs, or several inputs), never by how many files a folder happens to hold."""
+    return len(paths) > 1 or any(path.is_dir() for path in paths)
 
 
 def _inputs(paths: Sequence[Path], suffixes: set[str]) -> list[Path]:
@@ -38,10 +47,10 @@ def _inputs(paths: Sequence[Path], suffixes: set[str]) -> list[Path]:
     return files
 
 
-def _output_for(src: Path, out: Path | None, suffix: str, many: bool) -> Path:
+def _output_for(src: Path, out: Path | None, suffix: str, folder: bool) -> Path:
     if out is None:
         return src.with_suffix(suffix)
-    if many or out.is_dir():
+    if folder or out.is_dir():
         out.mkdir(parents=True, exist_ok=True)
         return out / (src.stem + suffix)
     return out
@@ -116,6 +125,31 @@ def _progress(items: list[Path], label: str):  # type: ignore[no-untyped-def]
     return tqdm(items, desc=label, unit="img", disable=len(items) < 2, file=sys.stderr)
 
 
+def _report(line: str) -> None:
+    """A per-file line on stdout, through tqdm: it clears the progress bar first and draws it
+    again below, where a plain print would land in the middle of the bar on a terminal."""
+    from tqdm import tqdm
+
+    tqdm.write(line, file=sys.stdout)
+
+
+def _image_format(dst: Path) -> str:
+    """The Pillow format a decoded image is written in: the one its extension names, PNG
+    when it has none."""
+    from PIL import Image
+
+    if not dst.suffix:
+        return "PNG"
+    Image.init()
+    image_format = Image.registered_extensions().get(dst.suffix.lower())
+    if image_format is None or image_format not in Image.SAVE:
+        raise SystemExit(
+            f"error: cannot write images as {dst.suffix!r} ({dst}); use .png (lossless), "
+            "or .bmp, .tif, .webp, .jpg"
+        )
+    return image_format
+
+
 def _read(path: Path) -> bytes:
     try:
         return path.read_bytes()
@@ -128,6 +162,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
     codec = _load_codec(args, args.checkpoint or DEFAULT_CHECKPOINT)
     files = _inputs(args.inputs, IMAGE_SUFFIXES)
+    folder = _writes_a_folder(args.inputs)
     total_bits = total_pixels = 0
     for src in _progress(files, "encode"):
         try:
@@ -142,12 +177,12 @@ def cmd_encode(args: argparse.Namespace) -> int:
             print(f"{src}: {exc}", file=sys.stderr)
             return 2
         result = codec.encode(image)
-        dst = _output_for(src, args.output, STREAM_SUFFIX, len(files) > 1)
+        dst = _output_for(src, args.output, STREAM_SUFFIX, folder)
         dst.write_bytes(result.data)
         h, w = result.header.original_size
         total_bits += len(result.data) * 8
         total_pixels += h * w
-        print(f"{src} -> {dst}: {len(result.data)} bytes, {result.bpp:.4f} bpp")
+        _report(f"{src} -> {dst}: {len(result.data)} bytes, {result.bpp:.4f} bpp")
     if len(files) > 1:
         print(f"{len(files)} images, {total_bits / total_pixels:.4f} bpp overall")
     return 0
@@ -160,6 +195,9 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
     decoders = _Decoders(args)
     files = _inputs(args.inputs, {STREAM_SUFFIX})
+    folder = _writes_a_folder(args.inputs)
+    if not folder and args.output is not None and not args.output.is_dir():
+        _image_format(args.output)  # an unwritable format stops before any decoding
     for src in _progress(files, "decode"):
         data = _read(src)
         try:
@@ -167,9 +205,9 @@ def cmd_decode(args: argparse.Namespace) -> int:
         except BitstreamError as exc:
             print(f"{src}: {exc}", file=sys.stderr)
             return 2
-        dst = _output_for(src, args.output, ".png", len(files) > 1)
-        Image.fromarray(to_uint8(result.image)).save(dst)
-        print(f"{src} -> {dst}")
+        dst = _output_for(src, args.output, ".png", folder)
+        Image.fromarray(to_uint8(result.image)).save(dst, format=_image_format(dst))
+        _report(f"{src} -> {dst}")
     return 0
 
 
@@ -177,6 +215,11 @@ def psnr(a, b) -> float:  # type: ignore[no-untyped-def]
     """PSNR in dB between two images in [0, 1] (after 8-bit rounding, as files store them)."""
     mse = float(((a * 255).round() - (b * 255).round()).pow(2).mean()) / 255**2
     return math.inf if mse == 0 else 10 * math.log10(1 / mse)
+
+
+def _size_text(height_width: Sequence[int]) -> str:
+    height, width = height_width
+    return f"{width}x{height}"
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -195,8 +238,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         "task": header.task,
         "quality": header.quality,
         "weights_fingerprint": header.weights_fingerprint.hex(),
-        "original_size": list(header.original_size),
-        "coded_size": list(header.coded_size),
+        # Width x height, as image tools and the rest of this program say it (the header
+        # stores height first).
+        "original_size": _size_text(header.original_size),
+        "coded_size": _size_text(header.coded_size),
         "align_mode": header.align_mode.name.lower(),
         "entropy_mode": header.entropy_mode.name.lower(),
         "y_shape": list(header.y_shape),
@@ -211,7 +256,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         with Image.open(args.original) as img:
             original = to_tensor(img)
         if tuple(original.shape[-2:]) != header.original_size:
-            raise SystemExit("error: --original has another size than the coded image")
+            raise SystemExit(
+                f"error: --original is {_size_text(original.shape[-2:])}, the coded image "
+                f"{_size_text(header.original_size)}"
+            )
         info["psnr_db"] = psnr(decoded.image, original)
     if args.json:
         print(json.dumps(info, indent=2))
@@ -287,17 +335,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     weights.set_defaults(func=None)
     return parser
-
-
-def quiet_dependency_warnings() -> None:
-    """For the command-line tools only (the library leaves the warning filters alone):
-    CompressAI imports torch_geometric where it is installed, whose import-time
-    ``torch.jit.script`` calls print a deprecation warning on every run."""
-    import warnings
-
-    warnings.filterwarnings(
-        "ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

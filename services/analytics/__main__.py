@@ -10,9 +10,11 @@ from pydantic import ValidationError
 from services.analytics.settings import Settings
 from services.common.logs import configure_logging
 from services.common.settings import settings_from_args
+from transtic.dependency_warnings import quiet_dependency_warnings
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    quiet_dependency_warnings()
     try:
         settings = settings_from_args(
             Settings,

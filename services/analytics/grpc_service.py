@@ -30,6 +30,7 @@ from services.generated.transtic.v1 import api_pb2, api_pb2_grpc
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = api_pb2.DESCRIPTOR.services_by_name["Analytics"].full_name
+GRPC_API = "grpc"  # the metrics' api label of Analyze calls
 _END = object()
 _POLL_S = 0.5
 
@@ -71,7 +72,7 @@ class AnalyticsServicer(api_pb2_grpc.AnalyticsServicer):
             future = self.runtime.submit_bitstream(
                 request.bitstream,
                 request.task or None,
-                source="grpc",
+                api=GRPC_API,
                 labels=labels,
                 request_id=request_id,
             )
@@ -85,10 +86,7 @@ class AnalyticsServicer(api_pb2_grpc.AnalyticsServicer):
             abort_grpc(context, error)
             raise  # unreachable: abort raises
         finally:
-            elapsed = time.perf_counter() - start
-            self.runtime.metrics.request_seconds.labels(api="grpc", **labels.values()).observe(
-                elapsed
-            )
+            self.runtime.metrics.time_request(GRPC_API, labels, time.perf_counter() - start)
         log.debug("analysed: %s, codec %s", outcome.result.task, outcome.result.codec_id)
         return outcome.result.to_proto()
 

@@ -24,6 +24,7 @@ from transtic.codec import ImageCodec
 from transtic.tasks import TASK_BACKENDS, ClassificationBackend, TaskBackend
 from transtic.tasks.registry import BackendRegistry
 from transtic.weights import WeightsNotFoundError, default_registry, load_codec, resolve
+from transtic.weights.shipped import shipped_codec_names
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,8 @@ class ModelHub:
         if self.settings.codec_checkpoint:
             specs.append(("default", self.settings.codec_checkpoint))
         specs.extend(self.settings.codec_checkpoints.items())
+        if not specs and self.settings.use_shipped_weights:
+            specs = self.shipped_codec_specs()
         if not specs:
             self.codec_problems["default"] = (
                 "no codec configured: set TRANSTIC_ANALYTICS_CODEC_CHECKPOINT "
@@ -127,6 +130,16 @@ class ModelHub:
                 log.warning("codec %s not loaded: %s", key, self.codec_problems[key])
         for slot in self.backends.values():
             self._load_backend(slot)
+
+    def shipped_codec_specs(self) -> list[tuple[str, str]]:
+        """The package's codecs for every offered task that has some, as ``task:quality``
+        settings keys; the default quality's first, so that uploads get it by default."""
+        registry = default_registry()
+        return [
+            (f"{task}:{registry.get(name).quality}", name)
+            for task in self.tasks()
+            for name in shipped_codec_names(task)
+        ]
 
     def _load_codec(self, key: str, spec: str) -> None:
         task, quality = _parse_key(key)

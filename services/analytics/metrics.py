@@ -23,6 +23,11 @@ _BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128)
 # The label value of a model a request never resolved to (garbage input, unknown task).
 UNKNOWN = "unknown"
 MODEL_LABELS = ("codec", "quality", "task")
+# The ``api`` label: which interface a request or frame came in through. One name for the
+# dimension on every metric, so that series join: rest (POST /v1/analyze), grpc (Analyze),
+# stream (AnalyzeStream frames), v2 (the Open Inference Protocol's infer).
+API_LABEL = "api"
+APIS = ("rest", "grpc", "stream", "v2")
 
 
 @dataclass
@@ -80,16 +85,16 @@ class Metrics:
         self.frames = Counter(
             f"{_NS}_frames",
             "Frames analysed successfully",
-            ["source", *MODEL_LABELS],
+            [API_LABEL, *MODEL_LABELS],
             registry=r,
         )
         self.bytes = Counter(
-            f"{_NS}_bitstream_bytes", "Bitstream bytes analysed", ["task"], registry=r
+            f"{_NS}_bitstream_bytes", "Bitstream bytes analysed", MODEL_LABELS, registry=r
         )
         self.bpp = Histogram(
             f"{_NS}_bits_per_pixel",
             "Bits per pixel of analysed frames",
-            ["task"],
+            list(MODEL_LABELS),
             buckets=_BPP_BUCKETS,
             registry=r,
         )
@@ -102,8 +107,8 @@ class Metrics:
         )
         self.request_seconds = Histogram(
             f"{_NS}_request_seconds",
-            "End-to-end time per analysis request (failed ones too)",
-            ["api", *MODEL_LABELS],
+            "End-to-end time per analysis request or streamed frame, failed ones too",
+            [API_LABEL, *MODEL_LABELS],
             buckets=latency_buckets(request_timeout_s),
             registry=r,
         )
@@ -121,6 +126,9 @@ class Metrics:
     def observe_stages(self, timings_ms: Mapping[str, float]) -> None:
         for stage, ms in timings_ms.items():
             self.stage_seconds.labels(stage).observe(ms / 1e3)
+
+    def time_request(self, api: str, labels: ModelLabels, seconds: float) -> None:
+        self.request_seconds.labels(**{API_LABEL: api}, **labels.values()).observe(seconds)
 
     def count_error(self, code: str, labels: ModelLabels | None = None) -> None:
         self.errors.labels(code=code, **(labels or ModelLabels()).values()).inc()

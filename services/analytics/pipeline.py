@@ -28,7 +28,7 @@ class Job:
     task: str
     codec: CodecSlot
     backend: BackendSlot
-    source: str  # which API sent it, for metrics
+    api: str  # which API sent it (rest, grpc, stream, v2): the metrics' api label
     bitstream: bytes | None = None
     image: Tensor | None = None  # edge path: encode first, then analyse the real stream
     keep_image: bool = False
@@ -196,10 +196,9 @@ class Pipeline:
             timings_ms={k: round(v, 3) for k, v in timings.items()},
         )
         m = self.metrics
-        m.frames.labels(
-            source=job.source, codec=job.codec.id, quality=str(job.codec.quality), task=job.task
-        ).inc()
-        m.bytes.labels(job.task).inc(dec.num_bytes)
-        m.bpp.labels(job.task).observe(dec.bpp)
+        model = {"codec": job.codec.id, "quality": str(job.codec.quality), "task": job.task}
+        m.frames.labels(api=job.api, **model).inc()
+        m.bytes.labels(**model).inc(dec.num_bytes)
+        m.bpp.labels(**model).observe(dec.bpp)
         m.observe_stages(timings)
         return result

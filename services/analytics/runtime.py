@@ -120,7 +120,7 @@ class Runtime:
         data: bytes,
         task: str | None,
         *,
-        source: str,
+        api: str,
         keep_image: bool = False,
         labels: ModelLabels | None = None,
         request_id: str = "",
@@ -128,7 +128,7 @@ class Runtime:
         """Queue a bitstream; ``labels`` (if given) learn the codec and task as they are
         resolved, so a caller counts a refusal under what was known by then."""
         job = self.bitstream_job(
-            data, task, source=source, keep_image=keep_image, labels=labels, request_id=request_id
+            data, task, api=api, keep_image=keep_image, labels=labels, request_id=request_id
         )
         return self._queue(job)
 
@@ -137,7 +137,7 @@ class Runtime:
         data: bytes,
         task: str | None,
         *,
-        source: str,
+        api: str,
         keep_image: bool = False,
         labels: ModelLabels | None = None,
         request_id: str = "",
@@ -162,7 +162,7 @@ class Runtime:
             task,
             codec,
             backend,
-            source,
+            api,
             bitstream=data,
             keep_image=keep_image,
             request_id=request_id,
@@ -174,7 +174,7 @@ class Runtime:
         task: str | None,
         quality: int | None,
         *,
-        source: str,
+        api: str,
         keep_image: bool = False,
         labels: ModelLabels | None = None,
         request_id: str = "",
@@ -183,7 +183,7 @@ class Runtime:
             image,
             task,
             quality,
-            source=source,
+            api=api,
             keep_image=keep_image,
             labels=labels,
             request_id=request_id,
@@ -196,7 +196,7 @@ class Runtime:
         task: str | None,
         quality: int | None,
         *,
-        source: str,
+        api: str,
         keep_image: bool = False,
         labels: ModelLabels | None = None,
         request_id: str = "",
@@ -216,7 +216,7 @@ class Runtime:
             task,
             codec,
             backend,
-            source,
+            api,
             image=image,
             keep_image=keep_image,
             request_id=request_id,

@@ -30,6 +30,12 @@ class Settings(ServiceSettings):
         description="codecs per task: {'classification': path, 'detection:2': name, ...}; "
         "a 'task:quality' key selects by quality too",
     )
+    use_shipped_weights: bool = Field(
+        default=True,
+        description="when neither codec_checkpoint nor codec_checkpoints is set, serve the "
+        "codecs shipped inside the transtic package (transtic_small_cls_q1..q3, offline; "
+        "uploads without a quality are coded at q3)",
+    )
     precision: Literal["auto", "float32", "bfloat16", "int8"] = Field(
         default="auto",
         description="synthesis transforms: auto = bf16 where the CPU/GPU has native bf16, "

@@ -16,6 +16,7 @@ import hashlib
 import logging
 import re
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,7 @@ from services.analytics.store import MAX_SEQUENCE
 from services.common.errors import ErrorCode, ServiceError
 
 log = logging.getLogger(__name__)
+STREAM_API = "stream"  # the metrics' api label of streamed frames
 MAX_STREAM_ID = 128
 MAX_SESSION = 64
 # URL-safe (RFC 3986 unreserved characters): a stream id reads back unescaped as
@@ -112,10 +114,24 @@ class FrameProcessor:
     ) -> Future[FrameOutcome]:
         """Process (or answer from the store) one frame; ``request_id`` must be checked
         already (``services.common.request_ids.for_frame``)."""
-        key = (stream_id, session, sequence)
+        start = time.perf_counter()
         frame = _Frame(
             stream_id, sequence, session, content_digest(bitstream), ModelLabels(), request_id
         )
+        answer = self._answer(frame, bitstream, task, capture_time_ms)
+        # Every frame is timed up to its answer, refused and stored ones too.
+        answer.add_done_callback(
+            lambda _: self.runtime.metrics.time_request(
+                STREAM_API, frame.labels, time.perf_counter() - start
+            )
+        )
+        return answer
+
+    def _answer(
+        self, frame: _Frame, bitstream: bytes, task: str | None, capture_time_ms: int | None
+    ) -> Future[FrameOutcome]:
+        stream_id, sequence, session = frame.stream_id, frame.sequence, frame.session
+        key = (stream_id, session, sequence)
         done: Future[FrameOutcome] = Future()
         with self._lock:
             first = self._inflight.get(key)
@@ -134,10 +150,10 @@ class FrameProcessor:
                 work = self.runtime.submit_bitstream(
                     bitstream,
                     task,
-                    source="stream",
+                    api=STREAM_API,
                     keep_image=self._thumbnail_px > 0,
                     labels=frame.labels,
-                    request_id=request_id,
+                    request_id=frame.request_id,
                 )
             except Exception as exc:
                 done.set_result(frame.failed(self.runtime.record_error(exc, frame.labels)))

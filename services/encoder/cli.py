@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from services.common.logs import configure_logging
 from services.common.settings import add_settings_arguments, given_settings
+from transtic.dependency_warnings import quiet_dependency_warnings
 
 from .settings import EncoderSettings
 
@@ -222,6 +223,7 @@ def _probe(args: argparse.Namespace, settings: EncoderSettings, info: bool) -> i
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    quiet_dependency_warnings()
     args = build_parser().parse_args(argv)
     try:
         settings = settings_from_args(args)

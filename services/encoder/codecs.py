@@ -29,6 +29,7 @@ from transtic.images import (
 from transtic.models import HyperpriorCodec
 from transtic.precision import log_choice, resolve_precision
 from transtic.weights import WeightsEntry, WeightsError, default_registry, load_codec, resolve
+from transtic.weights.shipped import preferred_quality
 
 from .settings import EncoderSettings
 
@@ -201,7 +202,7 @@ class CodecBank:
         available = self.qualities(task)
         if not available:
             return 0
-        return self._settings.quality or available[0]
+        return self._settings.quality or preferred_quality(available)
 
     def codec_id(self, task: str, quality: int) -> str:
         return self._models[(task, quality)].model_name

@@ -1,8 +1,9 @@
-"""Prometheus metrics of the encoder server and the stream client, plus a tiny HTTP endpoint.
+"""Prometheus metrics of the encoder server and of the stream client, plus a tiny HTTP endpoint.
 
 Each instance owns its registry so tests (and two roles in one process) never collide on
-metric names. The HTTP server serves /metrics, /healthz (process alive) and /readyz (codecs
-loaded, gRPC serving); the gRPC health service remains the authoritative probe.
+metric names, and each process exports only what it does. The HTTP server serves /metrics,
+/healthz (process alive) and /readyz (codecs loaded, gRPC serving); the gRPC health
+service remains the authoritative probe.
 """
 
 from __future__ import annotations
@@ -33,16 +34,21 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 BPP_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0, 8.0)
 
 
-class EncoderMetrics:
+def _default_registry() -> CollectorRegistry:
+    registry = CollectorRegistry()
+    # Process, Python platform and GC metrics, as every exporter has them.
+    for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+        registry.register(collector)
+    return registry
+
+
+class CodingMetrics:
+    """What both processes that code frames export: the encoder service (Encode calls)
+    and the stream client (its frames), each in its own registry and on its own port."""
+
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        if registry is None:
-            registry = CollectorRegistry()
-            # Process, Python platform and GC metrics, as every exporter has them.
-            for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
-                registry.register(collector)
-        self.registry = registry
+        self.registry = registry if registry is not None else _default_registry()
         r = self.registry
-        # -- server (Encode RPC) and stream client alike: one frame coded
         self.frames = Counter("transtic_encoder_frames", "Frames encoded", MODEL_LABELS, registry=r)
         self.bytes = Counter(
             "transtic_encoder_bytes", "Bitstream bytes produced", MODEL_LABELS, registry=r
@@ -57,10 +63,24 @@ class EncoderMetrics:
         self.bpp = Histogram(
             "transtic_encoder_bits_per_pixel",
             "Bits per pixel of encoded frames",
-            ["task"],
+            MODEL_LABELS,
             buckets=BPP_BUCKETS,
             registry=r,
         )
+
+    def count_frame(self, codec: str, quality: int, task: str, nbytes: int, bpp: float) -> None:
+        labels = {"codec": codec, "quality": str(quality), "task": task}
+        self.frames.labels(**labels).inc()
+        self.bytes.labels(**labels).inc(nbytes)
+        self.bpp.labels(**labels).observe(bpp)
+
+
+class EncoderMetrics(CodingMetrics):
+    """The encoder service's: its Encode calls."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        super().__init__(registry)
+        r = self.registry
         self.errors = Counter(
             "transtic_encoder_errors",
             "Refused or failed Encode calls by gRPC code, under the codec they resolved to",
@@ -70,7 +90,20 @@ class EncoderMetrics:
         self.inflight = Gauge(
             "transtic_encoder_inflight_requests", "Encode calls in progress", registry=r
         )
-        # -- stream client
+
+    def count_error(
+        self, code: str, codec: str = UNKNOWN, quality: str = UNKNOWN, task: str = UNKNOWN
+    ) -> None:
+        self.errors.labels(code=code, codec=codec, quality=quality, task=task).inc()
+
+
+class StreamMetrics(CodingMetrics):
+    """The stream client's (``stream --stream-metrics-port``): the frames it coded and how
+    their delivery goes. Never registered in the service, which streams nothing."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        super().__init__(registry)
+        r = self.registry
         self.stream_sent = Counter(
             "transtic_stream_frames_sent", "Frame transmissions (incl. resends)", registry=r
         )
@@ -89,16 +122,6 @@ class EncoderMetrics:
         self.stream_achieved_bpp = Gauge(
             "transtic_stream_achieved_bpp", "Running average bits per pixel", registry=r
         )
-
-    def count_frame(self, codec: str, quality: int, task: str, nbytes: int) -> None:
-        labels = {"codec": codec, "quality": str(quality), "task": task}
-        self.frames.labels(**labels).inc()
-        self.bytes.labels(**labels).inc(nbytes)
-
-    def count_error(
-        self, code: str, codec: str = UNKNOWN, quality: str = UNKNOWN, task: str = UNKNOWN
-    ) -> None:
-        self.errors.labels(code=code, codec=codec, quality=quality, task=task).inc()
 
 
 def exposed_names(registry: CollectorRegistry) -> set[str]:

@@ -14,6 +14,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from transtic.weights.shipped import preferred_quality
+
 
 @dataclass(frozen=True)
 class RateTarget:
@@ -123,7 +125,7 @@ class RateController:
 
     def choose(self, pixels: int) -> int:
         if self.target is None:
-            return self.fixed_quality or self.qualities[0]
+            return self.fixed_quality or preferred_quality(self.qualities)
         goal = self.effective_bpp(pixels)
         assert goal is not None
         if not self.estimates:

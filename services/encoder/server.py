@@ -90,9 +90,8 @@ class EncoderServicer(api_pb2_grpc.EncoderServicer):
 
     def _observe(self, task: str, quality: int, nbytes: int, bpp: float, seconds: float) -> None:
         m = self.metrics
-        m.count_frame(self.bank.codec_id(task, quality), quality, task, nbytes)
+        m.count_frame(self.bank.codec_id(task, quality), quality, task, nbytes, bpp)
         m.encode_seconds.labels(task).observe(seconds)
-        m.bpp.labels(task).observe(bpp)
 
     def GetInfo(self, request: api_pb2.GetInfoRequest, context: grpc.ServicerContext) -> Any:  # noqa: N802
         return service_info(self.bank, self.settings)

@@ -45,7 +45,10 @@ class EncoderSettings(ServiceSettings):
         default="classification", description="default task (serve) / the task (stream)"
     )
     quality: int = Field(
-        default=0, ge=0, description="default quality (serve) / fixed quality (stream); 0 = lowest"
+        default=0,
+        ge=0,
+        description="default quality (serve) / fixed quality (stream, without a rate target); "
+        "0 = q3 where loaded (the default of every entry point), else the lowest",
     )
     precision: Literal["auto", "float32", "bfloat16", "int8"] = Field(
         default="auto",

@@ -19,7 +19,7 @@ from services.common.request_ids import new_request_id
 from services.generated.transtic.v1 import api_pb2
 
 from .codecs import CodecBank
-from .metrics import UNKNOWN, EncoderMetrics, HealthHTTPServer
+from .metrics import UNKNOWN, HealthHTTPServer, StreamMetrics
 from .rate_control import RateController, RateTarget
 from .report import StreamStats, build_summary, code_name, report
 from .resend import PendingFrame, ResendBuffer
@@ -91,7 +91,7 @@ class StreamRun:
         encode: EncodeFn | None = None,
         qualities: list[int] | None = None,
         frames: Iterable[SourceFrame] | None = None,
-        metrics: EncoderMetrics | None = None,
+        metrics: StreamMetrics | None = None,
         fingerprints: dict[int, str] | None = None,
     ) -> None:
         self.settings = settings
@@ -123,7 +123,7 @@ class StreamRun:
                 newest_only=settings.source_skip_stale,
             )
         self.frames = frames
-        self.metrics = metrics or EncoderMetrics()
+        self.metrics = metrics or StreamMetrics()
         self.stats = StreamStats()
         self.buffer = ResendBuffer(settings.buffer_size)
         self.stop_requested = threading.Event()
@@ -320,9 +320,8 @@ class StreamRun:
 
     def _observe(self, coded: EncodedFrame, quality: int, bpp: float) -> None:
         m, task = self.metrics, self.settings.task
-        m.count_frame(coded.codec_id, quality, task, len(coded.data))
+        m.count_frame(coded.codec_id, quality, task, len(coded.data), bpp)
         m.encode_seconds.labels(task).observe(coded.encode_ms / 1e3)
-        m.bpp.labels(task).observe(bpp)
         m.stream_achieved_bpp.set(self.controller.stats.bpp)
         if self.controller.stats.pixels:
             m.stream_target_bpp.set(self.controller.stats.target_bpp)
@@ -361,7 +360,7 @@ class StreamRun:
         return EXIT_REFUSED if summary["frames"]["errors"] else EXIT_OK
 
 
-def start_metrics(settings: EncoderSettings, metrics: EncoderMetrics) -> HealthHTTPServer | None:
+def start_metrics(settings: EncoderSettings, metrics: StreamMetrics) -> HealthHTTPServer | None:
     if not settings.stream_metrics_port:
         return None
     return HealthHTTPServer(

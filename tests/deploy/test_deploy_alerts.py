@@ -14,7 +14,7 @@ import yaml
 from metric_labels import exposed_labels, selector_labels, unknown_labels
 
 from services.analytics.metrics import Metrics
-from services.encoder.metrics import EncoderMetrics, exposed_names
+from services.encoder.metrics import EncoderMetrics, StreamMetrics, exposed_names
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = ROOT / "deploy" / "prometheus"
@@ -59,6 +59,7 @@ def test_every_required_alert_exists_with_severity_and_summary() -> None:
 
 def test_alerts_use_metrics_the_services_expose() -> None:
     known = exposed_names(Metrics().registry) | exposed_names(EncoderMetrics().registry)
+    known |= exposed_names(StreamMetrics().registry)
     known.add("up")
     for rule in rules():
         names = set(re.findall(r"\b(transtic_[a-z0-9_]+|up)\b", rule["expr"]))
@@ -66,7 +67,7 @@ def test_alerts_use_metrics_the_services_expose() -> None:
 
 
 def test_alerts_filter_and_group_only_on_labels_the_metrics_carry() -> None:
-    labels = exposed_labels(Metrics(), EncoderMetrics())
+    labels = exposed_labels(Metrics(), EncoderMetrics(), StreamMetrics())
     for rule in rules():
         assert not unknown_labels(rule["expr"], labels), rule["alert"]
 

@@ -22,7 +22,7 @@ from kustomize import base_objects
 from metric_labels import exposed_labels, unknown_labels
 
 from services.encoder.cli import build_parser
-from services.encoder.metrics import EncoderMetrics, exposed_names
+from services.encoder.metrics import EncoderMetrics, StreamMetrics, exposed_names
 from services.encoder.settings import EncoderSettings
 from services.encoder.settings import env_names as encoder_env_names
 
@@ -200,7 +200,11 @@ def analytics_metric_names() -> set[str]:
 
 
 def test_dashboard_queries_only_use_defined_metrics() -> None:
-    known = exposed_names(EncoderMetrics().registry) | analytics_metric_names()
+    known = (
+        exposed_names(EncoderMetrics().registry)
+        | exposed_names(StreamMetrics().registry)
+        | analytics_metric_names()
+    )
     dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "transtic.json").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
     assert len(exprs) >= 10
@@ -211,7 +215,7 @@ def test_dashboard_queries_only_use_defined_metrics() -> None:
 
 def test_dashboard_filters_by_model_with_labels_the_metrics_carry() -> None:
     metrics = pytest.importorskip("services.analytics.metrics")
-    labels = exposed_labels(metrics.Metrics(), EncoderMetrics())
+    labels = exposed_labels(metrics.Metrics(), EncoderMetrics(), StreamMetrics())
     dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "transtic.json").read_text())
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
     for name in ("task", "codec", "quality"):
@@ -221,7 +225,11 @@ def test_dashboard_filters_by_model_with_labels_the_metrics_carry() -> None:
     for expr in exprs:
         assert not unknown_labels(expr, labels), expr
     # The request and error panels follow the chosen models.
-    for metric in ("transtic_analytics_frames_total", "transtic_analytics_errors_total"):
+    for metric in (
+        "transtic_analytics_frames_total",
+        "transtic_analytics_errors_total",
+        "transtic_analytics_bits_per_pixel_bucket",
+    ):
         filtered = [e for e in exprs if f'{metric}{{task=~"$task"' in e]
         assert filtered and all(
             'codec=~"$codec"' in e and 'quality=~"$quality"' in e for e in filtered

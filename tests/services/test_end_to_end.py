@@ -153,7 +153,7 @@ def test_stream_results_and_metrics(stack: Stack, tmp_path: Path) -> None:
 
     cls = {"task": "classification"}
     frames_name = "transtic_analytics_frames_total"
-    assert delta(frames_name, **cls, source="stream") == N_FRAMES
+    assert delta(frames_name, **cls, api="stream") == N_FRAMES
     assert delta("transtic_analytics_bitstream_bytes_total", **cls) == summary["bytes"]
     assert delta("transtic_analytics_bits_per_pixel_count", **cls) == N_FRAMES
     assert delta("transtic_analytics_bits_per_pixel_sum", **cls) == pytest.approx(
@@ -237,7 +237,7 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(stack: Stack, tmp_path:
     # The restarted process analysed exactly the frames it stored: nothing twice.
     fresh = sum(1 for f in frames if f["received_ms"] >= restart_ms)
     text = service.metrics()
-    processed = metric(text, "transtic_analytics_frames_total", {"source": "stream"})
+    processed = metric(text, "transtic_analytics_frames_total", {"api": "stream"})
     assert processed == fresh, (processed, fresh)
     assert metric(text, "transtic_analytics_duplicate_frames_total") == counts["duplicates"]
 

@@ -122,7 +122,7 @@ def test_stream_moves_to_another_replica_and_stays_exactly_once(
         assert listing["frames_total"] == listing["frames_stored"] == N_FRAMES, listing
     # Both replicas took part: A stored the first frames, B the later ones.
     stored_by = [
-        metric(replica.metrics(), "transtic_analytics_frames_total", {"source": "stream"})
+        metric(replica.metrics(), "transtic_analytics_frames_total", {"api": "stream"})
         for replica in (a, b)
     ]
     assert stored_by[0] >= 3 and stored_by[1] >= 1, stored_by

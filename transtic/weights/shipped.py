@@ -8,6 +8,7 @@ are in ``transtic/weights/data/MODEL_CARD.md``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from transtic.presets import ARCHITECTURES, QUALITY_LAMBDA
@@ -52,6 +53,10 @@ _RUNS: dict[int, tuple[str, int, float, str, int, float]] = {
     ),
 }
 _PROMPT_LAMBDA = 7.5e-5
+# The quality every entry point codes at when none is asked for (the CLI, REST and V2
+# uploads, the encoder's Encode call and its stream client): the highest shipped one, as
+# the lower ones lose too much for the classifier (coffee is an espresso at q3, a jug at q1).
+DEFAULT_QUALITY = 3
 
 
 def _codec(quality: int) -> tuple[str, int, str | None, str, dict[str, Any]]:
@@ -124,3 +129,19 @@ def shipped_entries() -> list[WeightsEntry]:
         )
         for name, (filename, quality, task, sha256, metadata) in _SHIPPED.items()
     ]
+
+
+def preferred_quality(qualities: Iterable[int]) -> int:
+    """The quality to use when none is asked for: DEFAULT_QUALITY where it is offered,
+    else the lowest offered (codecs configured by hand need not follow the shipped ladder)."""
+    offered = sorted(set(qualities))
+    if not offered:
+        raise ValueError("no qualities to choose from")
+    return DEFAULT_QUALITY if DEFAULT_QUALITY in offered else offered[0]
+
+
+def shipped_codec_names(task: str) -> list[str]:
+    """The shipped codecs with ``task``'s prompts, the DEFAULT_QUALITY one first (a service
+    that lists them in this order codes uploads at that quality when none is asked for)."""
+    names = [name for name, (_, _, entry_task, _, _) in _SHIPPED.items() if entry_task == task]
+    return sorted(names, key=lambda name: _SHIPPED[name][1] != DEFAULT_QUALITY)

@@ -28,6 +28,7 @@ from transtic.bitstream import MAGIC
 from transtic.images import decode_image_bytes
 
 BITSTREAM_TYPE = "application/x-transtic"
+REST_API = "rest"  # the metrics' api label of this route
 # How often a waiting request checks whether its client is still connected.
 _DISCONNECT_POLL_S = 0.25
 
@@ -94,6 +95,10 @@ async def analyze(
         )
     except Exception as exc:
         raise runtime.record_error(exc, labels) from None
+    finally:
+        # Refused and failed requests too: a latency panel that leaves out the 503s of an
+        # overloaded service would look best exactly when it is worst.
+        runtime.metrics.time_request(REST_API, labels, time.perf_counter() - start)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -155,7 +160,11 @@ async def _multipart_upload(request: Request, body: bytes) -> Upload:
     for name, value in form.multi_items():
         if name == "file":
             continue
-        if name not in FORM_OPTIONS or not isinstance(value, str) or name in options:
+        if name in options:
+            raise ServiceError(
+                ErrorCode.INVALID_ARGUMENT, f"form field {name!r} is repeated; give it once"
+            )
+        if name not in FORM_OPTIONS or not isinstance(value, str):
             raise ServiceError(
                 ErrorCode.INVALID_ARGUMENT,
                 f"unexpected form field {name!r}; the form takes one file field 'file' and at "
@@ -215,7 +224,7 @@ async def submit_upload(
     is_stream: bool,
     task: str | None,
     quality: int | None,
-    source: str,
+    api: str,
     *,
     keep_image: bool = False,
     labels: ModelLabels | None = None,
@@ -228,7 +237,7 @@ async def submit_upload(
             runtime.submit_bitstream,
             data,
             task,
-            source=source,
+            api=api,
             keep_image=keep_image,
             labels=labels,
             request_id=request_id,
@@ -243,7 +252,7 @@ async def submit_upload(
         image,
         task,
         quality,
-        source=source,
+        api=api,
         keep_image=keep_image,
         labels=labels,
         request_id=request_id,
@@ -313,7 +322,6 @@ async def _analyze(
     if not data:
         raise ServiceError(ErrorCode.INVALID_ARGUMENT, "the upload is empty")
     is_stream = is_bitstream(part_type, data)
-    source = "rest_bitstream" if is_stream else "rest_image"
     future = await submit_upload(
         runtime,
         settings,
@@ -321,7 +329,7 @@ async def _analyze(
         is_stream,
         task,
         quality,
-        source,
+        REST_API,
         keep_image=return_image,
         labels=labels,
         request_id=request_id_of(request),
@@ -333,7 +341,6 @@ async def _analyze(
     if outcome.image is not None:
         image_png = await run_in_threadpool(png_base64, outcome.image)
     elapsed = time.perf_counter() - start
-    runtime.metrics.request_seconds.labels(api=source, **labels.values()).observe(elapsed)
     return AnalyzeResponse(
         **result.model_dump(exclude={"timings_ms"}),
         timings_ms={**result.timings_ms, "total": round(elapsed * 1e3, 3)},

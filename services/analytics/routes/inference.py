@@ -14,16 +14,16 @@ form, ``{"error": message}``.
 from __future__ import annotations
 
 import asyncio
-import io
+import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
-from PIL import Image
 
 import transtic
+from services.analytics.metrics import UNKNOWN, ModelLabels
 from services.analytics.oip import HEADER_LENGTH, OutputTensor, parse_request, write_response
 from services.analytics.pipeline import Job
 from services.analytics.problems import problem_responses, retry_after_value
@@ -37,12 +37,13 @@ from services.analytics.routes.deps import RuntimeDep, SettingsDep
 from services.analytics.runtime import Runtime
 from services.analytics.schemas import AnalysisResult
 from services.analytics.settings import Settings
-from services.common.errors import ErrorCode, ServiceError, to_service_error
+from services.analytics.v2_admission import check_image_count, check_predicted_pixels
+from services.common.errors import ErrorCode, ServiceError
 from services.common.model_catalog import MODEL_NAME_PATTERN
-from transtic.bitstream import peek_header
-from transtic.images import DEFAULT_ALIGNMENT, decode_image_bytes
+from transtic.images import decode_image_bytes
 
 MODEL_VERSION = "1"
+V2_API = "v2"  # the metrics' api label of these routes
 INPUT_NAME = "INPUT"
 EXTENSIONS = ["binary_tensor_data"]
 
@@ -117,11 +118,15 @@ def _v2_error(error: ServiceError) -> JSONResponse:
     return JSONResponse({"error": error.message}, error.http_status, headers=headers)
 
 
-async def _answer(runtime: Runtime, work: Callable[[], Awaitable[Response]]) -> Response:
+async def _answer(
+    runtime: Runtime,
+    work: Callable[[], Awaitable[Response]],
+    labels: ModelLabels | None = None,
+) -> Response:
     try:
         return await work()
     except Exception as exc:
-        return _v2_error(runtime.record_error(exc))
+        return _v2_error(runtime.record_error(exc, labels))
 
 
 def _check_model(runtime: Runtime, name: str, version: str | None) -> None:
@@ -275,82 +280,64 @@ async def version_infer(
 async def _infer(
     request: Request, runtime: Runtime, settings: Settings, name: str, version: str | None
 ) -> Response:
-    async def work() -> Response:
-        _check_model(runtime, name, version)
-        body = await read_body(request, settings.max_upload_bytes)
-        parsed = parse_request(body, request.headers.get(HEADER_LENGTH))
-        if list(parsed.inputs) != [INPUT_NAME]:
-            raise ServiceError(
-                ErrorCode.INVALID_ARGUMENT, f"model {name!r} takes one input, {INPUT_NAME!r}"
-            )
-        elements = parsed.inputs[INPUT_NAME]
-        if not elements or not all(elements):
-            raise ServiceError(ErrorCode.INVALID_ARGUMENT, f"{INPUT_NAME!r} holds empty data")
-        quality = parsed.parameters.get("quality")
-        if quality is not None and not isinstance(quality, int):
-            raise ServiceError(ErrorCode.INVALID_ARGUMENT, "parameter 'quality' must be an int")
-        # Admission before any work: the request's size, its predicted cost (from the
-        # headers), and room in the queue for all of it.
-        _check_image_count(len(elements), settings)
-        await run_in_threadpool(_check_predicted_pixels, elements, settings)
-        runtime.batcher.check_room(len(elements))
-        jobs = await run_in_threadpool(
-            _jobs, runtime, settings, elements, name, quality, request_id_of(request)
-        )
-        futures = runtime.queue_all(jobs)  # all of them, or none (the queue filled meanwhile)
-        try:
-            outcomes = await asyncio.gather(*(await_outcome(f, settings) for f in futures))
-        finally:
-            for future in futures:  # one failed: the others' answers would go unread
-                if not future.done():
-                    future.abandon()
-        tensors = _tensors(name, [o.result for o in outcomes])
-        content, header_length = write_response(name, MODEL_VERSION, parsed, tensors)
-        if header_length is None:
-            return Response(content, media_type="application/json")
-        return Response(
-            content,
-            media_type="application/octet-stream",
-            headers={HEADER_LENGTH: str(header_length)},
-        )
-
-    return await _answer(runtime, work)
-
-
-def _check_image_count(count: int, settings: Settings) -> None:
-    cap = settings.v2_image_cap
-    if count > cap:
-        raise ServiceError(
-            ErrorCode.PAYLOAD_TOO_LARGE,
-            f"{count} images in one request; the limit is {cap} images (v2_max_images, at "
-            "most max_queue): split the request",
-        )
-
-
-def _coded_pixels(data: bytes, settings: Settings) -> int:
-    """What coding ``data`` will cost, in coded pixels, from its header alone."""
-    if is_bitstream("", data):
-        try:
-            height, width = peek_header(data, max_pixels=settings.max_pixels).coded_size
-        except Exception as exc:
-            raise to_service_error(exc) from None
-        return height * width
+    start = time.perf_counter()
+    labels = ModelLabels()
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-    except (OSError, ValueError, Image.DecompressionBombError):
-        raise ServiceError(ErrorCode.INVALID_ARGUMENT, "not a decodable image") from None
-    return -(-height // DEFAULT_ALIGNMENT) * -(-width // DEFAULT_ALIGNMENT) * DEFAULT_ALIGNMENT**2
-
-
-def _check_predicted_pixels(elements: list[bytes], settings: Settings) -> None:
-    total = sum(_coded_pixels(data, settings) for data in elements)
-    if total > settings.v2_max_request_pixels:
-        raise ServiceError(
-            ErrorCode.PAYLOAD_TOO_LARGE,
-            f"the request's images would be coded as {total} pixels together; the limit is "
-            f"{settings.v2_max_request_pixels} (v2_max_request_pixels): split the request",
+        return await _answer(
+            runtime, lambda: _infer_work(request, runtime, settings, name, version, labels), labels
         )
+    finally:
+        # Refused and failed requests too, as on the other APIs.
+        runtime.metrics.time_request(V2_API, labels, time.perf_counter() - start)
+
+
+async def _infer_work(
+    request: Request,
+    runtime: Runtime,
+    settings: Settings,
+    name: str,
+    version: str | None,
+    labels: ModelLabels,
+) -> Response:
+    _check_model(runtime, name, version)
+    labels.task = name
+    body = await read_body(request, settings.max_upload_bytes)
+    parsed = parse_request(body, request.headers.get(HEADER_LENGTH))
+    if list(parsed.inputs) != [INPUT_NAME]:
+        raise ServiceError(
+            ErrorCode.INVALID_ARGUMENT, f"model {name!r} takes one input, {INPUT_NAME!r}"
+        )
+    elements = parsed.inputs[INPUT_NAME]
+    if not elements or not all(elements):
+        raise ServiceError(ErrorCode.INVALID_ARGUMENT, f"{INPUT_NAME!r} holds empty data")
+    quality = parsed.parameters.get("quality")
+    if quality is not None and not isinstance(quality, int):
+        raise ServiceError(ErrorCode.INVALID_ARGUMENT, "parameter 'quality' must be an int")
+    # Admission before any work: the request's size, its predicted cost (from the
+    # headers), and room in the queue for all of it.
+    check_image_count(len(elements), settings)
+    await run_in_threadpool(check_predicted_pixels, elements, settings)
+    runtime.batcher.check_room(len(elements))
+    jobs = await run_in_threadpool(
+        _jobs, runtime, settings, elements, name, quality, request_id_of(request)
+    )
+    labels.codec, labels.quality = _one_codec(jobs)
+    futures = runtime.queue_all(jobs)  # all of them, or none (the queue filled meanwhile)
+    try:
+        outcomes = await asyncio.gather(*(await_outcome(f, settings) for f in futures))
+    finally:
+        for future in futures:  # one failed: the others' answers would go unread
+            if not future.done():
+                future.abandon()
+    tensors = _tensors(name, [o.result for o in outcomes])
+    content, header_length = write_response(name, MODEL_VERSION, parsed, tensors)
+    if header_length is None:
+        return Response(content, media_type="application/json")
+    return Response(
+        content,
+        media_type="application/octet-stream",
+        headers={HEADER_LENGTH: str(header_length)},
+    )
 
 
 def _jobs(
@@ -365,13 +352,20 @@ def _jobs(
     jobs = []
     for data in elements:
         if is_bitstream("", data):
-            jobs.append(runtime.bitstream_job(data, task, source="v2", request_id=request_id))
+            jobs.append(runtime.bitstream_job(data, task, api=V2_API, request_id=request_id))
             continue
         image = decode_image_bytes(
             data, max_pixels=settings.max_pixels, max_aspect_ratio=settings.max_aspect_ratio
         )
-        jobs.append(runtime.image_job(image, task, quality, source="v2", request_id=request_id))
+        jobs.append(runtime.image_job(image, task, quality, api=V2_API, request_id=request_id))
     return jobs
+
+
+def _one_codec(jobs: list[Job]) -> tuple[str, str]:
+    """The codec and quality label values of a request: its images' codec when they share
+    one (bitstreams from several codecs may come together), else unknown."""
+    codecs = {(job.codec.id, str(job.codec.quality)) for job in jobs}
+    return codecs.pop() if len(codecs) == 1 else (UNKNOWN, UNKNOWN)
 
 
 def _tensors(task: str, results: list[AnalysisResult]) -> list[OutputTensor]:

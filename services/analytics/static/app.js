@@ -164,10 +164,9 @@ function drawResult(canvas, image, result) {
 function drawOriginal(file) {
   const canvas = $("original-canvas");
   const ctx = canvas.getContext("2d");
-  if (!file.type.startsWith("image/")) {
-    canvas.width = canvas.height = 1;  // a bitstream has no original to show
-    return;
-  }
+  // A bitstream has no original to show: hide its figure rather than show an empty box.
+  $("original-figure").hidden = !file.type.startsWith("image/");
+  if (!file.type.startsWith("image/")) return;
   const url = URL.createObjectURL(file);
   const image = new Image();
   image.onload = () => {
@@ -217,8 +216,13 @@ function showResult(result) {
     return li;
   }));
   $("result").hidden = false;
+  $("analyze-hint").hidden = true;
   const image = new Image();
-  image.onload = () => drawResult($("result-canvas"), image, result);
+  image.onload = () => {
+    drawResult($("result-canvas"), image, result);
+    // Shown once there is something in them: empty canvases look like broken images.
+    $("images").hidden = false;
+  };
   image.src = `data:image/png;base64,${result.image_png_base64}`;
 }
 
@@ -261,45 +265,67 @@ function when(ms) {
   return new Date(ms).toLocaleTimeString();
 }
 
+// The stream whose frames are shown. The page opens on the most recently active one;
+// a click picks another, and the choice is kept while that stream is listed.
 let selectedStream = null;
-// Per stream: the frames seen so far (the last FRAMES_KEPT) and where to poll from.
-// Polling follows next_since, so a stream past any page size keeps moving.
+// Per stream and session: the frames seen so far (the last FRAMES_KEPT) and where to
+// poll from. A rebooted camera starts a new session at sequence 0, so a cursor of the
+// old session would skip its frames: each session gets its own.
 const FRAMES_KEPT = 200;
 const frameCache = new Map();
 
-async function pollFrames(streamId, lastSequence) {
-  let cache = frameCache.get(streamId);
+function cacheFor(stream) {
+  const key = JSON.stringify([stream.stream_id, stream.session]);
+  let cache = frameCache.get(key);
   if (!cache) {
     // First look: only the newest frames, whatever the stream's length.
-    cache = { since: Math.max(-1, lastSequence - FRAMES_KEPT), frames: [] };
-    frameCache.set(streamId, cache);
+    cache = { since: Math.max(-1, stream.last_sequence - FRAMES_KEPT), frames: [],
+              polling: Promise.resolve() };
+    frameCache.set(key, cache);
   }
+  return cache;
+}
+
+async function fetchNewFrames(stream, cache) {
+  const base = `/v1/streams/${encodeURIComponent(stream.stream_id)}/frames` +
+    `?session=${encodeURIComponent(stream.session)}&limit=1000`;
+  // Polling follows next_since, so a stream past any page size keeps moving.
   for (;;) {
-    const page = await getJson(`/v1/streams/${encodeURIComponent(streamId)}/frames` +
-      `?since=${cache.since}&limit=1000`);
+    const page = await getJson(`${base}&since=${cache.since}`);
     cache.frames.push(...page.frames);
     cache.since = page.next_since;
     if (page.frames.length < 1000) break;
   }
   cache.frames = cache.frames.slice(-FRAMES_KEPT);
-  return cache.frames;
+}
+
+function pollFrames(stream) {
+  const cache = cacheFor(stream);
+  // One poll at a time per session: the timer and a click may ask together, and two
+  // polls from the same cursor would store every new frame twice.
+  cache.polling = cache.polling.catch(() => {}).then(() => fetchNewFrames(stream, cache));
+  return cache.polling.then(() => cache.frames);
 }
 
 function latencyMs(frame) {
   // Camera to stored result when the edge sent a capture time, else the service's own stages.
-  if (frame.capture_time_ms) return frame.received_ms - frame.capture_time_ms;
+  if (frame.capture_time_unix_ms) return frame.received_ms - frame.capture_time_unix_ms;
   return Object.values(frame.result.timings_ms || {}).reduce((a, b) => a + b, 0);
 }
 
-function drawChart(canvas, values, colour, unit) {
+function drawChart(canvas, values, colour, unit, digits) {
   const ctx = canvas.getContext("2d");
   const { width, height } = canvas;
   ctx.clearRect(0, 0, width, height);
   ctx.fillStyle = "#6b7480";
   ctx.font = "11px system-ui, sans-serif";
-  if (!values.length) return;
+  canvas.dataset.points = String(values.length);
+  if (!values.length) {
+    ctx.fillText("no stored frames", 4, height / 2);
+    return;
+  }
   const top = Math.max(...values) || 1;
-  ctx.fillText(`${fmt(top, 3)} ${unit}`, 4, 12);
+  ctx.fillText(`${fmt(top, digits)} ${unit}`, 4, 12);
   ctx.fillText(`0`, 4, height - 4);
   ctx.strokeStyle = colour;
   ctx.lineWidth = 2;
@@ -310,56 +336,127 @@ function drawChart(canvas, values, colour, unit) {
     if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
   });
   ctx.stroke();
-  canvas.dataset.points = String(values.length);
 }
 
-function thumbnail(frame) {
+function thumbnailUrl(frame) {
   const data = frame.result.thumbnail_jpeg_base64;
-  if (!data) return "";
+  return data ? `data:image/jpeg;base64,${data}` : null;
+}
+
+// An <img> only for a frame that has a thumbnail (the service stores none when
+// stream_thumbnail_px is 0); one that does not decode is removed, not left broken.
+function thumbnail(frame) {
+  const url = thumbnailUrl(frame);
+  if (!url) return "";
   const img = document.createElement("img");
   img.className = "thumb";
   img.alt = `frame ${frame.sequence}`;
-  img.src = `data:image/jpeg;base64,${data}`;
+  img.addEventListener("error", () => img.remove());
+  img.src = url;
   return img;
 }
 
-async function refreshFrames(lastSequence) {
-  if (selectedStream === null) return;
-  const frames = await pollFrames(selectedStream, lastSequence);
-  $("frames-stream").textContent = selectedStream;
+function resultItems(result) {
+  const labels = (result.labels || []).map((l) => `${l.name} ${(l.score * 100).toFixed(1)}%`);
+  const objects = (result.detections || []).map((d) => `${d.label} ${(d.score * 100).toFixed(0)}%`);
+  const items = [...labels, ...objects];
+  return items.length ? items : ["nothing found"];
+}
+
+function showLatest(frame) {
+  const figure = $("latest-figure");
+  const url = frame && thumbnailUrl(frame);
+  figure.hidden = !url;
+  const img = $("latest-thumb");
+  if (url) {
+    img.onerror = () => { figure.hidden = true; };
+    if (img.src !== url) img.src = url;
+    $("latest-caption").textContent =
+      `frame ${frame.sequence}, ${frame.task}, received ${when(frame.received_ms)}`;
+  } else {
+    img.removeAttribute("src");
+  }
+  $("latest-labels").replaceChildren(...(frame ? resultItems(frame.result) : []).map((text) => {
+    const li = document.createElement("li");
+    li.textContent = text;
+    return li;
+  }));
+}
+
+async function refreshFrames(stream) {
+  const frames = await pollFrames(stream);
+  // A click may have picked another stream while this poll was out.
+  if (selectedStream !== stream.stream_id) return;
+  $("frames-stream").textContent = stream.stream_id;
+  $("frames-session").textContent = stream.session ? `(session ${stream.session})` : "";
+  $("frames-none").hidden = frames.length > 0;
+  showLatest(frames[frames.length - 1]);
   $("frames-table").tBodies[0].replaceChildren(...frames.slice(-20).reverse().map((f) =>
     row([f.sequence, when(f.received_ms), f.task, fmt(f.result.bits_per_pixel, 3),
       summary(f.result), thumbnail(f)])));
-  drawChart($("bpp-chart"), frames.map((f) => f.result.bits_per_pixel), "#0b6bcb", "bpp");
-  drawChart($("latency-chart"), frames.map(latencyMs), "#b3261e", "ms");
+  drawChart($("bpp-chart"), frames.map((f) => f.result.bits_per_pixel), "#0b6bcb", "bpp", 3);
+  drawChart($("latency-chart"), frames.map(latencyMs), "#b3261e", "ms", 0);
   $("frames").hidden = false;
+  $("frames").dataset.stream = stream.stream_id;  // lets tests wait for a stream's frames
 }
 
-async function refreshStreams() {
-  try {
-    const data = await getJson("/v1/streams");
-    const body = $("streams-table").tBodies[0];
-    body.replaceChildren(...data.streams.map((s) => {
-      const tr = row([s.stream_id, `${s.frames_stored} / ${s.frames_total}`, s.last_sequence,
-        when(s.last_seen_ms), summary(s.latest && s.latest.result)]);
-      tr.dataset.stream = s.stream_id;
-      tr.addEventListener("click", () => {
-        selectedStream = s.stream_id;
-        refreshFrames(s.last_sequence);
-      });
-      return tr;
-    }));
-    $("streams-empty").hidden = data.streams.length > 0;
-    const selected = data.streams.find((s) => s.stream_id === selectedStream);
-    await refreshFrames(selected ? selected.last_sequence : -1);
-  } catch (err) {
-    $("streams-empty").textContent = `streams unavailable: ${err.message}`;
-    $("streams-empty").hidden = false;
+function markSelected() {
+  for (const tr of $("streams-table").tBodies[0].rows) {
+    const selected = tr.dataset.stream === selectedStream;
+    tr.classList.toggle("selected", selected);
+    tr.setAttribute("aria-selected", String(selected));
   }
 }
 
-// Grafana runs beside the service in the compose set-up, on port 3000 of the same host.
-$("grafana-link").href = `${location.protocol}//${location.hostname}:3000/`;
+function select(stream) {
+  selectedStream = stream.stream_id;
+  markSelected();
+  refreshFrames(stream).catch(showStreamsError);
+}
+
+function showStreamsError(err) {
+  $("streams-error").textContent = `streams unavailable: ${err.message}`;
+  $("streams-error").hidden = false;
+}
+
+async function refreshStreams() {
+  let data;
+  try {
+    data = await getJson("/v1/streams");
+  } catch (err) {
+    showStreamsError(err);
+    return;
+  }
+  $("streams-error").hidden = true;
+  const streams = data.streams;
+  const any = streams.length > 0;
+  $("streams-empty").hidden = any;
+  $("streams-list").hidden = !any;
+  $("streams-table").tBodies[0].replaceChildren(...streams.map((s) => {
+    const tr = row([s.stream_id, `${s.frames_stored} / ${s.frames_total}`, s.last_sequence,
+      when(s.last_seen_ms), summary(s.latest && s.latest.result)]);
+    tr.dataset.stream = s.stream_id;
+    tr.title = `show the frames of ${s.stream_id}`;
+    tr.addEventListener("click", () => select(s));
+    return tr;
+  }));
+  // The list is most recently active first: with nothing chosen (or the chosen stream
+  // deleted) show the first, so the page opens on the stream that matters now.
+  const chosen = streams.find((s) => s.stream_id === selectedStream) || streams[0];
+  if (!chosen) {
+    selectedStream = null;
+    $("frames").hidden = true;
+    return;
+  }
+  selectedStream = chosen.stream_id;
+  markSelected();
+  try {
+    await refreshFrames(chosen);
+  } catch (err) {
+    showStreamsError(err);
+  }
+}
+
 $("analyze-form").addEventListener("submit", analyze);
 setupApiKey();
 loadModels();

@@ -59,10 +59,10 @@ def test_abandoned_work_stops_between_stages(
     gated: tuple[Runtime, GatedDecoding], bitstream: bytes
 ) -> None:
     runtime, gate = gated
-    first = runtime.submit_bitstream(bitstream, "detection", source="test")
+    first = runtime.submit_bitstream(bitstream, "detection", api="test")
     assert gate.entered.wait(30)
     first.abandon()  # the caller timed out while its frame was being decoded
-    second = runtime.submit_bitstream(bitstream, "detection", source="test")
+    second = runtime.submit_bitstream(bitstream, "detection", api="test")
     gate.gate.set()
     assert second.result(30).result.task == "detection"
     error = first.exception(30)
@@ -74,10 +74,10 @@ def test_abandoned_work_leaves_the_queue_unprocessed(
     gated: tuple[Runtime, GatedDecoding], bitstream: bytes
 ) -> None:
     runtime, gate = gated
-    busy = runtime.submit_bitstream(bitstream, "detection", source="test")
+    busy = runtime.submit_bitstream(bitstream, "detection", api="test")
     assert gate.entered.wait(30)
-    gone = runtime.submit_bitstream(bitstream, "detection", source="test")
-    kept = runtime.submit_bitstream(bitstream, "detection", source="test")
+    gone = runtime.submit_bitstream(bitstream, "detection", api="test")
+    kept = runtime.submit_bitstream(bitstream, "detection", api="test")
     gone.abandon()
     gate.gate.set()
     assert busy.result(30) and kept.result(30)
@@ -129,7 +129,7 @@ def test_a_rest_client_that_disconnects_is_cancelled(
         assert sent[0]["status"] == 499
         assert errors(runtime, "CANCELLED") == 1
         assert errors(runtime, "INTERNAL") == 0
-        assert runtime.submit_bitstream(bitstream, "detection", source="t").result(30)
+        assert runtime.submit_bitstream(bitstream, "detection", api="t").result(30)
         assert detector(runtime).batches == [1]
     finally:
         runtime.close()

@@ -131,4 +131,4 @@ def test_pipeline_isolates_a_corrupt_stream_in_a_batch(
     assert results[3].image.shape == (3, 32, 48)
     # The good streams were decoded and analysed together before the retry isolated the bad.
     assert 3 in detector.batches or 2 in detector.batches
-    assert metrics.total(metrics.frames, task="detection", source="test") == 2
+    assert metrics.total(metrics.frames, task="detection", api="test") == 2

@@ -10,6 +10,7 @@ from service_fakes import FakeDetection
 
 from services.analytics.rest import BITSTREAM_TYPE, create_app
 from services.analytics.settings import Settings
+from transtic.tasks import TaskBackend
 
 
 def test_codecs_per_task_and_quality(
@@ -57,3 +58,21 @@ def test_missing_codec_weights_are_reported(make_settings: Callable[..., Setting
         assert "cls_1.pth.tar" in message and "det.pth" in message and "/nowhere" not in message
         problems = [m for m in c.get("/v1/models").json()["models"] if not m["ready"]]
         assert {m["id"] for m in problems} == {"default", "detection"}
+
+
+def test_with_no_codec_configured_the_shipped_codecs_serve_at_quality_3(
+    make_settings: Callable[..., Settings], backends: list[TaskBackend], sample_png: bytes
+) -> None:
+    """A plain start is ready: every quality the package ships, uploads coded at q3 (the
+    default of every entry point) unless they ask for another."""
+    settings = make_settings(codec_checkpoint=None)
+    with TestClient(create_app(settings, backends=backends)) as c:
+        assert c.get("/readyz").status_code == 200
+        info = c.get("/v1/models").json()
+        codecs = {m["id"]: m["quality"] for m in info["models"] if m["kind"] == "codec"}
+        assert codecs == {f"transtic_small_cls_q{q}": q for q in (1, 2, 3)}
+        headers = {"content-type": "image/png"}
+        plain = c.post("/v1/analyze?task=classification", content=sample_png, headers=headers)
+        assert (plain.json()["codec_id"], plain.json()["quality"]) == ("transtic_small_cls_q3", 3)
+        low = c.post("/v1/analyze?quality=1", content=sample_png, headers=headers)
+        assert low.json()["quality"] == 1

@@ -88,9 +88,9 @@ def test_requests_are_counted_per_codec_quality_and_task(
         assert response.status_code == 200, response.text
         assert response.json()["codec_id"] == labels["codec"]
     for labels in (CLASSIFY, DETECT):
-        assert value(client, "transtic_analytics_frames_total", source="rest_image", **labels) == 1
+        assert value(client, "transtic_analytics_frames_total", api="rest", **labels) == 1
         latency = "transtic_analytics_request_seconds_count"
-        assert value(client, latency, api="rest_image", **labels) == 1
+        assert value(client, latency, api="rest", **labels) == 1
     # Each model is counted under its own labels only, never under the other's.
     mixed = {**CLASSIFY, "quality": DETECT["quality"]}
     assert value(client, "transtic_analytics_frames_total", **mixed) == 0
@@ -116,7 +116,7 @@ def test_grpc_requests_carry_the_labels_of_the_codec_the_stream_names(
 ) -> None:
     client, stub = served
     stub.Analyze(api_pb2.AnalyzeRequest(bitstream=bitstream), timeout=60)
-    assert value(client, "transtic_analytics_frames_total", source="grpc", **CLASSIFY) == 1
+    assert value(client, "transtic_analytics_frames_total", api="grpc", **CLASSIFY) == 1
     assert value(client, "transtic_analytics_request_seconds_count", api="grpc", **CLASSIFY) == 1
     # A known codec but a task the service does not offer: the codec is known, the task not.
     with pytest.raises(grpc.RpcError) as caught:

@@ -86,9 +86,9 @@ def test_queued_frames_finish_on_the_codec_that_was_unloaded(
 ) -> None:
     entry, already = runtime.models.submit_load("other").result(60)
     assert entry["state"] == "READY" and not already and entry["source"] == "repository"
-    first = runtime.submit_bitstream(bitstream, "detection", source="test")
+    first = runtime.submit_bitstream(bitstream, "detection", api="test")
     assert gated.entered.wait(30)  # decoded, held in the task stage
-    queued = runtime.submit_bitstream(bitstream, "detection", source="test")  # not decoded yet
+    queued = runtime.submit_bitstream(bitstream, "detection", api="test")  # not decoded yet
 
     (gone,) = runtime.models.unload("tiny")
     assert gone["state"] == "UNLOADING" and gone["in_flight"] == 2
@@ -96,10 +96,10 @@ def test_queued_frames_finish_on_the_codec_that_was_unloaded(
     assert states(runtime)[("tiny", tiny)] == "UNLOADING"
     # New work no longer gets it; the other codec serves its own streams.
     assert (
-        error_code(lambda: runtime.submit_bitstream(bitstream, "detection", source="test"))
+        error_code(lambda: runtime.submit_bitstream(bitstream, "detection", api="test"))
         is ErrorCode.FAILED_PRECONDITION
     )
-    other = runtime.submit_bitstream(foreign_bitstream, "detection", source="test")
+    other = runtime.submit_bitstream(foreign_bitstream, "detection", api="test")
 
     gated.gate.set()
     for future in (first, queued):
@@ -114,7 +114,7 @@ def test_queued_frames_finish_on_the_codec_that_was_unloaded(
 def test_a_task_model_swapped_under_a_running_frame(
     runtime: Runtime, gated: GatedDetection, bitstream: bytes
 ) -> None:
-    running = runtime.submit_bitstream(bitstream, "detection", source="test")
+    running = runtime.submit_bitstream(bitstream, "detection", api="test")
     assert gated.entered.wait(30)
     entry, already = runtime.models.submit_load("fake_detection").result(60)
     assert (entry["name"], entry["state"], entry["task"], already) == (
@@ -123,7 +123,7 @@ def test_a_task_model_swapped_under_a_running_frame(
         "detection",
         False,
     )
-    after = runtime.submit_bitstream(bitstream, "detection", source="test")
+    after = runtime.submit_bitstream(bitstream, "detection", api="test")
     assert states(runtime)[("gated_detection", "fake_detection_weights")] == "UNLOADING"
     gated.gate.set()
     assert running.result(60).result.task_model_id.startswith("gated_detection:")
@@ -140,13 +140,13 @@ def test_unloading_a_task_model_makes_its_task_unavailable(
     assert gone["state"] == "UNAVAILABLE" and gone["task"] == "detection"
     assert runtime.hub.ready_tasks() == []
     assert (
-        error_code(lambda: runtime.submit_bitstream(bitstream, "detection", source="test"))
+        error_code(lambda: runtime.submit_bitstream(bitstream, "detection", api="test"))
         is ErrorCode.UNAVAILABLE
     )
     assert runtime.models.unload("gated_detection") == []  # unloading twice changes nothing
     runtime.models.submit_load("gated_detection").result(60)
     assert runtime.hub.ready_tasks() == ["detection"]
-    assert runtime.submit_bitstream(bitstream, "detection", source="test").result(60)
+    assert runtime.submit_bitstream(bitstream, "detection", api="test").result(60)
 
 
 def test_the_last_codec_goes_only_with_force(runtime: Runtime) -> None:

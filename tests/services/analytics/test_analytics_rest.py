@@ -251,9 +251,9 @@ def test_full_queue_gives_429_with_retry_after(
     backend = GatedDetection()
     with TestClient(create_app(make_settings(max_queue=1), backends=[backend])) as c:
         runtime = c.app.state.runtime  # type: ignore[attr-defined]
-        busy = runtime.submit_bitstream(bitstream, "detection", source="test")
+        busy = runtime.submit_bitstream(bitstream, "detection", api="test")
         assert backend.entered.wait(30)  # the worker is held: one more fits the queue
-        queued = runtime.submit_bitstream(bitstream, "detection", source="test")
+        queued = runtime.submit_bitstream(bitstream, "detection", api="test")
         headers = {"content-type": BITSTREAM_TYPE}
         response = c.post("/v1/analyze?task=detection", content=bitstream, headers=headers)
         assert "queue is full" in error_of(response, 429, "RESOURCE_EXHAUSTED")
@@ -266,7 +266,7 @@ def test_full_queue_gives_429_with_retry_after(
 def test_no_codec_means_not_ready(
     make_settings: Callable[..., Settings], sample_png: bytes
 ) -> None:
-    settings = make_settings(codec_checkpoint=None)
+    settings = make_settings(codec_checkpoint=None, use_shipped_weights=False)
     with TestClient(create_app(settings, backends=[FakeDetection()])) as c:
         message = error_of(c.get("/readyz"), 503, "UNAVAILABLE")
         assert "TRANSTIC_ANALYTICS_CODEC_CHECKPOINT" in message
@@ -281,9 +281,9 @@ def test_frames_from_many_requests_share_a_batch(
     backend = GatedDetection()
     with TestClient(create_app(make_settings(max_batch_size=4), backends=[backend])) as c:
         runtime = c.app.state.runtime  # type: ignore[attr-defined]
-        busy = runtime.submit_bitstream(bitstream, "detection", source="test")
+        busy = runtime.submit_bitstream(bitstream, "detection", api="test")
         assert backend.entered.wait(30)
-        waiting = [runtime.submit_bitstream(bitstream, "detection", source="s") for _ in range(3)]
+        waiting = [runtime.submit_bitstream(bitstream, "detection", api="s") for _ in range(3)]
         assert metric(c, "transtic_analytics_queue_depth") == 3
         backend.gate.set()
         for future in [busy, *waiting]:

@@ -77,9 +77,9 @@ def test_a_request_refused_for_a_full_queue_processes_no_image(
             from transtic.images import decode_image_bytes
 
             image = decode_image_bytes(sample_png)
-            held = [runtime.submit_image(image, "detection", None, source="test")]
+            held = [runtime.submit_image(image, "detection", None, api="test")]
             assert backend.entered.wait(60)
-            held += [runtime.submit_image(image, "detection", None, source="test") for _ in "ab"]
+            held += [runtime.submit_image(image, "detection", None, api="test") for _ in "ab"]
             refused = client.post(INFER, content=v2_body([sample_png] * 3))
             assert refused.status_code == 429, refused.text
             assert int(refused.headers["retry-after"]) >= 1

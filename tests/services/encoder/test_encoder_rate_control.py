@@ -63,8 +63,10 @@ def test_adapts_when_content_gets_harder() -> None:
     assert 3 not in chosen[-30:] and 4 not in chosen[-30:]
 
 
-def test_without_target_the_fixed_or_lowest_quality_is_used() -> None:
-    assert set(run(RateController([3, 1, 2]), 5)) == {1}
+def test_without_target_the_fixed_or_default_quality_is_used() -> None:
+    # The default quality of every entry point (3) where offered, else the lowest.
+    assert set(run(RateController([3, 1, 2]), 5)) == {3}
+    assert set(run(RateController([2, 1]), 5)) == {1}
     assert set(run(RateController(list(BPP), fixed_quality=3), 5)) == {3}
     with pytest.raises(ValueError):
         RateController([1, 2], fixed_quality=5)

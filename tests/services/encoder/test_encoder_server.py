@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 import pytest
+from documented_metrics import documented, served
 from encoder_fakes import free_port, png_bytes
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -60,7 +61,8 @@ def test_encode_returns_a_decodable_bitstream(
 
 def test_defaults_apply_for_empty_task_and_zero_quality(stub: api_pb2_grpc.EncoderStub) -> None:
     reply = stub.Encode(Request(image=png_bytes(32, 32), align_mode="resize"))
-    assert reply.codec_id == "cls_q1"
+    # Quality 3, the default of every entry point, as this encoder holds it.
+    assert (reply.codec_id, reply.quality) == ("cls_q3", 3)
 
 
 def test_get_info_lists_every_codec(stub: api_pb2_grpc.EncoderStub) -> None:
@@ -133,11 +135,25 @@ def test_health_and_reflection(channel: grpc.Channel) -> None:
     assert {"transtic.v1.Encoder", "grpc.health.v1.Health"} <= names
 
 
+def test_the_service_serves_the_documented_metrics_only(
+    server: EncoderServer, stub: api_pb2_grpc.EncoderStub
+) -> None:
+    """Its own, read with Prometheus's parser: no stream client metrics (it streams
+    nothing), bits per pixel by codec, quality and task."""
+    stub.Encode(Request(image=png_bytes(16, 16)))
+    with pytest.raises(grpc.RpcError):
+        stub.Encode(Request(image=png_bytes(16, 16), task="juggling"))
+    url = f"http://127.0.0.1:{server.settings.http_port}/metrics"
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    assert served(text) == documented("encoder")
+    assert "transtic_stream_" not in text
+
+
 def test_metrics_and_http_health(server: EncoderServer, stub: api_pb2_grpc.EncoderStub) -> None:
     stub.Encode(Request(image=png_bytes(16, 16)))
     base = f"http://127.0.0.1:{server.settings.http_port}"
     text = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
-    assert 'transtic_encoder_frames_total{codec="cls_q1",quality="1",task="classification"}' in text
+    assert 'transtic_encoder_frames_total{codec="cls_q3",quality="3",task="classification"}' in text
     assert "transtic_encoder_encode_seconds_bucket" in text
     # An unknown task is counted as such, never under the name the client sent.
     assert (

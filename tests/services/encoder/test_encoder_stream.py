@@ -4,19 +4,28 @@ from __future__ import annotations
 
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
 import pytest
 import torch
+from documented_metrics import documented, served
 from encoder_fakes import FakeAnalyticsServer, FakeEncoder, free_port
 
 from services.encoder.resend import ResendBuffer
 from services.encoder.sender import StreamSender
 from services.encoder.settings import EncoderSettings
 from services.encoder.sources import SourceFrame
-from services.encoder.streamer import EXIT_ERROR, EXIT_OK, EXIT_REFUSED, EXIT_UNACKED, StreamRun
+from services.encoder.streamer import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_UNACKED,
+    StreamRun,
+    start_metrics,
+)
 from services.generated.transtic.v1 import api_pb2
 
 BPP = {1: 0.5, 2: 1.0, 3: 2.0}
@@ -247,3 +256,20 @@ def test_acks_for_other_streams_and_stray_acks_are_ignored() -> None:
     sender._handle(api_pb2.FrameAck(stream_id="me", sequence=0))
     sender._handle(api_pb2.FrameAck(stream_id="me", sequence=0, duplicate=True))
     assert len(buf) == 0 and events == ["ok", "stray"]
+
+
+def test_the_stream_client_serves_the_documented_metrics_only(
+    make_settings: Callable[..., EncoderSettings], analytics: FakeAnalyticsServer
+) -> None:
+    """Its own: the frames it coded and their delivery, none of the Encode service's."""
+    analytics.start()
+    port = free_port()
+    run, _ = make_run(make_settings, analytics.target, 3, stream_metrics_port=port)
+    http = start_metrics(run.settings, run.metrics)
+    assert http is not None
+    try:
+        assert run.exit_code(run.run()) == EXIT_OK
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+    finally:
+        http.stop()
+    assert served(text.decode()) == documented("stream client")

@@ -156,8 +156,8 @@ def run_phase(service: Analytics, bitstreams: list[bytes], tag: str) -> dict[str
 
     stream_frames = N_STREAMS * N_FRAMES
     # Nothing analysed twice: each stored frame and each REST answer is one analysis.
-    assert delta(FRAMES_METRIC, source="stream") == stream_frames
-    assert delta(FRAMES_METRIC, source="rest_bitstream") == rest.statuses[200]
+    assert delta(FRAMES_METRIC, api="stream") == stream_frames
+    assert delta(FRAMES_METRIC, api="rest") == rest.statuses[200]
     assert delta("transtic_analytics_duplicate_frames_total") == 0
     assert delta("transtic_analytics_errors_total", code="INTERNAL") == 0
     stream_latencies = [s for run in runs for s in run.latencies_s]
