@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from transtic.evaluation import EvalSet, TaskScorer, eval_main, evaluate, load_eval_set
+from transtic.evaluation import EvalSet, TaskScorer, eval_main, evaluate, load_eval_set, metrics
 from transtic.evaluation.anchors import AnchorCodec
 from transtic.evaluation.metrics import detections_agreement
 from transtic.models import load_checkpoint
@@ -95,6 +95,17 @@ def test_end_to_end_classification_eval(
     for name in ("results.md", "results.csv", "curves.png"):
         assert (out / name).stat().st_size > 0
     assert "BD-rate" in (out / "results.md").read_text()
+    for p in result["points"]:
+        assert len(p["extra"]["colour_shift_rgb"]) == 3
+    assert "colour shift R/G/B" in (out / "results.md").read_text()
+
+
+def test_colour_shift_is_the_signed_mean_difference_in_levels() -> None:
+    original = torch.full((3, 4, 4), 100 / 255)
+    decoded = original.clone()
+    decoded[0] += 8 / 255
+    decoded[2, :2] -= 4 / 255  # half the pixels 4 levels darker: the mean 2 darker
+    assert metrics.colour_shift(decoded, original) == pytest.approx([8.0, 0.0, -2.0])
 
 
 def test_anchor_targets_span_the_rate_range_and_jpeg_payload_drops_the_header(

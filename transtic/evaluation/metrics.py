@@ -19,6 +19,14 @@ def psnr(decoded: torch.Tensor, original: torch.Tensor) -> float:
     return 100.0 if mse == 0 else 10 * math.log10(255**2 / mse)
 
 
+def colour_shift(decoded: torch.Tensor, original: torch.Tensor) -> list[float]:
+    """Per-channel mean of decoded minus original, in 8-bit levels (a colour cast that
+    PSNR and a classifier may hardly see, but a person does)."""
+    a = (decoded.clamp(0, 1) * 255).round().flatten(1).mean(1)
+    b = (original.clamp(0, 1) * 255).round().flatten(1).mean(1)
+    return (a - b).tolist()
+
+
 def top1(predictions: Sequence[dict[str, Any]]) -> list[int]:
     return [int(p["predictions"][0]["index"]) for p in predictions]
 

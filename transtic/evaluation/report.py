@@ -84,7 +84,7 @@ def markdown(result: dict[str, Any], command: str | None = None) -> str:
     ref = ", ".join(f"{k} {_fmt(v, _DIGITS.get(k, 1))}" for k, v in result["reference"].items())
     lines += [f"Uncompressed images: {ref}.", ""]
     head = ["method", "point", "bpp (bytes)", "bpp (payload)", "bpp (likelihoods)", "PSNR dB"]
-    head += names
+    head += [*names, "colour shift R/G/B (levels)"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for p in sorted(result["points"], key=lambda p: (p["method"], p["bpp"])):
         row = [
@@ -95,6 +95,7 @@ def markdown(result: dict[str, Any], command: str | None = None) -> str:
             _fmt(p.get("bpp_likelihood"), 4),
             _fmt(p["psnr"], 2),
             *(_fmt(p["scores"].get(n), _DIGITS.get(n, 1)) for n in names),
+            " / ".join(f"{c:+.1f}" for c in p.get("extra", {}).get("colour_shift_rgb", [])),
         ]
         lines.append("| " + " | ".join(row) + " |")
     for rate, metric in [(r, m) for r in RATES for m in (result["primary_metric"], "psnr")]:

@@ -283,6 +283,8 @@ def _point(
     }
     per_image["psnr"] = [metrics.psnr(d, o) for d, o in zip(decoded, data.images, strict=True)]
     scores, per_image_scores = scorer.score_per_image(decoded)
+    shifts = [metrics.colour_shift(d, o) for d, o in zip(decoded, data.images, strict=True)]
+    extra = {**(extra or {}), "colour_shift_rgb": [_mean(c) for c in zip(*shifts, strict=True)]}
     return Point(
         method=method,
         point=name,
@@ -291,7 +293,7 @@ def _point(
         bpp_likelihood=_mean(per_image["bpp_likelihood"]) if "bpp_likelihood" in bits else None,
         psnr=_mean(per_image["psnr"]),
         scores=scores,
-        extra=extra or {},
+        extra=extra,
         per_image={**per_image, **per_image_scores},
     )
 

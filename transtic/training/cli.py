@@ -197,6 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
     prompts.add_argument(
         "--generator-channels", type=int, default=32, help="width of the instance prompt generator"
     )
+    prompts.add_argument(
+        "--colour-weight",
+        type=float,
+        default=0.0,
+        help="classification: weight of the squared per-channel mean shift of the decoded "
+        "crop, in 8-bit levels (a departure from the paper, against colour casts; 0 = none)",
+    )
     # The official prompt scripts step Adam without clipping.
     prompts.add_argument(
         "--clip-max-norm", type=float, default=0.0, help="gradient-norm clipping; 0 = none"

@@ -74,10 +74,12 @@ class ClassificationFeatureLoss(nn.Module):
         mean: Sequence[float],
         std: Sequence[float],
         stages: Sequence[int] | None = None,
+        colour_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.classifier = classifier.eval().requires_grad_(False)
         self.lmbda = lmbda
+        self.colour_weight = colour_weight
         self.register_buffer("mean", torch.tensor(list(mean)).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(list(std)).view(1, 3, 1, 1), persistent=False)
         info = getattr(classifier, "feature_info", None)
@@ -107,7 +109,15 @@ class ClassificationFeatureLoss(nn.Module):
         bpp = bpp_from_likelihoods(output["likelihoods"], n * h * w)
         loss = 1000 * self.lmbda * perceptual + bpp
         mse = F.mse_loss(output["x_hat"].detach().float(), target.float())
-        return {"loss": loss, "bpp": bpp, "perceptual": perceptual.detach(), "mse": mse}
+        terms = {"loss": loss, "bpp": bpp, "perceptual": perceptual.detach(), "mse": mse}
+        if self.colour_weight:
+            # The classifier's features hardly see a uniform colour cast, so prompts trained
+            # on them alone drift darker (levels**2 of each crop's per-channel mean shift).
+            shift = 255 * (output["x_hat"].clamp(0, 1) - target).float().mean((-2, -1))
+            colour = shift.pow(2).sum(1).mean()
+            terms["loss"] = loss + self.colour_weight * colour
+            terms["colour"] = colour.detach()
+        return terms
 
 
 FPN_LEVELS = ("0", "1", "2", "3", "pool")  # torchvision's names for p2, p3, p4, p5, p6

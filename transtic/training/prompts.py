@@ -82,7 +82,9 @@ def task_loss(args: argparse.Namespace, lmbda: float) -> nn.Module:
             classifier = timm.create_model(backend.model_name, pretrained=False)  # type: ignore[attr-defined]
         else:
             classifier = backend.timm_model()  # type: ignore[attr-defined]
-        return ClassificationFeatureLoss(classifier, lmbda, mean=norm.mean, std=norm.std)
+        return ClassificationFeatureLoss(
+            classifier, lmbda, mean=norm.mean, std=norm.std, colour_weight=args.colour_weight
+        )
     if random_weights:
         from torchvision.models.detection import fasterrcnn_resnet50_fpn, maskrcnn_resnet50_fpn
 
