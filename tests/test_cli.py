@@ -161,7 +161,9 @@ def test_decode_to_a_name_without_extension_writes_png(tmp_path, checkpoint):
     with Image.open(out) as img:
         assert (img.format, img.size) == ("PNG", (70, 40))
     with pytest.raises(SystemExit, match=r"cannot write images as '\.xyz'"):
-        main(["decode", str(stream), "-o", str(tmp_path / "o.xyz"), "--checkpoint", checkpoint])
+        main(
+            ["decode", str(stream), "-o", str(tmp_path / "o.xyz"), "--checkpoint", str(checkpoint)]
+        )
 
 
 def test_info_gives_sizes_as_width_x_height(tmp_path, checkpoint, capsys):

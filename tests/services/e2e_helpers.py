@@ -185,6 +185,8 @@ class Encoder(Process):
         args = [
             "-m", "services.encoder", "serve",
             "--checkpoint", f"classification:1={codec}",
+            # the test's codec, not the shipped q3 the service would otherwise default to
+            "--quality", "1",
             "--host", "127.0.0.1",
             "--grpc-port", str(self.grpc_port),
             "--http-port", str(self.http_port),
